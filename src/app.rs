@@ -1,0 +1,226 @@
+//! Assembles the server: specs → operations and routes, scripts, stores, docs; runs it.
+//!
+//! [`App::build`] does everything `hookyard check` needs to report (all problems at once);
+//! [`run`] serves a built app on a listener until `shutdown` resolves, so tests bind port 0.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::TcpAcceptor;
+use poem::{EndpointExt, Route, Server, get, handler, web::Html};
+
+use crate::config::credentials::CredentialNeed;
+use crate::config::{self, Config, CredentialsReport};
+use crate::docs::{self, Document};
+use crate::ingest::{Operation, PathEndpoint, Pipeline};
+use crate::script::ScriptHost;
+use crate::spec::Registry;
+use crate::store::{DataDir, SeenKeys};
+
+/// A fully loaded server, not yet listening.
+pub struct App {
+    pub config: Config,
+    pub credentials: CredentialsReport,
+    pub scripts: Arc<ScriptHost>,
+    paths: BTreeMap<String, Vec<Arc<Operation>>>,
+    documents: BTreeMap<String, Document>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl App {
+    /// Loads specs, credentials, the data directory and scripts; every problem is returned.
+    pub fn build(mut config: Config) -> Result<Self, Vec<String>> {
+        let registry = Registry::load(config.spec_dir.as_deref()).map_err(strings)?;
+        let needs = credential_needs(&registry);
+        let credentials = config::fill_missing_credentials(&mut config, &needs)
+            .map_err(|e| vec![e.to_string()])?;
+        let data = DataDir::open(&config.data_dir)
+            .map_err(|e| vec![format!("data directory {}: {e}", config.data_dir.display())])?;
+        let data = Arc::new(data);
+        let names: Vec<String> = registry.protocols.iter().map(|p| p.name.clone()).collect();
+        let scripts = ScriptHost::load(
+            config.scripts_dir.as_deref(),
+            &names,
+            &config.script_limits,
+            data.clone(),
+        );
+        let mut errors = scripts
+            .as_ref()
+            .err()
+            .map(|e| strings(e.iter().collect::<Vec<_>>()))
+            .unwrap_or_default();
+        let mut paths: BTreeMap<String, Vec<Arc<Operation>>> = BTreeMap::new();
+        let mut documents = BTreeMap::new();
+        for protocol in registry.protocols {
+            let settings = config.protocol(&protocol.name);
+            for op in protocol.operations {
+                let label = format!("{} {} {}", protocol.name, op.method, op.path);
+                match Operation::build(op, &settings) {
+                    Ok(op) => paths
+                        .entry(op.spec.path.clone())
+                        .or_default()
+                        .push(Arc::new(op)),
+                    Err(e) => errors.push(format!(
+                        "[protocols.{}] {e} (needed by {label})",
+                        protocol.name
+                    )),
+                }
+            }
+            let json = serde_json::to_string_pretty(&protocol.document).unwrap_or_default();
+            documents.insert(
+                protocol.name.clone(),
+                Document {
+                    yaml: protocol.source_text,
+                    json,
+                },
+            );
+        }
+        errors.extend(duplicate_routes(&paths));
+        let seen = SeenKeys::open(data.root()).map_err(|e| vec![format!("dedup memory: {e}")])?;
+        let scripts = match scripts {
+            Ok(s) if errors.is_empty() => Arc::new(s),
+            _ => return Err(errors),
+        };
+        let pipeline = Arc::new(Pipeline {
+            scripts: scripts.clone(),
+            seen: Arc::new(seen),
+        });
+        Ok(Self {
+            config,
+            credentials,
+            scripts,
+            paths,
+            documents,
+            pipeline,
+        })
+    }
+
+    /// How many protocols are served.
+    pub fn protocol_count(&self) -> usize {
+        self.documents.len()
+    }
+
+    /// The poem endpoint serving every route.
+    pub fn endpoint(&self) -> impl poem::Endpoint + 'static {
+        let names: Vec<String> = self.documents.keys().cloned().collect();
+        let management = docs::management(names.clone());
+        let mut documents: BTreeMap<String, Document> = self
+            .documents
+            .iter()
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    Document {
+                        yaml: d.yaml.clone(),
+                        json: d.json.clone(),
+                    },
+                )
+            })
+            .collect();
+        documents.insert(
+            "management".into(),
+            Document {
+                yaml: management.spec_yaml(),
+                json: management.spec(),
+            },
+        );
+        let mut all_names = names;
+        all_names.push("management".into());
+        let page = docs::swagger_page(&management.swagger_ui_html(), &all_names);
+        let mut route = Route::new()
+            .at("/docs", get(docs_page).data(Arc::new(page)))
+            .at("/openapi/:file", docs::documents_endpoint(documents));
+        for (path, ops) in &self.paths {
+            route = route.at(
+                path,
+                PathEndpoint {
+                    ops: ops.clone(),
+                    pipeline: self.pipeline.clone(),
+                },
+            );
+        }
+        route.nest("/", management)
+    }
+}
+
+#[handler]
+fn docs_page(page: poem::web::Data<&Arc<String>>) -> Html<String> {
+    Html(page.as_str().to_owned())
+}
+
+fn strings<E: ToString>(errors: Vec<E>) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+fn credential_needs(registry: &Registry) -> Vec<CredentialNeed> {
+    let mut needs: Vec<CredentialNeed> = Vec::new();
+    for p in &registry.protocols {
+        for block in p.operations.iter().flat_map(|o| &o.auth) {
+            if let Some((key, kind)) = crate::auth::credential_need(block)
+                && !needs.iter().any(|n| n.protocol == p.name && n.key == key)
+            {
+                needs.push(CredentialNeed {
+                    protocol: p.name.clone(),
+                    key,
+                    kind,
+                });
+            }
+        }
+    }
+    needs
+}
+
+fn duplicate_routes(paths: &BTreeMap<String, Vec<Arc<Operation>>>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (path, ops) in paths {
+        for (i, a) in ops.iter().enumerate() {
+            if let Some(b) = ops[i + 1..].iter().find(|b| b.spec.method == a.spec.method) {
+                errors.push(format!(
+                    "{} {path} is declared by both {} and {}",
+                    a.spec.method, a.spec.protocol, b.spec.protocol
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; in-flight requests get 10 s.
+pub async fn run(
+    listener: std::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    let watcher = tokio::spawn(watch_scripts(
+        app.scripts.clone(),
+        app.config.reload_interval,
+    ));
+    let endpoint = app.endpoint();
+    let result = Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
+        .await;
+    watcher.abort();
+    result
+}
+
+async fn watch_scripts(scripts: Arc<ScriptHost>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let host = scripts.clone();
+        let Ok((reloaded, failed)) = tokio::task::spawn_blocking(move || host.poll()).await else {
+            continue;
+        };
+        for name in reloaded {
+            tracing::info!(protocol = %name, "script reloaded");
+        }
+        for e in failed {
+            tracing::error!(error = %e, "script change not applied: it does not compile; the previous version keeps running");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Who sent a request: API keys, HMAC signatures, form checksums, basic/bearer/static headers.
+//!
+//! A component is a spec block plus the protocol's settings, built once into a [`Checker`].
+//! Checking is pure: `(headers, raw body, form fields)` → the sender's identity or a reason.
+//! Secrets are compared in constant time and never appear in a reason.
+
+mod form_checks;
+mod hmac;
+mod keys;
+mod settings;
+
+use poem::http::HeaderMap;
+
+pub use self::hmac::{HmacVerifier, SignatureError};
+pub use keys::{ApiKeys, HeaderAuth};
+pub use settings::{AuthConfigError, credential_need};
+
+use crate::config::ProtocolSettings;
+use crate::form::Form;
+use crate::spec::ext::{AuthBlock, Reject};
+
+/// What a check sees of a request.
+pub struct Request<'a> {
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub form: Option<&'a Form>,
+}
+
+/// A refused request: the reason (safe to show the client) and how to answer.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: String,
+    pub reject: Reject,
+}
+
+enum Kind {
+    ApiKey {
+        header: String,
+        keys: ApiKeys,
+    },
+    Hmac(HmacVerifier),
+    Integrity(Option<HmacVerifier>),
+    Header(HeaderAuth),
+    FormChecksum {
+        field: String,
+        over: String,
+        required: bool,
+    },
+    FormSource {
+        field: String,
+        allowed: Option<Vec<String>>,
+    },
+}
+
+/// One built check of an operation.
+pub struct Checker {
+    kind: Kind,
+    reject: Reject,
+}
+
+impl Checker {
+    /// Builds the check a spec block describes, reading its secrets from `settings`.
+    pub fn build(block: &AuthBlock, settings: &ProtocolSettings) -> Result<Self, AuthConfigError> {
+        settings::build(block, settings)
+    }
+
+    /// Runs the check; `Ok(Some(name))` when it establishes who the sender is.
+    pub fn check(&self, req: &Request<'_>) -> Result<Option<String>, Refusal> {
+        self.run(req).map_err(|reason| Refusal {
+            reason,
+            reject: self.reject.clone(),
+        })
+    }
+
+    fn run(&self, req: &Request<'_>) -> Result<Option<String>, String> {
+        let header = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
+        match &self.kind {
+            Kind::ApiKey { header: name, keys } => keys
+                .tenant(header(name))
+                .map(Some)
+                .ok_or_else(|| "Invalid API key".into()),
+            Kind::Hmac(v) => v
+                .verify(header(&v.header), req.body)
+                .map(|_| None)
+                .map_err(|e| e.to_string()),
+            Kind::Integrity(None) => Ok(None),
+            Kind::Integrity(Some(v)) => v
+                .verify(header(&v.header), req.body)
+                .map(|_| None)
+                .map_err(|e| format!("integrity check failed: {e}")),
+            Kind::Header(auth) => auth.check(req.headers),
+            Kind::FormChecksum {
+                field,
+                over,
+                required,
+            } => form_checks::checksum(req.form, field, over, *required).map(|_| None),
+            Kind::FormSource { field, allowed } => {
+                form_checks::source(req.form, field, allowed.as_deref()).map(Some)
+            }
+        }
+    }
+}
+
+/// Runs every check in order; the last identity established names the sender.
+pub fn check_all(checkers: &[Checker], req: &Request<'_>) -> Result<String, Refusal> {
+    let mut source = String::new();
+    for c in checkers {
+        if let Some(name) = c.check(req)? {
+            source = name;
+        }
+    }
+    Ok(source)
+}

@@ -1,0 +1,207 @@
+//! The command line: `serve`, `check` and `validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::event::Origin;
+use crate::form::Form;
+use crate::ingest::{parse_query, split};
+use crate::spec::Registry;
+use crate::spec::ext::BodyKind;
+
+#[derive(Parser)]
+#[command(
+    name = "hookyard",
+    version,
+    about = "Receives webhooks from meters, gateways and energy platforms"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve every protocol of the spec directory.
+    Serve {
+        /// Config file (default: ./hookyard.toml when it exists, else built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Load config, specs and scripts; report every problem; exit non-zero on any.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a payload file against a protocol's spec; print each violation.
+    Validate {
+        protocol: String,
+        method: String,
+        /// Route path, optionally with a query (`/ai-on-the-edge/webhook?timestamp=1`).
+        path: String,
+        payload: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs one command; the exit code tells the outcome.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => serve(Config::load(config.as_deref())?),
+        Command::Check { config } => Ok(check(Config::load(config.as_deref())?)),
+        Command::Validate {
+            protocol,
+            method,
+            path,
+            payload,
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            validate(&config, &protocol, &method, &path, &payload)
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let listen = config.listen;
+    let app = match App::build(config) {
+        Ok(app) => app,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            anyhow::bail!("{} problem(s) found; not starting", problems.len());
+        }
+    };
+    if !app.credentials.generated.is_empty() {
+        eprintln!(
+            "hookyard: generated credentials for {} and stored them in {} (mode 0600); \
+             configure your devices with them, or set your own in hookyard.toml",
+            app.credentials.generated.join(", "),
+            app.credentials.path.display()
+        );
+    }
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listen, docs = %format!("http://{listen}/docs"), "hookyard is serving");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(app::run(listener, app, shutdown_signal()))?;
+    tracing::info!("hookyard stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn check(config: Config) -> ExitCode {
+    match App::build(config) {
+        Ok(app) => {
+            println!(
+                "ok: {} protocol(s), config, specs and scripts load",
+                app.protocol_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("error: {p}");
+            }
+            println!("{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(
+    config: &Config,
+    protocol: &str,
+    method: &str,
+    path: &str,
+    payload: &PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(config.spec_dir.as_deref()).map_err(|e| {
+        anyhow::anyhow!(
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let spec = registry
+        .get(protocol)
+        .with_context(|| format!("no protocol {protocol:?} in the specs"))?;
+    let (route, query) = path
+        .split_once('?')
+        .map(|(p, q)| (p, Some(q)))
+        .unwrap_or((path, None));
+    let op = spec
+        .operations
+        .iter()
+        .find(|o| o.path == route && o.method.as_str().eq_ignore_ascii_case(method))
+        .with_context(|| {
+            format!(
+                "{protocol} has no operation {} {route}",
+                method.to_uppercase()
+            )
+        })?;
+    let body =
+        std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let form = match op.split.body_kind() {
+        BodyKind::Form => match runtime.block_on(Form::parse(None, body.clone().into())) {
+            Ok(f) => Some(f),
+            Err(e) => return Ok(report(&[format!("body: {e}")], 0)),
+        },
+        _ => None,
+    };
+    let origin = Origin {
+        protocol: protocol.into(),
+        operation: op.operation_id.clone(),
+        source: String::new(),
+        received_ms: 0,
+    };
+    let query = parse_query(query);
+    let input = split::Input {
+        body: body.into(),
+        form: form.as_ref(),
+        query: &query,
+        content_type: None,
+    };
+    Ok(match split::split(op, &origin, input) {
+        Ok(parsed) => report(&[], parsed.events.len()),
+        Err(violations) => report(&violations, 0),
+    })
+}
+
+fn report(violations: &[String], events: usize) -> ExitCode {
+    if violations.is_empty() {
+        println!("valid: {events} event(s)");
+        return ExitCode::SUCCESS;
+    }
+    for v in violations {
+        println!("{v}");
+    }
+    ExitCode::from(1)
+}

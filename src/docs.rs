@@ -1,0 +1,110 @@
+//! The Swagger UI at `/docs`, every document at `/openapi/<name>.yaml|json`, and the typed
+//! management API (poem-openapi).
+//!
+//! The Swagger UI assets are the ones poem-openapi embeds: the page is poem-openapi's own,
+//! with its single-document start-up replaced by a selector over every protocol document
+//! (served exactly as written) and the management API. Nothing is fetched from the network.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::Path;
+use poem::{Endpoint, EndpointExt, Response, handler};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, OpenApiService};
+
+/// One served document: YAML as written, and its JSON form.
+pub struct Document {
+    pub yaml: String,
+    pub json: String,
+}
+
+/// Health of the running server.
+#[derive(Object)]
+struct Health {
+    /// `ok` while the server is serving.
+    status: String,
+    /// Protocols loaded from the spec directory.
+    protocols: Vec<String>,
+    /// The server's version.
+    version: String,
+}
+
+/// The management API.
+pub struct Management {
+    pub protocols: Vec<String>,
+}
+
+#[OpenApi]
+impl Management {
+    /// Whether the server is up, and which protocols it serves.
+    #[oai(path = "/healthz", method = "get")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+            protocols: self.protocols.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+}
+
+/// The management service (mounted at `/`).
+pub fn management(protocols: Vec<String>) -> OpenApiService<Management, ()> {
+    OpenApiService::new(
+        Management { protocols },
+        "hookyard management API",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// `/docs`: Swagger UI with a selector over `names` (management last).
+pub fn swagger_page(service_html: &str, names: &[String]) -> String {
+    let head_end = service_html
+        .find("<div id=\"ui\"></div>")
+        .unwrap_or(service_html.len());
+    let options: String = names
+        .iter()
+        .map(|n| format!("<option value=\"{n}\">{n}</option>"))
+        .collect();
+    format!(
+        "{head}<div style=\"padding:8px 16px;font-family:sans-serif\">\
+         <label for=\"doc\">Document: </label><select id=\"doc\">{options}</select></div>\n\
+         <div id=\"ui\"></div>\n<script>\n{SCRIPT}</script>\n</body>\n</html>\n",
+        head = &service_html[..head_end],
+    )
+}
+
+const SCRIPT: &str = r#"const select = document.getElementById('doc');
+function show(name) { SwaggerUIBundle({ dom_id: '#ui', url: 'openapi/' + name + '.yaml', deepLinking: false }); }
+const wanted = location.hash.slice(1);
+if ([...select.options].some(o => o.value === wanted)) { select.value = wanted; }
+select.addEventListener('change', () => { history.replaceState(null, '', '#' + select.value); show(select.value); });
+show(select.value);
+"#;
+
+/// `/openapi/:file` for every document in `docs`.
+pub fn documents_endpoint(docs: BTreeMap<String, Document>) -> impl Endpoint {
+    serve_document.data(Arc::new(docs))
+}
+
+#[handler]
+fn serve_document(
+    Path(file): Path<String>,
+    docs: poem::web::Data<&Arc<BTreeMap<String, Document>>>,
+) -> Response {
+    let found = match file.rsplit_once('.') {
+        Some((name, "yaml" | "yml")) => {
+            docs.get(name).map(|d| (d.yaml.clone(), "application/yaml"))
+        }
+        Some((name, "json")) => docs.get(name).map(|d| (d.json.clone(), "application/json")),
+        _ => None,
+    };
+    match found {
+        Some((body, content_type)) => Response::builder().content_type(content_type).body(body),
+        None => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("no document {file:?}; try /docs")),
+    }
+}

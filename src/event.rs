@@ -1,0 +1,140 @@
+//! The Event: the one type scripts, plugins and stores see.
+//!
+//! Every accepted request becomes one or more Events (a reading, a CSV row, a platform
+//! event, an image). The serialized form below is a documented contract
+//! (`scripts/README.md`): scripts receive exactly these fields. No I/O and no clock here:
+//! the receive time is passed in.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One unit of data handed to a protocol's script.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Protocol name, the stem of its spec file (`gridx`).
+    pub protocol: String,
+    /// The spec operation that received it (its `operationId`, e.g. `readings`).
+    pub operation: String,
+    /// Who sent it, as established by the auth blocks: the tenant of an API key, the Wattmon
+    /// `key`, or `""` when the protocol has no notion of a sender.
+    pub source: String,
+    /// When the request was received, RFC 3339 UTC with milliseconds.
+    pub received_at: String,
+    /// Receive time as Unix epoch milliseconds.
+    pub received_ms: i64,
+    /// Position of this event within its request, from 0.
+    pub index: usize,
+    /// The payload: a reading object, a platform event, a CSV row as `{column: value}`, or
+    /// `{}` for a binary upload.
+    pub data: Value,
+    /// Framing details: query parameters, CSV column order, blob size and content type.
+    pub meta: Map<String, Value>,
+    /// The raw bytes of a binary upload (an image); not part of the JSON form.
+    #[serde(skip)]
+    pub blob: Option<Bytes>,
+}
+
+/// What every event of one request shares.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub protocol: String,
+    pub operation: String,
+    pub source: String,
+    pub received_ms: i64,
+}
+
+impl Origin {
+    /// Builds the `index`-th event of this request.
+    pub fn event(&self, index: usize, data: Value, meta: Map<String, Value>) -> Event {
+        Event {
+            protocol: self.protocol.clone(),
+            operation: self.operation.clone(),
+            source: self.source.clone(),
+            received_at: rfc3339_millis(self.received_ms),
+            received_ms: self.received_ms,
+            index,
+            data,
+            meta,
+            blob: None,
+        }
+    }
+}
+
+impl Event {
+    /// The event as JSON (the form scripts and idempotency keys see).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The idempotency key made of the values at `pointers` (JSON pointers into `to_json`),
+    /// or `None` when any of them is missing or empty.
+    pub fn idempotency_key(&self, pointers: &[String]) -> Option<String> {
+        if pointers.is_empty() {
+            return None;
+        }
+        let json = self.to_json();
+        let mut parts = Vec::with_capacity(pointers.len() + 2);
+        parts.push(self.protocol.clone());
+        parts.push(self.operation.clone());
+        for pointer in pointers {
+            let part = match json.pointer(pointer)? {
+                Value::String(s) if s.is_empty() => return None,
+                Value::String(s) => s.clone(),
+                Value::Null => return None,
+                other => other.to_string(),
+            };
+            parts.push(part);
+        }
+        Some(serde_json::to_string(&parts).unwrap_or_default())
+    }
+}
+
+/// Formats Unix milliseconds as `2025-09-01T12:00:00.000Z`.
+pub fn rfc3339_millis(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+        return String::new();
+    };
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn origin() -> Origin {
+        Origin {
+            protocol: "wattmon".into(),
+            operation: "export".into(),
+            source: "00:04:A3:12:34:56".into(),
+            received_ms: 1_756_728_000_123,
+        }
+    }
+
+    #[test]
+    fn received_at_is_rfc3339_with_millis() {
+        let e = origin().event(0, json!({}), Map::new());
+        assert_eq!(e.received_at, "2025-09-01T12:00:00.123Z");
+    }
+
+    #[test]
+    fn idempotency_key_joins_protocol_operation_and_pointed_values() {
+        let mut meta = Map::new();
+        meta.insert("timestamp".into(), json!("2025-09-01 12:00"));
+        let e = origin().event(3, json!({"V": "1"}), meta);
+        let key = e
+            .idempotency_key(&["/source".into(), "/meta/timestamp".into()])
+            .unwrap();
+        assert_eq!(
+            key,
+            r#"["wattmon","export","00:04:A3:12:34:56","2025-09-01 12:00"]"#
+        );
+        assert_eq!(e.idempotency_key(&["/data/missing".into()]), None);
+        assert_eq!(e.idempotency_key(&[]), None);
+    }
+}

@@ -1,0 +1,165 @@
+//! The request path of every protocol route: limit → verify → validate → events → scripts → reply.
+//!
+//! One [`PathEndpoint`] serves one spec path and dispatches on the method; each operation
+//! owns its built checkers. Nothing parses a body before its checks have passed (a form is
+//! split into fields first only when its checks travel inside the form).
+
+mod body;
+mod pipeline;
+pub mod reply;
+pub mod split;
+
+use std::sync::Arc;
+
+use poem::http::header;
+use poem::{Endpoint, Request, Response};
+use tracing::Instrument;
+
+use crate::auth::{self, Checker};
+use crate::config::ProtocolSettings;
+use crate::event::Origin;
+use crate::form::Form;
+use crate::spec::OperationSpec;
+use crate::spec::ext::BodyKind;
+
+pub use pipeline::Pipeline;
+use reply::Rejection;
+
+/// One operation, ready to serve.
+pub struct Operation {
+    pub spec: OperationSpec,
+    checkers: Vec<Checker>,
+}
+
+impl Operation {
+    /// Builds the operation's checks from its spec blocks and the protocol's settings.
+    pub fn build(
+        spec: OperationSpec,
+        settings: &ProtocolSettings,
+    ) -> Result<Self, auth::AuthConfigError> {
+        let checkers = spec
+            .auth
+            .iter()
+            .map(|b| Checker::build(b, settings))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { spec, checkers })
+    }
+}
+
+/// All operations of one path.
+pub struct PathEndpoint {
+    pub ops: Vec<Arc<Operation>>,
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl Endpoint for PathEndpoint {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let Some(op) = self
+            .ops
+            .iter()
+            .find(|o| o.spec.method == req.method())
+            .cloned()
+        else {
+            let allow: Vec<String> = self.ops.iter().map(|o| o.spec.method.to_string()).collect();
+            let rejection = Rejection::MethodNotAllowed(allow.join(", "));
+            return Ok(reply::failure(&self.ops[0].spec.reply, &rejection));
+        };
+        let span = tracing::info_span!("request", protocol = %op.spec.protocol, route = %op.spec.path, method = %req.method(), outcome = tracing::field::Empty);
+        let pipeline = self.pipeline.clone();
+        let response = async move {
+            match handle(&op, &pipeline, req).await {
+                Ok(events) => {
+                    tracing::Span::current().record("outcome", "accepted");
+                    tracing::info!(events, "request accepted");
+                    reply::success(&op.spec.reply, events)
+                }
+                Err(rejection) => {
+                    tracing::Span::current().record("outcome", rejection.outcome());
+                    tracing::warn!(reason = %rejection.reason(), "request rejected");
+                    reply::failure(&op.spec.reply, &rejection)
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        Ok(response)
+    }
+}
+
+/// The whole path of one request; the number of events on success.
+async fn handle(op: &Operation, pipeline: &Pipeline, mut req: Request) -> Result<usize, Rejection> {
+    let spec = &op.spec;
+    let declared = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    let raw = body::read_limited(req.take_body(), declared, spec.body_limit)
+        .await
+        .map_err(|e| match e {
+            body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
+            body::BodyError::Io(why) => {
+                Rejection::Invalid(vec![format!("body: could not be read ({why})")])
+            }
+        })?;
+    let content_type = req.header(header::CONTENT_TYPE);
+    let form = match spec.split.body_kind() {
+        BodyKind::Form => Some(
+            Form::parse(content_type, raw.clone())
+                .await
+                .map_err(|e| Rejection::Invalid(vec![format!("body: {e}")]))?,
+        ),
+        _ => None,
+    };
+    let auth_req = auth::Request {
+        headers: req.headers(),
+        body: &raw,
+        form: form.as_ref(),
+    };
+    let source = auth::check_all(&op.checkers, &auth_req).map_err(|r| Rejection::Unauthorized {
+        reason: r.reason,
+        reject: r.reject,
+    })?;
+    let query = parse_query(req.uri().query());
+    let origin = Origin {
+        protocol: spec.protocol.clone(),
+        operation: spec.operation_id.clone(),
+        source,
+        received_ms: now_ms(),
+    };
+    let input = split::Input {
+        body: raw,
+        form: form.as_ref(),
+        query: &query,
+        content_type,
+    };
+    let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
+    if let Some(kind) = &parsed.unknown_type {
+        tracing::warn!(event_type = %kind, "acknowledging an event type the spec does not know");
+    }
+    let count = parsed.events.len();
+    pipeline
+        .process(&spec.protocol, &spec.idempotency, parsed.events)
+        .await?;
+    Ok(count)
+}
+
+/// Query pairs; a second `?` (as some devices append) is read as `&`.
+pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    let q = q.replace('?', "&");
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if !pairs.iter().any(|(name, _)| *name == k) {
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    pairs
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

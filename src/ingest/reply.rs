@@ -1,0 +1,118 @@
+//! Answers in each protocol's own style: JSON `{"status","message"}` or plain `OK`/`ERROR: …`.
+//!
+//! This is the one place where outcomes map to HTTP statuses.
+
+use poem::Response;
+use poem::http::{StatusCode, header};
+use serde_json::json;
+
+use crate::spec::ext::{Reject, ReplySpec, ReplyStyle};
+
+/// Why a request was not acknowledged.
+#[derive(Debug)]
+pub enum Rejection {
+    TooLarge(usize),
+    Unauthorized {
+        reason: String,
+        reject: Reject,
+    },
+    Invalid(Vec<String>),
+    /// Processing failed after the request was accepted (script, store): retryable.
+    Failed(String),
+    MethodNotAllowed(String),
+}
+
+impl Rejection {
+    /// A short, stable label for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge(_) => "too_large",
+            Rejection::Unauthorized { .. } => "unauthorized",
+            Rejection::Invalid(_) => "invalid",
+            Rejection::Failed(_) => "failed",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
+        }
+    }
+
+    /// The reason as told to the client (never a secret, never the payload).
+    pub fn reason(&self) -> String {
+        match self {
+            Rejection::TooLarge(limit) => format!("request body is larger than {limit} bytes"),
+            Rejection::Unauthorized { reason, reject } => {
+                reject.message.clone().unwrap_or_else(|| reason.clone())
+            }
+            Rejection::Invalid(v) if v.len() == 1 => format!("invalid request: {}", v[0]),
+            Rejection::Invalid(v) => {
+                format!("invalid request: {} problems: {}", v.len(), v.join("; "))
+            }
+            Rejection::Failed(why) => why.clone(),
+            Rejection::MethodNotAllowed(allow) => format!("method not allowed (allowed: {allow})"),
+        }
+    }
+}
+
+/// The success reply of an operation.
+pub fn success(spec: &ReplySpec, events: usize) -> Response {
+    let status = StatusCode::from_u16(spec.success_status).unwrap_or(StatusCode::OK);
+    match spec.style {
+        ReplyStyle::Text => text(status, "OK".into()),
+        ReplyStyle::Json if status == StatusCode::NO_CONTENT || spec.success_message.is_none() => {
+            Response::builder().status(status).finish()
+        }
+        ReplyStyle::Json => {
+            let message = spec
+                .success_message
+                .clone()
+                .unwrap_or_default()
+                .replace("{events}", &events.to_string());
+            json_body(status, json!({"status": "success", "message": message}))
+        }
+    }
+}
+
+/// The failure reply of an operation.
+pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
+    let s = &spec.statuses;
+    let code = match rejection {
+        Rejection::TooLarge(_) => s.too_large,
+        Rejection::Unauthorized { reject, .. } => reject.status.unwrap_or(s.unauthorized),
+        Rejection::Invalid(_) => s.invalid,
+        Rejection::Failed(_) => s.failed,
+        Rejection::MethodNotAllowed(_) => s.method_not_allowed,
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = match (rejection, spec.style) {
+        (Rejection::Unauthorized { reject, .. }, _) if reject.empty_body => {
+            Response::builder().status(status).finish()
+        }
+        (_, ReplyStyle::Text) => text(status, format!("ERROR: {}", rejection.reason())),
+        (Rejection::Invalid(v), ReplyStyle::Json) => json_body(
+            status,
+            json!({"status": "error", "message": rejection.reason(), "violations": v}),
+        ),
+        (_, ReplyStyle::Json) => json_body(
+            status,
+            json!({"status": "error", "message": rejection.reason()}),
+        ),
+    };
+    if let Rejection::MethodNotAllowed(allow) = rejection
+        && let Ok(value) = allow.parse()
+    {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+fn json_body(status: StatusCode, value: serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(value.to_string())
+}

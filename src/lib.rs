@@ -1,0 +1,20 @@
+//! hookyard: a receiver for the data meters, gateways and energy platforms push over HTTP.
+//!
+//! Specs in `spec/` drive the routes and validators; requests are verified over their raw
+//! bytes, validated, split into [`event::Event`]s and handed to Rhai scripts that decide where
+//! data lands. See `ARCHITECTURE.md` for the map of the rooms below.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod docs;
+pub mod event;
+pub mod form;
+pub mod ingest;
+pub mod script;
+pub mod spec;
+pub mod store;
+
+pub use app::{App, run};
+pub use config::Config;

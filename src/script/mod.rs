@@ -1,0 +1,236 @@
+//! The Rhai host: one engine with limits, one compiled script per protocol, live reload.
+//!
+//! Each protocol's events go to `fn on_event(event)` in `scripts/<protocol>.rhai`. The
+//! engine is built once; scripts compile once and are swapped when their file changes (a
+//! script that no longer compiles is reported and the previous one keeps running). Limits:
+//! operations, call depth, string/array/map sizes, and a wall-clock cap per event; `import`
+//! resolves nothing. Runs are synchronous: call them from a blocking thread.
+
+pub mod api;
+mod engine;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rhai::{AST, Engine};
+
+use crate::config::ScriptLimits;
+use crate::event::Event;
+use crate::store::{DataDir, Touched};
+
+pub use api::HostCall;
+
+/// A script that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ScriptError {
+    pub file: String,
+    pub message: String,
+}
+
+/// Processing of one event failed.
+#[derive(Debug, thiserror::Error)]
+#[error("event {index}: {message}")]
+pub struct RunError {
+    pub index: usize,
+    pub message: String,
+}
+
+/// What a run did: how many events succeeded before any failure, and what was logged.
+pub struct RunReport {
+    pub processed: usize,
+    pub failure: Option<RunError>,
+    pub logs: Vec<String>,
+    pub touched: Touched,
+}
+
+struct Loaded {
+    source: String,
+    ast: Arc<AST>,
+}
+
+/// The compiled scripts of every protocol.
+pub struct ScriptHost {
+    engine: Engine,
+    dir: Option<PathBuf>,
+    scripts: RwLock<HashMap<String, Loaded>>,
+    /// Last source that failed to compile, per protocol (so a broken edit is reported once).
+    broken: Mutex<HashMap<String, String>>,
+    data: Arc<DataDir>,
+    timeout: Duration,
+}
+
+impl ScriptHost {
+    /// Compiles the script of every protocol in `protocols`, from `dir` or the built-ins.
+    pub fn load(
+        dir: Option<&Path>,
+        protocols: &[String],
+        limits: &ScriptLimits,
+        data: Arc<DataDir>,
+    ) -> Result<Self, Vec<ScriptError>> {
+        let engine = engine::build(limits);
+        let mut scripts = HashMap::new();
+        let mut errors = Vec::new();
+        for name in protocols {
+            let result = read_source(dir, name)
+                .and_then(|source| compile(&engine, name, &source).map(|ast| (source, ast)));
+            match result {
+                Ok((source, ast)) => {
+                    scripts.insert(
+                        name.clone(),
+                        Loaded {
+                            source,
+                            ast: Arc::new(ast),
+                        },
+                    );
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let timeout = Duration::from_millis(limits.timeout_ms.max(1));
+        Ok(Self {
+            engine,
+            dir: dir.map(Path::to_owned),
+            scripts: RwLock::new(scripts),
+            broken: Mutex::default(),
+            data,
+            timeout,
+        })
+    }
+
+    /// Re-reads every script file; swaps in those that changed and compile. Returns what was
+    /// reloaded and what failed.
+    pub fn poll(&self) -> (Vec<String>, Vec<ScriptError>) {
+        let Some(dir) = &self.dir else {
+            return (Vec::new(), Vec::new());
+        };
+        let names: Vec<String> = self.read_scripts().keys().cloned().collect();
+        let (mut reloaded, mut failed) = (Vec::new(), Vec::new());
+        for name in names {
+            let Ok(source) = read_source(Some(dir), &name) else {
+                continue;
+            };
+            if self
+                .read_scripts()
+                .get(&name)
+                .is_some_and(|l| l.source == source)
+            {
+                continue;
+            }
+            let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+            if broken.get(&name) == Some(&source) {
+                continue;
+            }
+            match compile(&self.engine, &name, &source) {
+                Ok(ast) => {
+                    broken.remove(&name);
+                    let mut scripts = self.scripts.write().unwrap_or_else(|e| e.into_inner());
+                    scripts.insert(
+                        name.clone(),
+                        Loaded {
+                            source,
+                            ast: Arc::new(ast),
+                        },
+                    );
+                    reloaded.push(name);
+                }
+                Err(e) => {
+                    broken.insert(name, source);
+                    failed.push(e);
+                }
+            }
+        }
+        (reloaded, failed)
+    }
+
+    fn read_scripts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Loaded>> {
+        self.scripts.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands `events` to the protocol's script, in order, stopping at the first failure.
+    pub fn run(&self, protocol: &str, events: &[Event]) -> RunReport {
+        let ast = self.read_scripts().get(protocol).map(|l| l.ast.clone());
+        let touched = Arc::new(Mutex::new(Touched::default()));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut processed = 0;
+        let mut failure = None;
+        for (i, event) in events.iter().enumerate() {
+            let host = HostCall {
+                data: self.data.clone(),
+                protocol: protocol.to_owned(),
+                touched: touched.clone(),
+                logs: logs.clone(),
+                blob: event.blob.clone(),
+            };
+            let result = match &ast {
+                Some(ast) => engine::call_on_event(&self.engine, ast, event, host, self.timeout),
+                None => Err(format!("no script is loaded for protocol {protocol}")),
+            };
+            match result {
+                Ok(()) => processed += 1,
+                Err(message) => {
+                    failure = Some(RunError { index: i, message });
+                    break;
+                }
+            }
+        }
+        let touched = std::mem::take(&mut *touched.lock().unwrap_or_else(|e| e.into_inner()));
+        let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
+        RunReport {
+            processed,
+            failure,
+            logs,
+            touched,
+        }
+    }
+}
+
+fn script_file(dir: Option<&Path>, name: &str) -> String {
+    match dir {
+        Some(d) => d.join(format!("{name}.rhai")).display().to_string(),
+        None => format!("built-in scripts/{name}.rhai"),
+    }
+}
+
+fn read_source(dir: Option<&Path>, name: &str) -> Result<String, ScriptError> {
+    let file = script_file(dir, name);
+    match dir {
+        Some(d) => {
+            std::fs::read_to_string(d.join(format!("{name}.rhai"))).map_err(|e| ScriptError {
+                file,
+                message: format!("cannot read: {e}"),
+            })
+        }
+        None => crate::spec::embedded::SCRIPTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.to_string())
+            .ok_or_else(|| ScriptError {
+                file,
+                message: "there is no built-in script for this protocol".into(),
+            }),
+    }
+}
+
+fn compile(engine: &Engine, name: &str, source: &str) -> Result<AST, ScriptError> {
+    let file = format!("scripts/{name}.rhai");
+    let ast = engine.compile(source).map_err(|e| ScriptError {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    if !ast
+        .iter_functions()
+        .any(|f| f.name == "on_event" && f.params.len() == 1)
+    {
+        return Err(ScriptError {
+            file,
+            message: "defines no `fn on_event(event)`".into(),
+        });
+    }
+    Ok(ast)
+}

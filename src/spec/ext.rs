@@ -1,0 +1,197 @@
+//! The `x-hookyard-…` extensions: what a spec says that OpenAPI cannot.
+//!
+//! Each extension names a built-in building block and its parameters; secrets are never in a
+//! spec, only the name of the protocol config key that holds them. `x-hookyard-reply` and
+//! `x-hookyard-body-limit` may sit at the document root as defaults for every operation.
+
+use serde::Deserialize;
+
+/// One check an operation's requests must pass (`x-hookyard-auth` is a list; all must pass).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "block", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthBlock {
+    /// A header holding one of the configured keys; the key's tenant becomes the source.
+    ApiKeyHeader {
+        header: String,
+        /// Config key of a table `{ "<key>" = "<tenant>" }`.
+        keys: String,
+        #[serde(default)]
+        reject: Reject,
+    },
+    /// An HMAC over the raw body, in a header, against every configured secret.
+    Hmac {
+        header: String,
+        #[serde(default)]
+        prefix: String,
+        algorithm: HmacAlgorithm,
+        encoding: DigestEncoding,
+        /// Whether the header may carry several comma-separated digests (secret rotation).
+        #[serde(default)]
+        multiple: bool,
+        /// Config key of a list of secrets.
+        secrets: String,
+        #[serde(default)]
+        reject: Reject,
+    },
+    /// An MD5 checksum of one form field carried in another form field.
+    FormChecksum {
+        field: String,
+        over: String,
+        /// Config key of a boolean: when true, the checksum field must be present.
+        #[serde(default)]
+        required: Option<String>,
+        #[serde(default)]
+        reject: Reject,
+    },
+    /// A form field naming the sender, checked against an optional allow-list.
+    FormSource {
+        field: String,
+        /// Config key of a list of allowed values (compared case-insensitively).
+        #[serde(default)]
+        allowed: Option<String>,
+        #[serde(default)]
+        reject: Reject,
+    },
+    /// Auth chosen in the config table at key `config`: none, basic, bearer or a static header.
+    ConfiguredAuth {
+        config: String,
+        #[serde(default)]
+        reject: Reject,
+    },
+    /// An optional integrity HMAC whose header, algorithm and encoding come from the config.
+    ConfiguredIntegrity {
+        config: String,
+        #[serde(default)]
+        reject: Reject,
+    },
+}
+
+/// How a failed check is answered (status and message, in the operation's reply style).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Reject {
+    pub status: Option<u16>,
+    /// Answer with an empty body whatever the reply style (gridX: 401 with no body).
+    #[serde(default)]
+    pub empty_body: bool,
+    /// Fixed message instead of the check's own reason.
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HmacAlgorithm {
+    HmacSha256,
+    HmacSha512,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DigestEncoding {
+    Hex,
+    Base64,
+}
+
+/// How a request body becomes events (`x-hookyard-events`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "split", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Split {
+    /// The JSON body is one event.
+    Whole,
+    /// The JSON body is an array; each element is one event.
+    EachElement,
+    /// The JSON body is one object or an array of them.
+    OneOrMany,
+    /// A form field holds CSV with a header row; each data row is one event
+    /// `{column: value}`, its first column also in `meta.timestamp`.
+    CsvRows { field: String },
+    /// The raw body is one binary event; query parameters go to `meta`.
+    Blob {
+        /// Hex bytes the body must start with (e.g. `FFD8FF` for JPEG).
+        #[serde(default)]
+        magic: Option<String>,
+    },
+}
+
+impl Split {
+    pub fn body_kind(&self) -> BodyKind {
+        match self {
+            Split::Whole | Split::EachElement | Split::OneOrMany => BodyKind::Json,
+            Split::CsvRows { .. } => BodyKind::Form,
+            Split::Blob { .. } => BodyKind::Binary,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+    Binary,
+}
+
+/// How an operation answers (`x-hookyard-reply`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ReplySpec {
+    pub style: ReplyStyle,
+    #[serde(default = "status_200")]
+    pub success_status: u16,
+    /// Message of a JSON success reply; no body when absent or when the status is 204.
+    #[serde(default)]
+    pub success_message: Option<String>,
+    #[serde(default)]
+    pub statuses: Statuses,
+}
+
+/// Status per kind of failure.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Statuses {
+    pub unauthorized: u16,
+    pub invalid: u16,
+    pub too_large: u16,
+    pub failed: u16,
+    pub method_not_allowed: u16,
+}
+
+impl Default for Statuses {
+    fn default() -> Self {
+        Self {
+            unauthorized: 401,
+            invalid: 400,
+            too_large: 413,
+            failed: 500,
+            method_not_allowed: 405,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplyStyle {
+    /// `{"status": "success"|"error", "message": …, "violations": [...]}`.
+    Json,
+    /// Plain text `OK` or `ERROR: <reason>`.
+    Text,
+}
+
+fn status_200() -> u16 {
+    200
+}
+
+/// Which event fields make up the idempotency key (`x-hookyard-idempotency`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    /// JSON pointers into the event's JSON form, e.g. `/source`, `/data/id`.
+    pub key: Vec<String>,
+}
+
+/// What to do with a discriminator value the spec does not map (`x-hookyard-unknown-type`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownType {
+    /// `$ref` of the schema such bodies are validated against instead.
+    pub schema: String,
+}
