@@ -56,16 +56,17 @@ impl App {
         for protocol in registry.protocols {
             let settings = config.protocol(&protocol.name);
             for op in protocol.operations {
-                let label = format!("{} {} {}", protocol.name, op.method, op.path);
                 match Operation::build(op, &settings) {
                     Ok(op) => paths
                         .entry(op.spec.path.clone())
                         .or_default()
                         .push(Arc::new(op)),
-                    Err(e) => errors.push(format!(
-                        "[protocols.{}] {e} (needed by {label})",
-                        protocol.name
-                    )),
+                    Err(e) => {
+                        let message = format!("[protocols.{}] {e}", protocol.name);
+                        if !errors.contains(&message) {
+                            errors.push(message);
+                        }
+                    }
                 }
             }
             let json = serde_json::to_string_pretty(&protocol.document).unwrap_or_default();

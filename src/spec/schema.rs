@@ -106,29 +106,47 @@ impl Check {
 fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
     let mut out: Vec<String> = validator
         .iter_errors(instance)
-        .map(|e| describe(&e))
+        .flat_map(|e| describe(&e))
         .collect();
     out.dedup();
     out
 }
 
-/// `"/data/gatewayID: required"`, `"/type: \"x\" is not one of [...]"`.
-fn describe(error: &jsonschema::ValidationError<'_>) -> String {
+/// `"/data/gatewayID: required"`, `"/type: \"x\" is not one of [...]"`. A failed `oneOf` or
+/// `anyOf` is described by the branch that fits best: one whose type matches the instance,
+/// with the fewest errors.
+fn describe(error: &jsonschema::ValidationError<'_>) -> Vec<String> {
     let path = error.instance_path().as_str();
-    if let ValidationErrorKind::Required { property } = error.kind() {
-        let name = property
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| property.to_string());
-        return format!("{path}/{}: required", escape_pointer(&name));
+    match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            let name = property
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| property.to_string());
+            return vec![format!("{path}/{}: required", escape_pointer(&name))];
+        }
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            let fits = |branch: &&Vec<jsonschema::ValidationError<'static>>| {
+                !branch.iter().any(|e| {
+                    matches!(e.kind(), ValidationErrorKind::Type { .. })
+                        && e.instance_path().as_str() == path
+                })
+            };
+            if let Some(best) = context.iter().filter(fits).min_by_key(|b| b.len()) {
+                return best.iter().flat_map(|e| describe(e)).collect();
+            }
+        }
+        _ => {}
     }
+    vec![plain(error)]
+}
+
+fn plain(error: &jsonschema::ValidationError<'_>) -> String {
+    let path = error.instance_path().as_str();
     let path = if path.is_empty() { "/" } else { path };
     let mut message = error.to_string();
     if message.len() > 300 {
-        let cut = (0..=300)
-            .rev()
-            .find(|i| message.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = message.floor_char_boundary(300);
         message.truncate(cut);
         message.push('…');
     }

@@ -1,0 +1,192 @@
+//! `spawn_app()`: a real hookyard on port 0 with its own data, spec and script directories.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hookyard::{App, Config};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The shared reference material beside the project.
+pub fn reference(rel: &str) -> PathBuf {
+    Path::new(REPO).join("../shared/reference").join(rel)
+}
+
+pub fn read_reference(rel: &str) -> Vec<u8> {
+    std::fs::read(reference(rel)).unwrap_or_else(|e| panic!("reference file {rel}: {e}"))
+}
+
+/// A running server and its directories (removed when dropped).
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub root: TempDir,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn scripts(&self) -> PathBuf {
+        self.root.path().join("scripts")
+    }
+
+    /// The text of a file in the data directory ("" when it does not exist).
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.data().join(rel)).unwrap_or_default()
+    }
+
+    pub fn lines(&self, rel: &str) -> Vec<String> {
+        self.read(rel).lines().map(str::to_owned).collect()
+    }
+}
+
+/// Options for [`spawn_with`].
+#[derive(Default)]
+pub struct Setup<'a> {
+    pub config: &'a str,
+    /// Extra `(file name, text)` put in the spec directory beside the shipped specs.
+    pub extra_specs: Vec<(&'a str, &'a str)>,
+    /// `(file name, text)` replacing or adding scripts.
+    pub scripts: Vec<(&'a str, &'a str)>,
+    pub script_timeout_ms: Option<u64>,
+}
+
+pub async fn spawn_app(config: &str) -> TestApp {
+    spawn_with(Setup {
+        config,
+        ..Setup::default()
+    })
+    .await
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Starts hookyard with `setup`, waiting until it answers.
+pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
+    let root = tempfile::tempdir().unwrap();
+    let (spec_dir, script_dir) = (root.path().join("spec"), root.path().join("scripts"));
+    copy_dir(&Path::new(REPO).join("spec"), &spec_dir);
+    copy_dir(&Path::new(REPO).join("scripts"), &script_dir);
+    for (name, text) in &setup.extra_specs {
+        std::fs::write(spec_dir.join(name), text).unwrap();
+    }
+    for (name, text) in &setup.scripts {
+        std::fs::write(script_dir.join(name), text).unwrap();
+    }
+    let mut config =
+        Config::from_toml(setup.config, |k| std::env::var(k).ok()).expect("test config");
+    config.data_dir = root.path().join("data");
+    config.spec_dir = Some(spec_dir);
+    config.scripts_dir = Some(script_dir);
+    config.reload_interval = Duration::from_millis(100);
+    if let Some(ms) = setup.script_timeout_ms {
+        config.script_limits.timeout_ms = ms;
+    }
+    let app = App::build(config).unwrap_or_else(|e| panic!("app does not build: {e:#?}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        hookyard::run(listener, app, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let client = reqwest::Client::new();
+    let app = TestApp {
+        addr,
+        client,
+        root,
+        _shutdown: tx,
+    };
+    for _ in 0..100 {
+        if app.client.get(app.url("/healthz")).send().await.is_ok() {
+            return app;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server did not come up");
+}
+
+/// Sends raw bytes over a new TCP connection and returns the whole raw response.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            });
+            if len.is_some_and(|n| body.len() >= n) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Every file path below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits up to `secs` for `check` to hold.
+pub async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,12 @@
+//! Integration tests: every protocol through the real HTTP server, asserting what a user
+//! would check — the status, the reply body, and the bytes that landed on disk.
+
+mod ai_on_the_edge;
+mod cli;
+mod docs;
+mod gridx;
+mod helpers;
+mod protocols;
+mod scripts;
+mod wattmon;
+mod wattsense;
