@@ -6,6 +6,7 @@ mod cli;
 mod docs;
 mod gridx;
 mod helpers;
+mod house;
 mod protocols;
 mod scripts;
 mod wattmon;

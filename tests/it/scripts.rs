@@ -208,3 +208,43 @@ async fn import_of_files_is_disabled() {
         "an import inside the handler must fail the request"
     );
 }
+
+#[tokio::test]
+async fn the_example_in_the_scripts_readme_works_as_documented() {
+    let readme =
+        std::fs::read_to_string(format!("{}/scripts/README.md", crate::helpers::REPO)).unwrap();
+    let example = readme
+        .rsplit("```rhai\n")
+        .next()
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap()
+        .to_owned();
+    let setup = Setup {
+        config: "[protocols.ai-on-the-edge]\napi_keys = { \"k\" = \"home\" }\n",
+        scripts: vec![("ai-on-the-edge.rhai", &example)],
+        ..Setup::default()
+    };
+    let app = spawn_with(setup).await;
+    let body =
+        crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_rate_too_high.json");
+    let res = app
+        .client
+        .post(app.url("/ai-on-the-edge/webhook"))
+        .header("APIKEY", "k")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let files = files_below(&app.data().join("ai-on-the-edge/home"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].ends_with(".csv") && files[0].len() == "2026-01-01.csv".len(),
+        "{files:?}"
+    );
+    let text =
+        std::fs::read_to_string(app.data().join("ai-on-the-edge/home").join(&files[0])).unwrap();
+    assert_eq!(text, "time,name,value\r\n1723196684,main,\r\n");
+}
