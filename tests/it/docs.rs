@@ -43,27 +43,11 @@ async fn each_document_is_served_exactly_as_written_and_as_json() {
             .unwrap();
         assert_eq!(yaml.headers()["content-type"], "application/yaml");
         assert_eq!(yaml.text().await.unwrap(), written, "{name}");
-        let json: serde_json::Value = app
-            .client
-            .get(app.url(&format!("/openapi/{name}.json")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let json: serde_json::Value = app.get_json(&format!("/openapi/{name}.json")).await;
         let parsed: serde_json::Value = serde_yaml::from_str(&written).unwrap();
         assert_eq!(json, parsed, "{name}");
     }
-    let management: serde_json::Value = app
-        .client
-        .get(app.url("/openapi/management.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let management: serde_json::Value = app.get_json("/openapi/management.json").await;
     assert!(management["paths"]["/healthz"]["get"].is_object());
     let missing = app
         .client
@@ -77,15 +61,7 @@ async fn each_document_is_served_exactly_as_written_and_as_json() {
 #[tokio::test]
 async fn healthz_reports_the_served_protocols() {
     let app = spawn_app("").await;
-    let health: serde_json::Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = app.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(
         health["protocols"],

@@ -45,6 +45,12 @@ impl TestApp {
         std::fs::read_to_string(self.data().join(rel)).unwrap_or_default()
     }
 
+    /// GET `path` and parse the reply as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        res.json().await.unwrap()
+    }
+
     pub fn lines(&self, rel: &str) -> Vec<String> {
         self.read(rel).lines().map(str::to_owned).collect()
     }

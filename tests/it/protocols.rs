@@ -79,15 +79,7 @@ async fn a_spec_and_a_script_are_enough_for_a_new_protocol() {
         (403, "ERROR: Invalid API key".into())
     );
     assert_eq!(app.read("acme/cellar.csv"), "seq,kwh\r\n1,10.5\r\n2,11\r\n");
-    let health: serde_json::Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = app.get_json("/healthz").await;
     assert!(
         health["protocols"]
             .as_array()
