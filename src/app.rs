@@ -17,7 +17,7 @@ use crate::docs::{self, Document};
 use crate::ingest::{Operation, PathEndpoint, Pipeline};
 use crate::script::ScriptHost;
 use crate::spec::Registry;
-use crate::store::{DataDir, SeenKeys};
+use crate::store::{DataDir, Journal, SeenKeys};
 
 /// A fully loaded server, not yet listening.
 pub struct App {
@@ -26,7 +26,7 @@ pub struct App {
     pub scripts: Arc<ScriptHost>,
     paths: BTreeMap<String, Vec<Arc<Operation>>>,
     documents: BTreeMap<String, Document>,
-    pipeline: Arc<Pipeline>,
+    pub data: Arc<DataDir>,
 }
 
 impl App {
@@ -40,12 +40,8 @@ impl App {
             .map_err(|e| vec![format!("data directory {}: {e}", config.data_dir.display())])?;
         let data = Arc::new(data);
         let names: Vec<String> = registry.protocols.iter().map(|p| p.name.clone()).collect();
-        let scripts = ScriptHost::load(
-            config.scripts_dir.as_deref(),
-            &names,
-            &config.script_limits,
-            data.clone(),
-        );
+        let scripts =
+            ScriptHost::load(config.scripts_dir.as_deref(), &names, &config.script_limits);
         let mut errors = scripts
             .as_ref()
             .err()
@@ -79,22 +75,17 @@ impl App {
             );
         }
         errors.extend(duplicate_routes(&paths));
-        let seen = SeenKeys::open(data.root()).map_err(|e| vec![format!("dedup memory: {e}")])?;
         let scripts = match scripts {
             Ok(s) if errors.is_empty() => Arc::new(s),
             _ => return Err(errors),
         };
-        let pipeline = Arc::new(Pipeline {
-            scripts: scripts.clone(),
-            seen: Arc::new(seen),
-        });
         Ok(Self {
             config,
             credentials,
             scripts,
             paths,
             documents,
-            pipeline,
+            data,
         })
     }
 
@@ -104,7 +95,7 @@ impl App {
     }
 
     /// The poem endpoint serving every route.
-    pub fn endpoint(&self) -> impl poem::Endpoint + 'static {
+    pub fn endpoint(&self, pipeline: Arc<Pipeline>) -> impl poem::Endpoint + 'static {
         let names: Vec<String> = self.documents.keys().cloned().collect();
         let management = docs::management(names.clone());
         let mut documents: BTreeMap<String, Document> = self
@@ -138,7 +129,7 @@ impl App {
                 path,
                 PathEndpoint {
                     ops: ops.clone(),
-                    pipeline: self.pipeline.clone(),
+                    pipeline: pipeline.clone(),
                 },
             );
         }
@@ -194,18 +185,47 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let _lock = lock_data_dir(&app.data)?;
+    let journal = Journal::open(app.data.clone()).map_err(std::io::Error::other)?;
+    let journal = Arc::new(journal);
+    let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
+    let pipeline = Arc::new(Pipeline {
+        scripts: app.scripts.clone(),
+        seen: Arc::new(seen),
+        journal: journal.clone(),
+    });
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
     let watcher = tokio::spawn(watch_scripts(
         app.scripts.clone(),
         app.config.reload_interval,
     ));
-    let endpoint = app.endpoint();
+    let endpoint = app.endpoint(pipeline);
     let result = Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
         .await;
     watcher.abort();
+    let closing = journal.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     result
+}
+
+/// Holds `<data>/.hookyard/lock` exclusively: one process per data directory.
+pub fn lock_data_dir(data: &DataDir) -> std::io::Result<std::fs::File> {
+    let dir = data.root().join(".hookyard");
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    file.try_lock().map_err(|_| {
+        std::io::Error::other(format!(
+            "another hookyard process is using the data directory {}",
+            data.root().display()
+        ))
+    })?;
+    Ok(file)
 }
 
 async fn watch_scripts(scripts: Arc<ScriptHost>, every: Duration) {

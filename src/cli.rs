@@ -87,32 +87,33 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
             app.credentials.path.display()
         );
     }
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(address = %listen, docs = %format!("http://{listen}/docs"), "hookyard is serving");
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(app::run(listener, app, shutdown_signal()))?;
+    runtime.block_on(async move {
+        // Signal handlers first: a SIGTERM that arrives as soon as the port is open must
+        // already mean "shut down gracefully".
+        let shutdown = shutdown_signal()?;
+        let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(address = %listen, docs = %format!("http://{listen}/docs"), "hookyard is serving");
+        app::run(listener, app, shutdown).await?;
+        anyhow::Ok(())
+    })?;
     tracing::info!("hookyard stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGINT/SIGTERM now; the returned future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    })
 }
 
 fn check(config: Config) -> ExitCode {

@@ -64,6 +64,14 @@ impl Checker {
         settings::build(block, settings)
     }
 
+    /// The header carrying a signature, worth keeping in the journal (never a credential).
+    pub fn signature_header(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Hmac(v) | Kind::Integrity(Some(v)) => Some(&v.header),
+            _ => None,
+        }
+    }
+
     /// Runs the check; `Ok(Some(name))` when it establishes who the sender is.
     pub fn check(&self, req: &Request<'_>) -> Result<Option<String>, Refusal> {
         self.run(req).map_err(|reason| Refusal {

@@ -21,6 +21,7 @@ use crate::event::Origin;
 use crate::form::Form;
 use crate::spec::OperationSpec;
 use crate::spec::ext::BodyKind;
+use crate::store::journal::RequestRecord;
 
 pub use pipeline::Pipeline;
 use reply::Rejection;
@@ -29,6 +30,8 @@ use reply::Rejection;
 pub struct Operation {
     pub spec: OperationSpec,
     checkers: Vec<Checker>,
+    /// Headers kept in the journal: content type, user agent, signatures.
+    keep_headers: Vec<String>,
 }
 
 impl Operation {
@@ -41,8 +44,33 @@ impl Operation {
             .auth
             .iter()
             .map(|b| Checker::build(b, settings))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { spec, checkers })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keep_headers = vec!["content-type".to_owned(), "user-agent".to_owned()];
+        keep_headers.extend(
+            checkers
+                .iter()
+                .filter_map(|c| c.signature_header())
+                .map(str::to_ascii_lowercase),
+        );
+        Ok(Self {
+            spec,
+            checkers,
+            keep_headers,
+        })
+    }
+
+    fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
+        self.keep_headers
+            .iter()
+            .filter_map(|name| {
+                headers.get(name).map(|v| {
+                    (
+                        name.clone(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -127,6 +155,14 @@ async fn handle(op: &Operation, pipeline: &Pipeline, mut req: Request) -> Result
         source,
         received_ms: now_ms(),
     };
+    let request = RequestRecord {
+        protocol: origin.protocol.clone(),
+        operation: origin.operation.clone(),
+        source: origin.source.clone(),
+        received_ms: origin.received_ms,
+        headers: op.journal_headers(req.headers()),
+        body: raw.clone(),
+    };
     let input = split::Input {
         body: raw,
         form: form.as_ref(),
@@ -139,7 +175,7 @@ async fn handle(op: &Operation, pipeline: &Pipeline, mut req: Request) -> Result
     }
     let count = parsed.events.len();
     pipeline
-        .process(&spec.protocol, &spec.idempotency, parsed.events)
+        .process(&spec.idempotency, request, parsed.events)
         .await?;
     Ok(count)
 }

@@ -1,84 +1,79 @@
-//! Handing a request's events to the scripts exactly once, and syncing what they wrote.
+//! Handing a request's events to the scripts exactly once, and journaling the outcome.
 //!
-//! Events whose idempotency key was already processed are acknowledged without a second
-//! processing; a key another request is processing right now makes this one fail with the
-//! protocol's retryable reply. Keys of events that were processed (and synced) are recorded
-//! even when a later event of the same request fails, so the sender's retry writes nothing
-//! twice.
+//! Events whose idempotency key was already processed are recorded as duplicates and not
+//! processed again; a key another request is processing right now makes this one fail with
+//! the protocol's retryable reply. The scripts run first, collecting effects in memory; then
+//! one journal submission records the request, every event's outcome and the effects of the
+//! processed ones, and applies those effects. Only then is the request acknowledged.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::reply::Rejection;
 use crate::event::Event;
-use crate::script::ScriptHost;
-use crate::store::{Claim, SeenKeys};
+use crate::script::{RunReport, ScriptHost};
+use crate::store::journal::{EventRecord, Outcome, RequestRecord, Submission};
+use crate::store::{Claim, Journal, SeenKeys};
 
-/// Scripts plus the memory of processed keys.
+/// Scripts, the dedup memory and the journal.
 pub struct Pipeline {
     pub scripts: Arc<ScriptHost>,
     pub seen: Arc<SeenKeys>,
+    pub journal: Arc<Journal>,
+}
+
+/// One event and whether it goes to the script.
+struct Planned {
+    record: EventRecord,
+    run: bool,
 }
 
 impl Pipeline {
-    /// Processes `events`; Ok once everything new is handled and on disk.
+    /// Processes `events` of `request`; Ok once everything new is journaled and written.
     pub async fn process(
         &self,
-        protocol: &str,
         key_spec: &[String],
+        request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
-        let (todo, keys) = self.claim(key_spec, events)?;
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let scripts = self.scripts.clone();
-        let protocol_name = protocol.to_owned();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let report = scripts.run(&protocol_name, &todo);
-            let synced = report.touched.sync();
-            (report, synced)
-        })
-        .await;
-        let (report, synced) = match outcome {
+        let (todo, mut plan) = self.claim(key_spec, events)?;
+        let claimed: Vec<String> = plan
+            .iter()
+            .filter(|p| p.run)
+            .filter_map(|p| p.record.key.clone())
+            .collect();
+        let report = self.run(&request.protocol, todo).await;
+        let report = match report {
             Ok(r) => r,
             Err(e) => {
-                self.release_all(&keys);
-                return Err(Rejection::Failed(format!(
-                    "processing stopped unexpectedly ({e})"
-                )));
+                self.seen.release(&claimed);
+                return Err(e);
             }
         };
-        if let Err(e) = synced {
-            self.release_all(&keys);
-            tracing::error!(error = %e, "could not sync written data to disk");
+        settle(&mut plan, &report);
+        let processed: Vec<String> = plan
+            .iter()
+            .filter(|p| p.run && p.record.outcome == Outcome::Processed)
+            .filter_map(|p| p.record.key.clone())
+            .collect();
+        let submission = Submission {
+            request,
+            events: plan.into_iter().map(|p| p.record).collect(),
+            effects: report.effects,
+        };
+        if let Err(e) = self.journal.submit(submission).await {
+            self.seen.release(&claimed);
+            tracing::error!(error = %e, "the request could not be journaled or written");
             return Err(Rejection::Failed(
                 "processing failed: data could not be stored".into(),
             ));
         }
-        let done: Vec<String> = keys
-            .iter()
-            .take(report.processed)
-            .flatten()
-            .cloned()
-            .collect();
-        let rest: Vec<String> = keys
-            .iter()
-            .skip(report.processed)
-            .flatten()
-            .cloned()
-            .collect();
-        self.seen.release(&rest);
-        if let Err(e) = self.seen.commit(&done) {
-            tracing::error!(error = %e, "could not record processed keys");
-            return Err(Rejection::Failed(
-                "processing failed: data could not be stored".into(),
-            ));
-        }
+        self.seen.commit(&processed);
+        self.seen.release(&claimed);
         match report.failure {
             None => Ok(()),
             Some(f) => {
-                tracing::error!(protocol, event = f.index, error = %f.message, "script failed");
+                tracing::error!(event = f.index, error = %f.message, "script failed");
                 Err(Rejection::Failed(format!(
                     "processing failed at event {} (script error, see the server log)",
                     f.index
@@ -87,43 +82,86 @@ impl Pipeline {
         }
     }
 
-    /// Splits events into those to process (with their claimed keys) and duplicates.
+    async fn run(&self, protocol: &str, todo: Vec<Event>) -> Result<RunReport, Rejection> {
+        if todo.is_empty() {
+            return Ok(RunReport {
+                processed: 0,
+                failure: None,
+                logs: Vec::new(),
+                effects: Vec::new(),
+            });
+        }
+        let scripts = self.scripts.clone();
+        let protocol = protocol.to_owned();
+        tokio::task::spawn_blocking(move || scripts.run(&protocol, &todo))
+            .await
+            .map_err(|e| Rejection::Failed(format!("processing stopped unexpectedly ({e})")))
+    }
+
+    /// Plans every event: new ones run (their keys claimed), duplicates do not.
     fn claim(
         &self,
         key_spec: &[String],
         events: Vec<Event>,
-    ) -> Result<(Vec<Event>, Vec<Option<String>>), Rejection> {
+    ) -> Result<(Vec<Event>, Vec<Planned>), Rejection> {
         let mut todo = Vec::with_capacity(events.len());
-        let mut keys = Vec::with_capacity(events.len());
+        let mut plan: Vec<Planned> = Vec::with_capacity(events.len());
         let mut in_request = HashSet::new();
         for event in events {
-            let Some(key) = event.idempotency_key(key_spec) else {
-                todo.push(event);
-                keys.push(None);
-                continue;
+            let key = event.idempotency_key(key_spec);
+            let run = match &key {
+                None => true,
+                Some(k) if !in_request.insert(k.clone()) => false,
+                Some(k) => match self.seen.claim(k) {
+                    Claim::New => true,
+                    Claim::Seen => false,
+                    Claim::InFlight => {
+                        let claimed: Vec<String> = plan
+                            .iter()
+                            .filter(|p| p.run)
+                            .filter_map(|p| p.record.key.clone())
+                            .collect();
+                        self.seen.release(&claimed);
+                        return Err(Rejection::Failed(
+                            "the same data is being processed by another request; retry".into(),
+                        ));
+                    }
+                },
             };
-            if !in_request.insert(key.clone()) {
-                continue;
-            }
-            match self.seen.claim(&key) {
-                Claim::New => {
-                    todo.push(event);
-                    keys.push(Some(key));
-                }
-                Claim::Seen => {}
-                Claim::InFlight => {
-                    self.release_all(&keys);
-                    return Err(Rejection::Failed(
-                        "the same data is being processed by another request; retry".into(),
-                    ));
-                }
+            let data = serde_json::to_string(&event).unwrap_or_default();
+            let outcome = if run {
+                Outcome::Processed
+            } else {
+                Outcome::Duplicate
+            };
+            plan.push(Planned {
+                record: EventRecord {
+                    index: event.index,
+                    key,
+                    data,
+                    outcome,
+                    error: None,
+                },
+                run,
+            });
+            if run {
+                todo.push(event);
             }
         }
-        Ok((todo, keys))
+        Ok((todo, plan))
     }
+}
 
-    fn release_all(&self, keys: &[Option<String>]) {
-        let all: Vec<String> = keys.iter().flatten().cloned().collect();
-        self.seen.release(&all);
+/// Sets each run event's outcome from the script report.
+fn settle(plan: &mut [Planned], report: &RunReport) {
+    for (n, p) in plan.iter_mut().filter(|p| p.run).enumerate() {
+        if n < report.processed {
+            continue;
+        }
+        p.record.outcome = Outcome::Failed;
+        p.record.error = Some(match &report.failure {
+            Some(f) if n == report.processed => f.message.clone(),
+            _ => "not processed: an earlier event of the request failed".into(),
+        });
     }
 }

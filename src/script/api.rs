@@ -1,21 +1,22 @@
 //! The host API scripts call. These doc comments are the reference of `scripts/README.md`.
 //!
-//! Every path is relative to the data directory and cannot leave it; every write lands on
-//! disk before the request is acknowledged. Errors become script errors (the request fails
-//! with the protocol's failure reply).
+//! Every path is relative to the data directory and cannot leave it. Calls do not write at
+//! once: they record effects, which land in the data directory once the journal holds them
+//! (before the request is acknowledged). Errors become script errors (the request fails with
+//! the protocol's failure reply).
 
 use std::sync::{Arc, Mutex};
 
 use rhai::plugin::*;
 
-use crate::store::{DataDir, Touched};
+use crate::store::files::csv_record;
+use crate::store::{Effect, safe_relative_path};
 
 /// Per-request state the host functions reach through the call tag.
 #[derive(Clone)]
 pub struct HostCall {
-    pub(super) data: Arc<DataDir>,
     pub(super) protocol: String,
-    pub(super) touched: Arc<Mutex<Touched>>,
+    pub(super) effects: Arc<Mutex<Vec<Effect>>>,
     pub(super) logs: Arc<Mutex<Vec<String>>>,
     pub(super) blob: Option<bytes::Bytes>,
 }
@@ -28,12 +29,14 @@ fn call(ctx: &NativeCallContext) -> Res<HostCall> {
         .ok_or_else(|| "host functions are only available while handling an event".into())
 }
 
-fn with_touched<T>(
-    host: &HostCall,
-    f: impl FnOnce(&DataDir, &mut Touched) -> Result<T, crate::store::StoreError>,
-) -> Res<T> {
-    let mut touched = host.touched.lock().unwrap_or_else(|e| e.into_inner());
-    f(&host.data, &mut touched).map_err(|e| e.to_string().into())
+fn record(ctx: &NativeCallContext, effect: Effect) -> Res<()> {
+    let host = call(ctx)?;
+    safe_relative_path(effect.path()).map_err(|e| e.to_string())?;
+    host.effects
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(effect);
+    Ok(())
 }
 
 fn cell(value: &Dynamic) -> String {
@@ -44,8 +47,8 @@ fn cell(value: &Dynamic) -> String {
     }
 }
 
-fn cells(row: &rhai::Array) -> Vec<String> {
-    row.iter().map(cell).collect()
+fn row(values: &rhai::Array) -> Vec<u8> {
+    csv_record(&values.iter().map(cell).collect::<Vec<_>>())
 }
 
 fn log_line(host: &HostCall, level: tracing::Level, message: &str) {
@@ -67,9 +70,15 @@ pub mod host_api {
     /// append_csv("ai-on-the-edge/home/webhook_log.csv", [event.data.name, event.data.value]);
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn append_csv(ctx: NativeCallContext, path: &str, row: rhai::Array) -> Res<()> {
-        let host = call(&ctx)?;
-        with_touched(&host, |d, t| d.append_csv(path, None, &cells(&row), t))
+    pub fn append_csv(ctx: NativeCallContext, path: &str, values: rhai::Array) -> Res<()> {
+        record(
+            &ctx,
+            Effect::Append {
+                path: path.into(),
+                header: None,
+                bytes: row(&values),
+            },
+        )
     }
 
     /// Appends one CSV row, writing `header` first when the file is new or empty.
@@ -82,12 +91,17 @@ pub mod host_api {
         ctx: NativeCallContext,
         path: &str,
         header: rhai::Array,
-        row: rhai::Array,
+        values: rhai::Array,
     ) -> Res<()> {
-        let host = call(&ctx)?;
-        with_touched(&host, |d, t| {
-            d.append_csv(path, Some(&cells(&header)), &cells(&row), t)
-        })
+        let header = Some(row(&header));
+        record(
+            &ctx,
+            Effect::Append {
+                path: path.into(),
+                header,
+                bytes: row(&values),
+            },
+        )
     }
 
     /// Appends `value` as one line of compact JSON to `path` (JSON Lines).
@@ -97,11 +111,17 @@ pub mod host_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn append_json(ctx: NativeCallContext, path: &str, value: Dynamic) -> Res<()> {
-        let host = call(&ctx)?;
         let json: serde_json::Value = rhai::serde::from_dynamic(&value)?;
         let mut line = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        with_touched(&host, |d, t| d.append(path, &line, t))
+        record(
+            &ctx,
+            Effect::Append {
+                path: path.into(),
+                header: None,
+                bytes: line,
+            },
+        )
     }
 
     /// Writes `text` to `path`, replacing the file (written to a temporary file, then renamed).
@@ -111,8 +131,13 @@ pub mod host_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn write_file(ctx: NativeCallContext, path: &str, text: &str) -> Res<()> {
-        let host = call(&ctx)?;
-        with_touched(&host, |d, t| d.write(path, text.as_bytes(), t))
+        record(
+            &ctx,
+            Effect::Write {
+                path: path.into(),
+                bytes: text.as_bytes().to_vec(),
+            },
+        )
     }
 
     /// Writes the binary body of the current event (an uploaded image) to `path`.
@@ -122,9 +147,14 @@ pub mod host_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn write_blob(ctx: NativeCallContext, path: &str) -> Res<()> {
-        let host = call(&ctx)?;
-        let blob = host.blob.clone().ok_or("this event has no binary body")?;
-        with_touched(&host, |d, t| d.write(path, &blob, t))
+        let blob = call(&ctx)?.blob.ok_or("this event has no binary body")?;
+        record(
+            &ctx,
+            Effect::Write {
+                path: path.into(),
+                bytes: blob.to_vec(),
+            },
+        )
     }
 
     /// Logs a message (to the server log, tagged with the protocol).

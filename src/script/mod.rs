@@ -18,7 +18,7 @@ use rhai::{AST, Engine};
 
 use crate::config::ScriptLimits;
 use crate::event::Event;
-use crate::store::{DataDir, Touched};
+use crate::store::Effect;
 
 pub use api::HostCall;
 
@@ -38,12 +38,14 @@ pub struct RunError {
     pub message: String,
 }
 
-/// What a run did: how many events succeeded before any failure, and what was logged.
+/// What a run did: how many events succeeded before any failure, what they asked to be
+/// written, and what was logged. Effects of the failing event are dropped, so a failure
+/// never half-writes.
 pub struct RunReport {
     pub processed: usize,
     pub failure: Option<RunError>,
     pub logs: Vec<String>,
-    pub touched: Touched,
+    pub effects: Vec<Effect>,
 }
 
 struct Loaded {
@@ -58,7 +60,6 @@ pub struct ScriptHost {
     scripts: RwLock<HashMap<String, Loaded>>,
     /// Last source that failed to compile, per protocol (so a broken edit is reported once).
     broken: Mutex<HashMap<String, String>>,
-    data: Arc<DataDir>,
     timeout: Duration,
 }
 
@@ -68,7 +69,6 @@ impl ScriptHost {
         dir: Option<&Path>,
         protocols: &[String],
         limits: &ScriptLimits,
-        data: Arc<DataDir>,
     ) -> Result<Self, Vec<ScriptError>> {
         let engine = engine::build(limits);
         let mut scripts = HashMap::new();
@@ -98,7 +98,6 @@ impl ScriptHost {
             dir: dir.map(Path::to_owned),
             scripts: RwLock::new(scripts),
             broken: Mutex::default(),
-            data,
             timeout,
         })
     }
@@ -155,15 +154,15 @@ impl ScriptHost {
     /// Hands `events` to the protocol's script, in order, stopping at the first failure.
     pub fn run(&self, protocol: &str, events: &[Event]) -> RunReport {
         let ast = self.read_scripts().get(protocol).map(|l| l.ast.clone());
-        let touched = Arc::new(Mutex::new(Touched::default()));
+        let effects = Arc::new(Mutex::new(Vec::new()));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut processed = 0;
         let mut failure = None;
+        let mut kept = 0;
         for (i, event) in events.iter().enumerate() {
             let host = HostCall {
-                data: self.data.clone(),
                 protocol: protocol.to_owned(),
-                touched: touched.clone(),
+                effects: effects.clone(),
                 logs: logs.clone(),
                 blob: event.blob.clone(),
             };
@@ -171,21 +170,26 @@ impl ScriptHost {
                 Some(ast) => engine::call_on_event(&self.engine, ast, event, host, self.timeout),
                 None => Err(format!("no script is loaded for protocol {protocol}")),
             };
+            let mut recorded = effects.lock().unwrap_or_else(|e| e.into_inner());
             match result {
-                Ok(()) => processed += 1,
+                Ok(()) => {
+                    processed += 1;
+                    kept = recorded.len();
+                }
                 Err(message) => {
+                    recorded.truncate(kept);
                     failure = Some(RunError { index: i, message });
                     break;
                 }
             }
         }
-        let touched = std::mem::take(&mut *touched.lock().unwrap_or_else(|e| e.into_inner()));
+        let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
         let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
         RunReport {
             processed,
             failure,
             logs,
-            touched,
+            effects,
         }
     }
 }

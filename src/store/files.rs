@@ -3,14 +3,15 @@
 //! Every path comes through [`safe_relative_path`]: relative, `/`-separated, no `..`, no
 //! hidden components, no control characters. Parent directories are then checked, after
 //! creation, to still be inside the data directory (a symlink cannot lead out), and a final
-//! component that is a symlink is refused. Files written during one request are collected in
-//! [`Touched`] and synced to disk before the request is acknowledged.
+//! component that is a symlink is refused. Effects are applied here by the journal, which
+//! also decides when files are synced.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+
+use super::Effect;
 
 /// Why a write was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,34 +50,9 @@ pub fn safe_relative_path(rel: &str) -> Result<PathBuf, StoreError> {
     Ok(path)
 }
 
-/// Files touched by one request, to be synced before the reply.
-#[derive(Debug, Default)]
-pub struct Touched {
-    files: BTreeSet<PathBuf>,
-    dirs: BTreeSet<PathBuf>,
-}
-
-impl Touched {
-    /// Flushes every touched file and directory entry to stable storage.
-    pub fn sync(&self) -> io::Result<()> {
-        for f in &self.files {
-            File::open(f)?.sync_data()?;
-        }
-        for d in &self.dirs {
-            File::open(d)?.sync_all()?;
-        }
-        Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-}
-
 /// The data directory.
 pub struct DataDir {
     root: PathBuf,
-    csv_lock: Mutex<()>,
 }
 
 impl DataDir {
@@ -85,7 +61,6 @@ impl DataDir {
         fs::create_dir_all(path)?;
         Ok(Self {
             root: path.canonicalize()?,
-            csv_lock: Mutex::new(()),
         })
     }
 
@@ -93,8 +68,9 @@ impl DataDir {
         &self.root
     }
 
-    /// Resolves a script-chosen path, creating its parent directories inside the data dir.
-    pub fn resolve(&self, rel: &str, touched: &mut Touched) -> Result<PathBuf, StoreError> {
+    /// Resolves a checked relative path, creating its parent directories inside the data dir
+    /// and refusing symlinks that lead out.
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
         let relative = safe_relative_path(rel)?;
         let full = self.root.join(&relative);
         let io_err = |source| StoreError::Io {
@@ -102,16 +78,7 @@ impl DataDir {
             source,
         };
         let parent = full.parent().unwrap_or(&self.root).to_owned();
-        if !parent.exists() {
-            fs::create_dir_all(&parent).map_err(io_err)?;
-            let mut dir = parent.as_path();
-            while dir != self.root {
-                touched
-                    .dirs
-                    .insert(dir.parent().unwrap_or(&self.root).to_owned());
-                dir = dir.parent().unwrap_or(&self.root);
-            }
-        }
+        fs::create_dir_all(&parent).map_err(io_err)?;
         if !parent
             .canonicalize()
             .map_err(io_err)?
@@ -128,77 +95,97 @@ impl DataDir {
         Ok(full)
     }
 
-    /// Appends `bytes` to the file at `rel`.
-    pub fn append(&self, rel: &str, bytes: &[u8], touched: &mut Touched) -> Result<(), StoreError> {
-        let full = self.resolve(rel, touched)?;
-        self.append_at(rel, &full, bytes, touched)
+    /// The length of the file at `rel`, or `None` when it does not exist.
+    pub fn length(&self, rel: &str) -> Result<Option<u64>, StoreError> {
+        let full = self.root.join(safe_relative_path(rel)?);
+        match fs::metadata(&full) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                path: rel.to_owned(),
+                source,
+            }),
+        }
     }
 
-    fn append_at(
-        &self,
-        rel: &str,
-        full: &Path,
-        bytes: &[u8],
-        touched: &mut Touched,
-    ) -> Result<(), StoreError> {
+    /// Applies one effect (not yet synced: see [`DataDir::sync`]).
+    pub fn apply(&self, effect: &Effect) -> Result<(), StoreError> {
+        let rel = effect.path();
+        let full = self.resolve(rel)?;
         let io_err = |source| StoreError::Io {
             path: rel.to_owned(),
             source,
         };
-        if !full.exists() {
-            touched
-                .dirs
-                .insert(full.parent().unwrap_or(&self.root).to_owned());
+        match effect {
+            Effect::Append { header, bytes, .. } => {
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&full)
+                    .map_err(io_err)?;
+                let empty = file.metadata().map_err(io_err)?.len() == 0;
+                match header {
+                    Some(h) if empty => {
+                        let mut all = Vec::with_capacity(h.len() + bytes.len());
+                        all.extend_from_slice(h);
+                        all.extend_from_slice(bytes);
+                        file.write_all(&all).map_err(io_err)
+                    }
+                    _ => file.write_all(bytes).map_err(io_err),
+                }
+            }
+            Effect::Write { bytes, .. } => {
+                let name = full
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let tmp = full.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+                let mut file = File::create(&tmp).map_err(io_err)?;
+                file.write_all(bytes)
+                    .and_then(|_| file.sync_data())
+                    .map_err(io_err)?;
+                fs::rename(&tmp, &full).map_err(io_err)
+            }
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(full)
-            .map_err(io_err)?;
-        file.write_all(bytes).map_err(io_err)?;
-        touched.files.insert(full.to_owned());
-        Ok(())
     }
 
-    /// Appends one CSV record, writing `header` first when the file is new or empty.
-    pub fn append_csv(
-        &self,
-        rel: &str,
-        header: Option<&[String]>,
-        row: &[String],
-        touched: &mut Touched,
-    ) -> Result<(), StoreError> {
-        let full = self.resolve(rel, touched)?;
-        let _guard = self.csv_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let empty = fs::metadata(&full).map(|m| m.len() == 0).unwrap_or(true);
-        let mut out = Vec::new();
-        if let (true, Some(h)) = (empty, header) {
-            out.extend(csv_record(h));
-        }
-        out.extend(csv_record(row));
-        self.append_at(rel, &full, &out, touched)
-    }
-
-    /// Replaces the file at `rel` with `bytes` (written to a temporary file, then renamed).
-    pub fn write(&self, rel: &str, bytes: &[u8], touched: &mut Touched) -> Result<(), StoreError> {
-        let full = self.resolve(rel, touched)?;
+    /// Cuts the file at `rel` back to `length` bytes, or removes it when `length` is `None`.
+    pub fn restore_length(&self, rel: &str, length: Option<u64>) -> Result<(), StoreError> {
+        let full = self.root.join(safe_relative_path(rel)?);
         let io_err = |source| StoreError::Io {
             path: rel.to_owned(),
             source,
         };
-        let name = full
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = full.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let mut file = File::create(&tmp).map_err(io_err)?;
-        file.write_all(bytes)
-            .and_then(|_| file.sync_data())
-            .map_err(io_err)?;
-        fs::rename(&tmp, &full).map_err(io_err)?;
-        touched
-            .dirs
-            .insert(full.parent().unwrap_or(&self.root).to_owned());
+        match (length, fs::metadata(&full)) {
+            (None, Ok(_)) => fs::remove_file(&full).map_err(io_err),
+            (Some(len), Ok(m)) if m.len() > len => OpenOptions::new()
+                .write(true)
+                .open(&full)
+                .and_then(|f| f.set_len(len))
+                .map_err(io_err),
+            _ => Ok(()),
+        }
+    }
+
+    /// Flushes the files at `rels`, and the directories holding them, to stable storage.
+    pub fn sync<'a>(&self, rels: impl IntoIterator<Item = &'a String>) -> io::Result<()> {
+        let mut dirs = BTreeSet::new();
+        for rel in rels {
+            let full = self.root.join(rel);
+            match File::open(&full) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let mut dir = full.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
+                dirs.insert(d.to_owned());
+                dir = d.parent();
+            }
+        }
+        for d in dirs {
+            File::open(&d)?.sync_all()?;
+        }
         Ok(())
     }
 }
@@ -243,9 +230,12 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), data.path().join("link")).unwrap();
         let dir = DataDir::open(data.path()).unwrap();
-        let err = dir
-            .append("link/x.txt", b"x", &mut Touched::default())
-            .unwrap_err();
+        let effect = Effect::Append {
+            path: "link/x.txt".into(),
+            header: None,
+            bytes: b"x".to_vec(),
+        };
+        let err = dir.apply(&effect).unwrap_err();
         assert!(
             err.to_string().contains("outside the data directory"),
             "{err}"
@@ -254,22 +244,29 @@ mod tests {
     }
 
     #[test]
-    fn csv_header_is_written_once_and_fields_are_quoted() {
+    fn appends_write_the_header_once_and_lengths_can_be_restored() {
         let data = tempfile::tempdir().unwrap();
         let dir = DataDir::open(data.path()).unwrap();
-        let mut t = Touched::default();
-        let header = ["a".to_string(), "b".to_string()];
-        dir.append_csv(
-            "x.csv",
-            Some(&header),
-            &["1".into(), "say \"hi\", ok".into()],
-            &mut t,
-        )
-        .unwrap();
-        dir.append_csv("x.csv", Some(&header), &["2".into(), "".into()], &mut t)
-            .unwrap();
-        t.sync().unwrap();
-        let text = fs::read_to_string(data.path().join("x.csv")).unwrap();
-        assert_eq!(text, "a,b\r\n1,\"say \"\"hi\"\", ok\"\r\n2,\r\n");
+        let header = Some(csv_record(&["a".into(), "b".into()]));
+        let row = |v: &str| Effect::Append {
+            path: "x.csv".into(),
+            header: header.clone(),
+            bytes: csv_record(&[v.into(), "say \"hi\", ok".into()]),
+        };
+        dir.apply(&row("1")).unwrap();
+        let after_first = dir.length("x.csv").unwrap();
+        dir.apply(&row("2")).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.path().join("x.csv")).unwrap(),
+            "a,b\r\n1,\"say \"\"hi\"\", ok\"\r\n2,\"say \"\"hi\"\", ok\"\r\n"
+        );
+        dir.restore_length("x.csv", after_first).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.path().join("x.csv")).unwrap(),
+            "a,b\r\n1,\"say \"\"hi\"\", ok\"\r\n"
+        );
+        dir.restore_length("x.csv", None).unwrap();
+        assert_eq!(dir.length("x.csv").unwrap(), None);
+        dir.sync([&"x.csv".to_string()]).unwrap();
     }
 }

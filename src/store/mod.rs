@@ -1,7 +1,11 @@
-//! Where data lands: files in the data directory, and the memory of processed keys.
+//! Where data lands: the journal, files in the data directory, and the dedup memory.
 
 pub mod dedup;
+pub mod effects;
 pub mod files;
+pub mod journal;
 
 pub use dedup::{Claim, SeenKeys};
-pub use files::{DataDir, StoreError, Touched, safe_relative_path};
+pub use effects::Effect;
+pub use files::{DataDir, StoreError, safe_relative_path};
+pub use journal::Journal;

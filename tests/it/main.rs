@@ -4,6 +4,7 @@
 mod ai_on_the_edge;
 mod cli;
 mod docs;
+mod durability;
 mod gridx;
 mod helpers;
 mod house;

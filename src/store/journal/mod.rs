@@ -1,0 +1,178 @@
+//! The journal: every accepted request, its events, their outcome and their effects, in an
+//! embedded SQLite database (`<data>/.hookyard/journal.db`, WAL, `synchronous=FULL`).
+//!
+//! One writer thread owns the write connection and does group commit: every submission that
+//! arrives while a commit is under way joins the next one, so concurrent requests share one
+//! fsync. After a commit the writer applies the batch's effects to the data directory in
+//! commit order and only then answers the waiting requests. Files are synced at checkpoints
+//! (about once a second and at shutdown), which also record each file's length; on start-up,
+//! effects after the last checkpoint are redone from those lengths, so every committed effect
+//! lands exactly once even after `kill -9` or a power loss.
+
+mod recover;
+mod schema;
+mod writer;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+
+use super::{DataDir, Effect};
+
+/// The journal could not record or apply something.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal: {0}")]
+    Store(String),
+    #[error("the journal writer has stopped")]
+    Stopped,
+}
+
+/// The request as received (after its checks passed).
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    pub protocol: String,
+    pub operation: String,
+    pub source: String,
+    pub received_ms: i64,
+    /// Headers worth keeping (content type, user agent, signatures); never credentials.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// What became of one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    Failed,
+    /// Its idempotency key was processed before; not processed again.
+    Duplicate,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::Failed => "failed",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// One event of a request, in its JSON form.
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub index: usize,
+    pub key: Option<String>,
+    pub data: String,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+/// Everything one request adds to the journal.
+#[derive(Debug)]
+pub struct Submission {
+    pub request: RequestRecord,
+    pub events: Vec<EventRecord>,
+    /// Effects of the processed events, in order.
+    pub effects: Vec<Effect>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), JournalError>>;
+
+enum Job {
+    Submit(Box<Submission>, Reply),
+    Checkpoint(Reply),
+}
+
+/// Handle to the journal (cheap to share behind an `Arc`).
+pub struct Journal {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    path: PathBuf,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal of `data`, redoes unapplied effects, and starts
+    /// the writer.
+    pub fn open(data: Arc<DataDir>) -> Result<Self, JournalError> {
+        let dir = data.root().join(".hookyard");
+        std::fs::create_dir_all(&dir).map_err(|e| JournalError::Store(e.to_string()))?;
+        let path = dir.join("journal.db");
+        let mut conn = schema::open(&path)?;
+        let redone = recover::redo(&mut conn, &data)?;
+        if redone > 0 {
+            tracing::warn!(
+                effects = redone,
+                "journal: redid effects that were committed but not checkpointed"
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer::Writer::new(conn, data).run(rx, Duration::from_secs(1)))
+            .map_err(|e| JournalError::Store(e.to_string()))?;
+        Ok(Self {
+            jobs: Mutex::new(tx),
+            path,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+
+    /// Records `submission` durably and applies its effects; returns once both are done.
+    pub async fn submit(&self, submission: Submission) -> Result<(), JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Submit(Box::new(submission), tx))?;
+        rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Syncs every file written so far and records the checkpoint.
+    pub async fn checkpoint(&self) -> Result<(), JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Checkpoint(tx))?;
+        rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), JournalError> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.send(job).map_err(|_| JournalError::Stopped)
+    }
+
+    /// Every idempotency key processed so far (the dedup memory, read at start-up).
+    pub fn processed_keys(&self) -> Result<HashSet<String>, JournalError> {
+        let conn = schema::open_reader(&self.path)?;
+        let mut stmt = conn.prepare("SELECT key FROM keys")?;
+        let keys = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
+    /// A read-only connection for inspection and replay.
+    pub fn reader(&self) -> Result<Connection, JournalError> {
+        schema::open_reader(&self.path)
+    }
+
+    /// Stops the writer after a final checkpoint.
+    pub fn close(&self) {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let _ = self.send(Job::Checkpoint(tx));
+        let (closed, _) = mpsc::channel();
+        *self.jobs.lock().unwrap_or_else(|e| e.into_inner()) = closed;
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,239 @@
+//! The writer thread: group commit, apply in commit order, checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::{Job, JournalError, Outcome, Reply, Submission};
+use crate::store::{DataDir, Effect};
+
+const MAX_BATCH: usize = 512;
+
+pub struct Writer {
+    conn: Connection,
+    data: Arc<DataDir>,
+    /// Files written since the last checkpoint (their pre-checkpoint length is recorded).
+    dirty: BTreeSet<String>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, data: Arc<DataDir>) -> Self {
+        Self {
+            conn,
+            data,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    pub fn run(mut self, jobs: mpsc::Receiver<Job>, every: Duration) {
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let wait = every.saturating_sub(last_checkpoint.elapsed());
+            let first = match jobs.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = Vec::new();
+            let mut checkpoints = Vec::new();
+            for job in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| jobs.try_recv().ok()))
+                .take(MAX_BATCH)
+            {
+                match job {
+                    Job::Submit(s, reply) => batch.push((*s, reply)),
+                    Job::Checkpoint(reply) => checkpoints.push(reply),
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(batch);
+            }
+            if !checkpoints.is_empty() || last_checkpoint.elapsed() >= every {
+                let result = self.checkpoint();
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "journal checkpoint failed; will retry");
+                }
+                last_checkpoint = Instant::now();
+                for reply in checkpoints {
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| JournalError::Store(e.to_string())),
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "final journal checkpoint failed; effects will be redone at start-up");
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(Submission, Reply)>) {
+        let ids = match self.record(&batch) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, requests = batch.len(), "journal commit failed");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(JournalError::Store(e.to_string())));
+                }
+                return;
+            }
+        };
+        let mut failed = Vec::new();
+        let mut results = Vec::with_capacity(batch.len());
+        for ((submission, _), request_id) in batch.iter().zip(&ids) {
+            match self.apply(&submission.effects) {
+                Ok(()) => results.push(Ok(())),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write to the data directory; the request fails");
+                    failed.push((*request_id, e.clone()));
+                    results.push(Err(JournalError::Store(e)));
+                }
+            }
+        }
+        if !failed.is_empty()
+            && let Err(e) = self.mark_failed(&failed)
+        {
+            tracing::error!(error = %e, "could not mark failed requests; they will be redone at start-up");
+        }
+        for ((_, reply), result) in batch.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// One transaction for the whole batch; returns the request ids.
+    fn record(&mut self, batch: &[(Submission, Reply)]) -> Result<Vec<i64>, JournalError> {
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut newly_dirty = Vec::new();
+        for (s, _) in batch {
+            ids.push(insert_submission(&tx, s)?);
+            for effect in &s.effects {
+                let path = effect.path();
+                if !self.dirty.contains(path) && !newly_dirty.iter().any(|p| p == path) {
+                    let length = self
+                        .data
+                        .length(path)
+                        .map_err(|e| JournalError::Store(e.to_string()))?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)",
+                        params![path, length.map(|l| l as i64).unwrap_or(-1)],
+                    )?;
+                    newly_dirty.push(path.to_owned());
+                }
+            }
+        }
+        tx.commit()?;
+        self.dirty.extend(newly_dirty);
+        Ok(ids)
+    }
+
+    /// Applies one request's effects; on error, cuts its appends back so nothing is half-written.
+    fn apply(&self, effects: &[Effect]) -> Result<(), String> {
+        let mut before: BTreeMap<&str, Option<u64>> = BTreeMap::new();
+        for effect in effects {
+            if !before.contains_key(effect.path()) {
+                before.insert(
+                    effect.path(),
+                    self.data.length(effect.path()).map_err(|e| e.to_string())?,
+                );
+            }
+            if let Err(e) = self.data.apply(effect) {
+                for (path, length) in &before {
+                    if let Err(undo) = self.data.restore_length(path, *length) {
+                        tracing::error!(error = %undo, path, "could not undo a partial write");
+                    }
+                }
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_failed(&mut self, failed: &[(i64, String)]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        for (request_id, error) in failed {
+            tx.execute(
+                "DELETE FROM keys WHERE event_id IN (SELECT id FROM events WHERE request_id = ?1)",
+                params![request_id],
+            )?;
+            tx.execute(
+                "UPDATE events SET status = 'failed', error = ?2 WHERE request_id = ?1 AND status = 'processed'",
+                params![request_id, format!("could not write to the data directory: {error}")],
+            )?;
+            tx.execute(
+                "DELETE FROM effects WHERE request_id = ?1",
+                params![request_id],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Syncs every dirty file, then records their lengths and the last applied effect.
+    fn checkpoint(&mut self) -> Result<(), String> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        self.data.sync(&self.dirty).map_err(|e| e.to_string())?;
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        for path in &self.dirty {
+            let length = self.data.length(path).map_err(|e| e.to_string())?;
+            tx.execute(
+                "INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)",
+                params![path, length.map(|l| l as i64).unwrap_or(-1)],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        self.dirty.clear();
+        Ok(())
+    }
+}
+
+fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<i64, JournalError> {
+    let r = &s.request;
+    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
+    tx.execute(
+        "INSERT INTO requests (protocol, operation, source, received_ms, headers, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![r.protocol, r.operation, r.source, r.received_ms, headers, r.body.as_ref()],
+    )?;
+    let request_id = tx.last_insert_rowid();
+    let mut insert_event = tx.prepare_cached(
+        "INSERT INTO events (request_id, idx, idem_key, data, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for e in &s.events {
+        insert_event.execute(params![
+            request_id,
+            e.index as i64,
+            e.key,
+            e.data,
+            e.outcome.as_str(),
+            e.error
+        ])?;
+        if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
+            let event_id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)",
+                params![key, event_id],
+            )?;
+            tx.execute(
+                "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed'",
+                params![key],
+            )?;
+        }
+    }
+    let mut insert_effect = tx.prepare_cached(
+        "INSERT INTO effects (request_id, path, kind, header, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for effect in &s.effects {
+        let (kind, header, bytes) = effect.parts();
+        insert_effect.execute(params![request_id, effect.path(), kind, header, bytes])?;
+    }
+    Ok(request_id)
+}
