@@ -34,29 +34,20 @@ impl App {
     pub fn build(mut config: Config) -> Result<Self, Vec<String>> {
         let registry = Registry::load(config.spec_dir.as_deref()).map_err(strings)?;
         let needs = credential_needs(&registry);
-        let credentials = config::fill_missing_credentials(&mut config, &needs)
-            .map_err(|e| vec![e.to_string()])?;
+        let credentials = config::fill_missing_credentials(&mut config, &needs).map_err(|e| vec![e.to_string()])?;
         let data = DataDir::open(&config.data_dir)
             .map_err(|e| vec![format!("data directory {}: {e}", config.data_dir.display())])?;
         let data = Arc::new(data);
         let names: Vec<String> = registry.protocols.iter().map(|p| p.name.clone()).collect();
-        let scripts =
-            ScriptHost::load(config.scripts_dir.as_deref(), &names, &config.script_limits);
-        let mut errors = scripts
-            .as_ref()
-            .err()
-            .map(|e| strings(e.iter().collect::<Vec<_>>()))
-            .unwrap_or_default();
+        let scripts = ScriptHost::load(config.scripts_dir.as_deref(), &names, &config.script_limits);
+        let mut errors = scripts.as_ref().err().map(|e| strings(e.iter().collect::<Vec<_>>())).unwrap_or_default();
         let mut paths: BTreeMap<String, Vec<Arc<Operation>>> = BTreeMap::new();
         let mut documents = BTreeMap::new();
         for protocol in registry.protocols {
             let settings = config.protocol(&protocol.name);
             for op in protocol.operations {
                 match Operation::build(op, &settings) {
-                    Ok(op) => paths
-                        .entry(op.spec.path.clone())
-                        .or_default()
-                        .push(Arc::new(op)),
+                    Ok(op) => paths.entry(op.spec.path.clone()).or_default().push(Arc::new(op)),
                     Err(e) => {
                         let message = format!("[protocols.{}] {e}", protocol.name);
                         if !errors.contains(&message) {
@@ -66,27 +57,14 @@ impl App {
                 }
             }
             let json = serde_json::to_string_pretty(&protocol.document).unwrap_or_default();
-            documents.insert(
-                protocol.name.clone(),
-                Document {
-                    yaml: protocol.source_text,
-                    json,
-                },
-            );
+            documents.insert(protocol.name.clone(), Document { yaml: protocol.source_text, json });
         }
         errors.extend(duplicate_routes(&paths));
         let scripts = match scripts {
             Ok(s) if errors.is_empty() => Arc::new(s),
             _ => return Err(errors),
         };
-        Ok(Self {
-            config,
-            credentials,
-            scripts,
-            paths,
-            documents,
-            data,
-        })
+        Ok(Self { config, credentials, scripts, paths, documents, data })
     }
 
     /// How many protocols are served.
@@ -101,23 +79,9 @@ impl App {
         let mut documents: BTreeMap<String, Document> = self
             .documents
             .iter()
-            .map(|(k, d)| {
-                (
-                    k.clone(),
-                    Document {
-                        yaml: d.yaml.clone(),
-                        json: d.json.clone(),
-                    },
-                )
-            })
+            .map(|(k, d)| (k.clone(), Document { yaml: d.yaml.clone(), json: d.json.clone() }))
             .collect();
-        documents.insert(
-            "management".into(),
-            Document {
-                yaml: management.spec_yaml(),
-                json: management.spec(),
-            },
-        );
+        documents.insert("management".into(), Document { yaml: management.spec_yaml(), json: management.spec() });
         let mut all_names = names;
         all_names.push("management".into());
         let page = docs::swagger_page(&management.swagger_ui_html(), &all_names);
@@ -125,13 +89,7 @@ impl App {
             .at("/docs", get(docs_page).data(Arc::new(page)))
             .at("/openapi/:file", docs::documents_endpoint(documents));
         for (path, ops) in &self.paths {
-            route = route.at(
-                path,
-                PathEndpoint {
-                    ops: ops.clone(),
-                    pipeline: pipeline.clone(),
-                },
-            );
+            route = route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone() });
         }
         route.nest("/", management)
     }
@@ -153,11 +111,7 @@ fn credential_needs(registry: &Registry) -> Vec<CredentialNeed> {
             if let Some((key, kind)) = crate::auth::credential_need(block)
                 && !needs.iter().any(|n| n.protocol == p.name && n.key == key)
             {
-                needs.push(CredentialNeed {
-                    protocol: p.name.clone(),
-                    key,
-                    kind,
-                });
+                needs.push(CredentialNeed { protocol: p.name.clone(), key, kind });
             }
         }
     }
@@ -189,17 +143,10 @@ pub async fn run(
     let journal = Journal::open(app.data.clone()).map_err(std::io::Error::other)?;
     let journal = Arc::new(journal);
     let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
-    let pipeline = Arc::new(Pipeline {
-        scripts: app.scripts.clone(),
-        seen: Arc::new(seen),
-        journal: journal.clone(),
-    });
+    let pipeline = Arc::new(Pipeline { scripts: app.scripts.clone(), seen: Arc::new(seen), journal: journal.clone() });
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
-    let watcher = tokio::spawn(watch_scripts(
-        app.scripts.clone(),
-        app.config.reload_interval,
-    ));
+    let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval));
     let endpoint = app.endpoint(pipeline);
     let result = Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
@@ -214,16 +161,9 @@ pub async fn run(
 pub fn lock_data_dir(data: &DataDir) -> std::io::Result<std::fs::File> {
     let dir = data.root().join(".hookyard");
     std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
     file.try_lock().map_err(|_| {
-        std::io::Error::other(format!(
-            "another hookyard process is using the data directory {}",
-            data.root().display()
-        ))
+        std::io::Error::other(format!("another hookyard process is using the data directory {}", data.root().display()))
     })?;
     Ok(file)
 }

@@ -13,13 +13,10 @@ use crate::form::Form;
 use crate::ingest::{parse_query, split};
 use crate::spec::Registry;
 use crate::spec::ext::BodyKind;
+use crate::store::journal::query::Filter;
 
 #[derive(Parser)]
-#[command(
-    name = "hookyard",
-    version,
-    about = "Receives webhooks from meters, gateways and energy platforms"
-)]
+#[command(name = "hookyard", version, about = "Receives webhooks from meters, gateways and energy platforms")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -35,6 +32,27 @@ pub enum Command {
     },
     /// Load config, specs and scripts; report every problem; exit non-zero on any.
     Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the current scripts again over journaled events (stop the server first, except
+    /// with --dry-run).
+    Replay {
+        /// Only events of this protocol.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// Only requests received at or after this time (RFC 3339, or Unix milliseconds).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// Only requests received before this time (RFC 3339, or Unix milliseconds).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<i64>,
+        /// Only events whose processing failed.
+        #[arg(long)]
+        failed: bool,
+        /// Print what the scripts would write; write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -55,13 +73,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(Config::load(config.as_deref())?),
         Command::Check { config } => Ok(check(Config::load(config.as_deref())?)),
-        Command::Validate {
-            protocol,
-            method,
-            path,
-            payload,
-            config,
-        } => {
+        Command::Replay { protocol, since, until, failed, dry_run, config } => {
+            let filter = Filter { protocol, since_ms: since, until_ms: until, failed_only: failed };
+            crate::replay::run(Config::load(config.as_deref())?, crate::replay::Options { filter, dry_run })
+        }
+        Command::Validate { protocol, method, path, payload, config } => {
             let config = Config::load(config.as_deref())?;
             validate(&config, &protocol, &method, &path, &payload)
         }
@@ -119,10 +135,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 fn check(config: Config) -> ExitCode {
     match App::build(config) {
         Ok(app) => {
-            println!(
-                "ok: {} protocol(s), config, specs and scripts load",
-                app.protocol_count()
-            );
+            println!("ok: {} protocol(s), config, specs and scripts load", app.protocol_count());
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -135,40 +148,17 @@ fn check(config: Config) -> ExitCode {
     }
 }
 
-fn validate(
-    config: &Config,
-    protocol: &str,
-    method: &str,
-    path: &str,
-    payload: &PathBuf,
-) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(config.spec_dir.as_deref()).map_err(|e| {
-        anyhow::anyhow!(
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let spec = registry
-        .get(protocol)
-        .with_context(|| format!("no protocol {protocol:?} in the specs"))?;
-    let (route, query) = path
-        .split_once('?')
-        .map(|(p, q)| (p, Some(q)))
-        .unwrap_or((path, None));
+fn validate(config: &Config, protocol: &str, method: &str, path: &str, payload: &PathBuf) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(config.spec_dir.as_deref())
+        .map_err(|e| anyhow::anyhow!(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let spec = registry.get(protocol).with_context(|| format!("no protocol {protocol:?} in the specs"))?;
+    let (route, query) = path.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((path, None));
     let op = spec
         .operations
         .iter()
         .find(|o| o.path == route && o.method.as_str().eq_ignore_ascii_case(method))
-        .with_context(|| {
-            format!(
-                "{protocol} has no operation {} {route}",
-                method.to_uppercase()
-            )
-        })?;
-    let body =
-        std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
+        .with_context(|| format!("{protocol} has no operation {} {route}", method.to_uppercase()))?;
+    let body = std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let form = match op.split.body_kind() {
         BodyKind::Form => match runtime.block_on(Form::parse(None, body.clone().into())) {
@@ -177,23 +167,24 @@ fn validate(
         },
         _ => None,
     };
-    let origin = Origin {
-        protocol: protocol.into(),
-        operation: op.operation_id.clone(),
-        source: String::new(),
-        received_ms: 0,
-    };
+    let origin =
+        Origin { protocol: protocol.into(), operation: op.operation_id.clone(), source: String::new(), received_ms: 0 };
     let query = parse_query(query);
-    let input = split::Input {
-        body: body.into(),
-        form: form.as_ref(),
-        query: &query,
-        content_type: None,
-    };
+    let input = split::Input { body: body.into(), form: form.as_ref(), query: &query, content_type: None };
     Ok(match split::split(op, &origin, input) {
         Ok(parsed) => report(&[], parsed.events.len()),
         Err(violations) => report(&violations, 0),
     })
+}
+
+/// `2026-01-01T00:00:00Z` or `1767225600000` → Unix milliseconds.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{text:?} is neither RFC 3339 nor Unix milliseconds ({e})"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 fn report(violations: &[String], events: usize) -> ExitCode {

@@ -51,22 +51,13 @@ impl Management {
 
 /// The management service (mounted at `/`).
 pub fn management(protocols: Vec<String>) -> OpenApiService<Management, ()> {
-    OpenApiService::new(
-        Management { protocols },
-        "hookyard management API",
-        env!("CARGO_PKG_VERSION"),
-    )
+    OpenApiService::new(Management { protocols }, "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// `/docs`: Swagger UI with a selector over `names` (management last).
 pub fn swagger_page(service_html: &str, names: &[String]) -> String {
-    let head_end = service_html
-        .find("<div id=\"ui\"></div>")
-        .unwrap_or(service_html.len());
-    let options: String = names
-        .iter()
-        .map(|n| format!("<option value=\"{n}\">{n}</option>"))
-        .collect();
+    let head_end = service_html.find("<div id=\"ui\"></div>").unwrap_or(service_html.len());
+    let options: String = names.iter().map(|n| format!("<option value=\"{n}\">{n}</option>")).collect();
     format!(
         "{head}<div style=\"padding:8px 16px;font-family:sans-serif\">\
          <label for=\"doc\">Document: </label><select id=\"doc\">{options}</select></div>\n\
@@ -89,14 +80,9 @@ pub fn documents_endpoint(docs: BTreeMap<String, Document>) -> impl Endpoint {
 }
 
 #[handler]
-fn serve_document(
-    Path(file): Path<String>,
-    docs: poem::web::Data<&Arc<BTreeMap<String, Document>>>,
-) -> Response {
+fn serve_document(Path(file): Path<String>, docs: poem::web::Data<&Arc<BTreeMap<String, Document>>>) -> Response {
     let found = match file.rsplit_once('.') {
-        Some((name, "yaml" | "yml")) => {
-            docs.get(name).map(|d| (d.yaml.clone(), "application/yaml"))
-        }
+        Some((name, "yaml" | "yml")) => docs.get(name).map(|d| (d.yaml.clone(), "application/yaml")),
         Some((name, "json")) => docs.get(name).map(|d| (d.json.clone(), "application/json")),
         _ => None,
     };

@@ -6,11 +6,11 @@
 //! the receive time is passed in.
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// One unit of data handed to a protocol's script.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     /// Protocol name, the stem of its spec file (`gridx`).
     pub protocol: String,
@@ -96,9 +96,8 @@ pub fn rfc3339_millis(ms: i64) -> String {
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
         return String::new();
     };
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&format).unwrap_or_default()
 }
 
@@ -127,13 +126,8 @@ mod tests {
         let mut meta = Map::new();
         meta.insert("timestamp".into(), json!("2025-09-01 12:00"));
         let e = origin().event(3, json!({"V": "1"}), meta);
-        let key = e
-            .idempotency_key(&["/source".into(), "/meta/timestamp".into()])
-            .unwrap();
-        assert_eq!(
-            key,
-            r#"["wattmon","export","00:04:A3:12:34:56","2025-09-01 12:00"]"#
-        );
+        let key = e.idempotency_key(&["/source".into(), "/meta/timestamp".into()]).unwrap();
+        assert_eq!(key, r#"["wattmon","export","00:04:A3:12:34:56","2025-09-01 12:00"]"#);
         assert_eq!(e.idempotency_key(&["/data/missing".into()]), None);
         assert_eq!(e.idempotency_key(&[]), None);
     }

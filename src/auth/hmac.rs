@@ -39,9 +39,7 @@ impl HmacVerifier {
     /// Verifies `header_value` (None when the header is absent) over `body`.
     pub fn verify(&self, header_value: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
         let raw = header_value.ok_or_else(|| SignatureError::Missing(self.header.clone()))?;
-        let text = std::str::from_utf8(raw)
-            .map_err(|_| self.malformed())?
-            .trim();
+        let text = std::str::from_utf8(raw).map_err(|_| self.malformed())?.trim();
         if text.is_empty() {
             return Err(SignatureError::Missing(self.header.clone()));
         }
@@ -53,33 +51,20 @@ impl HmacVerifier {
                 matched |= digest.as_slice().ct_eq(tag.as_slice());
             }
         }
-        if bool::from(matched) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch(self.header.clone()))
-        }
+        if bool::from(matched) { Ok(()) } else { Err(SignatureError::Mismatch(self.header.clone())) }
     }
 
     /// Splits and decodes the header into digests; any bad element refuses the whole header.
     pub fn parse(&self, text: &str) -> Result<Vec<Vec<u8>>, SignatureError> {
-        let elements: Vec<&str> = if self.multiple {
-            text.split(',').collect()
-        } else {
-            vec![text]
-        };
-        elements
-            .into_iter()
-            .map(|e| self.decode(e.trim()).ok_or_else(|| self.malformed()))
-            .collect()
+        let elements: Vec<&str> = if self.multiple { text.split(',').collect() } else { vec![text] };
+        elements.into_iter().map(|e| self.decode(e.trim()).ok_or_else(|| self.malformed())).collect()
     }
 
     fn decode(&self, element: &str) -> Option<Vec<u8>> {
         let digest = element.strip_prefix(self.prefix.as_str())?;
         let bytes = match self.encoding {
             DigestEncoding::Hex => hex::decode(digest).ok()?,
-            DigestEncoding::Base64 => base64::engine::general_purpose::STANDARD
-                .decode(digest)
-                .ok()?,
+            DigestEncoding::Base64 => base64::engine::general_purpose::STANDARD.decode(digest).ok()?,
         };
         (!bytes.is_empty()).then_some(bytes)
     }
@@ -121,35 +106,19 @@ mod tests {
     #[test]
     fn any_matching_digest_under_any_secret_is_accepted() {
         let v = gridx(&["old", "new"]);
-        let sig = format!(
-            "sha512={}, sha512={}",
-            hex::encode(v.sign(b"other", b"x")),
-            hex::encode(v.sign(b"new", b"x"))
-        );
+        let sig =
+            format!("sha512={}, sha512={}", hex::encode(v.sign(b"other", b"x")), hex::encode(v.sign(b"new", b"x")));
         assert_eq!(v.verify(Some(sig.as_bytes()), b"x"), Ok(()));
-        assert_eq!(
-            v.verify(Some(sig.as_bytes()), b"y"),
-            Err(SignatureError::Mismatch("X-Signature".into()))
-        );
+        assert_eq!(v.verify(Some(sig.as_bytes()), b"y"), Err(SignatureError::Mismatch("X-Signature".into())));
     }
 
     #[test]
     fn one_bad_element_refuses_the_whole_header() {
         let v = gridx(&["k"]);
         let good = hex::encode(v.sign(b"k", b"x"));
-        for bad in [
-            format!("sha512={good}, "),
-            format!("sha256=ab, sha512={good}"),
-            format!("SHA512={good}"),
-        ] {
-            assert_eq!(
-                v.verify(Some(bad.as_bytes()), b"x"),
-                Err(SignatureError::Malformed("X-Signature".into()))
-            );
+        for bad in [format!("sha512={good}, "), format!("sha256=ab, sha512={good}"), format!("SHA512={good}")] {
+            assert_eq!(v.verify(Some(bad.as_bytes()), b"x"), Err(SignatureError::Malformed("X-Signature".into())));
         }
-        assert_eq!(
-            v.verify(None, b"x"),
-            Err(SignatureError::Missing("X-Signature".into()))
-        );
+        assert_eq!(v.verify(None, b"x"), Err(SignatureError::Missing("X-Signature".into())));
     }
 }

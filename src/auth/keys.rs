@@ -23,12 +23,7 @@ pub struct ApiKeys {
 
 impl ApiKeys {
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self {
-            entries: pairs
-                .into_iter()
-                .map(|(k, t)| (digest(k.as_bytes()), t))
-                .collect(),
-        }
+        Self { entries: pairs.into_iter().map(|(k, t)| (digest(k.as_bytes()), t)).collect() }
     }
 
     /// The tenant of `presented`, checking every key so timing does not tell which matched.
@@ -62,11 +57,7 @@ impl HeaderAuth {
                 let given = authorization.ok_or("Authorization header is missing")?;
                 let expected = format!("{username}:{password}");
                 let decoded = strip_scheme(given, "basic")
-                    .and_then(|b| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(b.trim_ascii())
-                            .ok()
-                    })
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim_ascii()).ok())
                     .ok_or("Authorization header is not Basic credentials")?;
                 if ct_equal(&decoded, expected.as_bytes()) {
                     Ok(Some(username.clone()))
@@ -76,8 +67,7 @@ impl HeaderAuth {
             }
             HeaderAuth::Bearer { token } => {
                 let given = authorization.ok_or("Authorization header is missing")?;
-                let presented = strip_scheme(given, "bearer")
-                    .ok_or("Authorization header is not a Bearer token")?;
+                let presented = strip_scheme(given, "bearer").ok_or("Authorization header is not a Bearer token")?;
                 if ct_equal(presented.trim_ascii(), token.as_bytes()) {
                     Ok(None)
                 } else {
@@ -85,9 +75,7 @@ impl HeaderAuth {
                 }
             }
             HeaderAuth::Static { name, value } => {
-                let given = headers
-                    .get(name.as_str())
-                    .ok_or_else(|| format!("{name} header is missing"))?;
+                let given = headers.get(name.as_str()).ok_or_else(|| format!("{name} header is missing"))?;
                 if ct_equal(given.as_bytes(), value.as_bytes()) {
                     Ok(None)
                 } else {
@@ -100,8 +88,7 @@ impl HeaderAuth {
 
 fn strip_scheme<'a>(value: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
     let (head, rest) = value.split_at_checked(scheme.len())?;
-    (head.eq_ignore_ascii_case(scheme.as_bytes()) && rest.first() == Some(&b' '))
-        .then(|| &rest[1..])
+    (head.eq_ignore_ascii_case(scheme.as_bytes()) && rest.first() == Some(&b' ')).then(|| &rest[1..])
 }
 
 #[cfg(test)]
@@ -111,10 +98,7 @@ mod tests {
     #[test]
     fn a_key_maps_to_its_tenant_and_nothing_else_does() {
         let keys = ApiKeys::new([("s3cr3tKey".into(), "vacation-home".into())]);
-        assert_eq!(
-            keys.tenant(Some(b"s3cr3tKey")).as_deref(),
-            Some("vacation-home")
-        );
+        assert_eq!(keys.tenant(Some(b"s3cr3tKey")).as_deref(), Some("vacation-home"));
         assert_eq!(keys.tenant(Some(b"s3cr3tKe")), None);
         assert_eq!(keys.tenant(Some(b"")), None);
         assert_eq!(keys.tenant(None), None);
@@ -124,14 +108,9 @@ mod tests {
     fn basic_and_bearer_check_the_authorization_header() {
         let mut h = HeaderMap::new();
         h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
-        let basic = HeaderAuth::Basic {
-            username: "user".into(),
-            password: "pass".into(),
-        };
+        let basic = HeaderAuth::Basic { username: "user".into(), password: "pass".into() };
         assert_eq!(basic.check(&h), Ok(Some("user".into())));
-        let bearer = HeaderAuth::Bearer {
-            token: "t0ken".into(),
-        };
+        let bearer = HeaderAuth::Bearer { token: "t0ken".into() };
         assert!(bearer.check(&h).is_err());
         h.insert("authorization", "bearer t0ken".parse().unwrap());
         assert_eq!(bearer.check(&h), Ok(None));

@@ -34,22 +34,12 @@ pub struct Refusal {
 }
 
 enum Kind {
-    ApiKey {
-        header: String,
-        keys: ApiKeys,
-    },
+    ApiKey { header: String, keys: ApiKeys },
     Hmac(HmacVerifier),
     Integrity(Option<HmacVerifier>),
     Header(HeaderAuth),
-    FormChecksum {
-        field: String,
-        over: String,
-        required: bool,
-    },
-    FormSource {
-        field: String,
-        allowed: Option<Vec<String>>,
-    },
+    FormChecksum { field: String, over: String, required: bool },
+    FormSource { field: String, allowed: Option<Vec<String>> },
 }
 
 /// One built check of an operation.
@@ -74,37 +64,25 @@ impl Checker {
 
     /// Runs the check; `Ok(Some(name))` when it establishes who the sender is.
     pub fn check(&self, req: &Request<'_>) -> Result<Option<String>, Refusal> {
-        self.run(req).map_err(|reason| Refusal {
-            reason,
-            reject: self.reject.clone(),
-        })
+        self.run(req).map_err(|reason| Refusal { reason, reject: self.reject.clone() })
     }
 
     fn run(&self, req: &Request<'_>) -> Result<Option<String>, String> {
         let header = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
         match &self.kind {
-            Kind::ApiKey { header: name, keys } => keys
-                .tenant(header(name))
-                .map(Some)
-                .ok_or_else(|| "Invalid API key".into()),
-            Kind::Hmac(v) => v
-                .verify(header(&v.header), req.body)
-                .map(|_| None)
-                .map_err(|e| e.to_string()),
-            Kind::Integrity(None) => Ok(None),
-            Kind::Integrity(Some(v)) => v
-                .verify(header(&v.header), req.body)
-                .map(|_| None)
-                .map_err(|e| format!("integrity check failed: {e}")),
-            Kind::Header(auth) => auth.check(req.headers),
-            Kind::FormChecksum {
-                field,
-                over,
-                required,
-            } => form_checks::checksum(req.form, field, over, *required).map(|_| None),
-            Kind::FormSource { field, allowed } => {
-                form_checks::source(req.form, field, allowed.as_deref()).map(Some)
+            Kind::ApiKey { header: name, keys } => {
+                keys.tenant(header(name)).map(Some).ok_or_else(|| "Invalid API key".into())
             }
+            Kind::Hmac(v) => v.verify(header(&v.header), req.body).map(|_| None).map_err(|e| e.to_string()),
+            Kind::Integrity(None) => Ok(None),
+            Kind::Integrity(Some(v)) => {
+                v.verify(header(&v.header), req.body).map(|_| None).map_err(|e| format!("integrity check failed: {e}"))
+            }
+            Kind::Header(auth) => auth.check(req.headers),
+            Kind::FormChecksum { field, over, required } => {
+                form_checks::checksum(req.form, field, over, *required).map(|_| None)
+            }
+            Kind::FormSource { field, allowed } => form_checks::source(req.form, field, allowed.as_deref()).map(Some),
         }
     }
 }

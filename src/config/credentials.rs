@@ -45,33 +45,22 @@ pub fn fill_missing_credentials(
 ) -> Result<CredentialsReport, ConfigError> {
     let path = config.data_dir.join("credentials.toml");
     let mut stored = read_stored(&path)?;
-    let mut report = CredentialsReport {
-        path: path.clone(),
-        generated: Vec::new(),
-    };
+    let mut report = CredentialsReport { path: path.clone(), generated: Vec::new() };
     for need in needs {
         let settings = config.protocols.entry(need.protocol.clone()).or_default();
         if settings.0.contains_key(&need.key) {
             continue;
         }
-        let section = stored
-            .entry(need.protocol.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let section = stored.entry(need.protocol.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let Some(section) = section.as_table_mut() else {
-            return Err(ConfigError::Invalid(format!(
-                "{}: [{}] is not a table",
-                path.display(),
-                need.protocol
-            )));
+            return Err(ConfigError::Invalid(format!("{}: [{}] is not a table", path.display(), need.protocol)));
         };
         let value = match section.get(&need.key) {
             Some(v) => v.clone(),
             None => {
                 let v = generate(need.kind);
                 section.insert(need.key.clone(), v.clone());
-                report
-                    .generated
-                    .push(format!("{}.{}", need.protocol, need.key));
+                report.generated.push(format!("{}.{}", need.protocol, need.key));
                 v
             }
         };
@@ -86,29 +75,17 @@ pub fn fill_missing_credentials(
 fn read_stored(path: &Path) -> Result<toml::Table, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                message: e.message().to_owned(),
-            })?;
-            Ok(doc
-                .get("protocols")
-                .and_then(|p| p.as_table())
-                .cloned()
-                .unwrap_or_default())
+            let doc: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })?;
+            Ok(doc.get("protocols").and_then(|p| p.as_table()).cloned().unwrap_or_default())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
-        Err(source) => Err(ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
     }
 }
 
 fn write_stored(path: &Path, protocols: &toml::Table) -> Result<(), ConfigError> {
-    let err = |source| ConfigError::Credentials {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| ConfigError::Credentials { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -133,9 +110,7 @@ fn write_stored(path: &Path, protocols: &toml::Table) -> Result<(), ConfigError>
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 fn generate(kind: CredentialKind) -> toml::Value {
@@ -145,10 +120,9 @@ fn generate(kind: CredentialKind) -> toml::Value {
             t.insert(random_token(32), toml::Value::String("default".into()));
             toml::Value::Table(t)
         }
-        CredentialKind::SecretList => toml::Value::Array(vec![toml::Value::String(format!(
-            "whsec_{}",
-            random_token(40)
-        ))]),
+        CredentialKind::SecretList => {
+            toml::Value::Array(vec![toml::Value::String(format!("whsec_{}", random_token(40)))])
+        }
         CredentialKind::BearerAuth => {
             let mut t = toml::Table::new();
             t.insert("type".into(), toml::Value::String("bearer".into()));
@@ -163,11 +137,7 @@ mod tests {
     use super::*;
 
     fn need(protocol: &str, key: &str, kind: CredentialKind) -> CredentialNeed {
-        CredentialNeed {
-            protocol: protocol.into(),
-            key: key.into(),
-            kind,
-        }
+        CredentialNeed { protocol: protocol.into(), key: key.into(), kind }
     }
 
     #[test]
@@ -197,8 +167,7 @@ mod tests {
     #[test]
     fn configured_values_win_and_nothing_is_generated_for_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config =
-            Config::from_toml("[protocols.gridx]\nsecrets = [\"mine\"]", |_| None).unwrap();
+        let mut config = Config::from_toml("[protocols.gridx]\nsecrets = [\"mine\"]", |_| None).unwrap();
         config.data_dir = dir.path().to_owned();
         let needs = [need("gridx", "secrets", CredentialKind::SecretList)];
         let report = fill_missing_credentials(&mut config, &needs).unwrap();

@@ -14,10 +14,7 @@ pub(super) fn expand_table(
     Ok(())
 }
 
-fn expand_value(
-    value: &mut toml::Value,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+fn expand_value(value: &mut toml::Value, lookup: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     match value {
         toml::Value::String(s) => *s = expand_str(s, lookup)?,
         toml::Value::Array(items) => {
@@ -32,10 +29,7 @@ fn expand_value(
 }
 
 /// Replaces every `${NAME}` in `text`; `$$` stays a literal `$`-sequence untouched.
-pub(super) fn expand_str(
-    text: &str,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+pub(super) fn expand_str(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

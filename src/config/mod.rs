@@ -22,10 +22,7 @@ pub use credentials::{CredentialsReport, fill_missing_credentials};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config: environment variable {0} is referenced but not set")]
@@ -33,10 +30,7 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Invalid(String),
     #[error("cannot store generated credentials in {path}: {source}")]
-    Credentials {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Credentials { path: PathBuf, source: std::io::Error },
 }
 
 /// Limits applied to every script run.
@@ -137,28 +131,18 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text, |k| std::env::var(k).ok()).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
 
     /// Parses TOML text, expanding `${VAR}` with `lookup`.
-    pub fn from_toml(
-        text: &str,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::new(),
-            message: e.message().to_owned(),
-        })?;
+    pub fn from_toml(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.message().to_owned() })?;
         env::expand_table(&mut value, &lookup)?;
         let file: FileConfig = toml::Value::Table(value)
             .try_into()
@@ -197,11 +181,7 @@ impl Config {
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
-        ConfigError::Invalid(format!(
-            "listen: {text:?} is not an address like 127.0.0.1:8080"
-        ))
-    })
+    text.parse().map_err(|_| ConfigError::Invalid(format!("listen: {text:?} is not an address like 127.0.0.1:8080")))
 }
 
 fn existing_dir(name: &str) -> Option<PathBuf> {
@@ -234,26 +214,14 @@ integrity = { header = "X-Signature", algorithm = "hmac-sha256", encoding = "hex
         let c = Config::from_toml(BRIEF_EXAMPLE, lookup).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         let gridx = c.protocol("gridx");
-        assert_eq!(
-            gridx.get("secrets").unwrap().as_array().unwrap()[0].as_str(),
-            Some("whsec_x")
-        );
-        assert!(
-            c.protocol("wattmon")
-                .get("require_md5")
-                .unwrap()
-                .as_bool()
-                .unwrap()
-        );
+        assert_eq!(gridx.get("secrets").unwrap().as_array().unwrap()[0].as_str(), Some("whsec_x"));
+        assert!(c.protocol("wattmon").get("require_md5").unwrap().as_bool().unwrap());
     }
 
     #[test]
     fn a_missing_env_var_is_named() {
         let err = Config::from_toml(BRIEF_EXAMPLE, |_| None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "config: environment variable GRIDX_SECRET is referenced but not set"
-        );
+        assert_eq!(err.to_string(), "config: environment variable GRIDX_SECRET is referenced but not set");
     }
 
     #[test]
@@ -261,9 +229,7 @@ integrity = { header = "X-Signature", algorithm = "hmac-sha256", encoding = "hex
         let lookup = |_: &str| Some("whsec_x".to_owned());
         let c = Config::from_toml(BRIEF_EXAMPLE, lookup).unwrap();
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("s3cr3tKey") && !shown.contains("t0ken") && !shown.contains("whsec_x")
-        );
+        assert!(!shown.contains("s3cr3tKey") && !shown.contains("t0ken") && !shown.contains("whsec_x"));
         assert!(shown.contains("api_keys"));
     }
 }

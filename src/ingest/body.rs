@@ -15,11 +15,7 @@ pub enum BodyError {
 
 /// Reads `body`, refusing at once when `declared` (Content-Length) is over `limit`, and
 /// stopping as soon as the bytes read pass it.
-pub async fn read_limited(
-    body: Body,
-    declared: Option<u64>,
-    limit: usize,
-) -> Result<Bytes, BodyError> {
+pub async fn read_limited(body: Body, declared: Option<u64>, limit: usize) -> Result<Bytes, BodyError> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }

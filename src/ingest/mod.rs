@@ -36,39 +36,18 @@ pub struct Operation {
 
 impl Operation {
     /// Builds the operation's checks from its spec blocks and the protocol's settings.
-    pub fn build(
-        spec: OperationSpec,
-        settings: &ProtocolSettings,
-    ) -> Result<Self, auth::AuthConfigError> {
-        let checkers = spec
-            .auth
-            .iter()
-            .map(|b| Checker::build(b, settings))
-            .collect::<Result<Vec<_>, _>>()?;
+    pub fn build(spec: OperationSpec, settings: &ProtocolSettings) -> Result<Self, auth::AuthConfigError> {
+        let checkers = spec.auth.iter().map(|b| Checker::build(b, settings)).collect::<Result<Vec<_>, _>>()?;
         let mut keep_headers = vec!["content-type".to_owned(), "user-agent".to_owned()];
-        keep_headers.extend(
-            checkers
-                .iter()
-                .filter_map(|c| c.signature_header())
-                .map(str::to_ascii_lowercase),
-        );
-        Ok(Self {
-            spec,
-            checkers,
-            keep_headers,
-        })
+        keep_headers.extend(checkers.iter().filter_map(|c| c.signature_header()).map(str::to_ascii_lowercase));
+        Ok(Self { spec, checkers, keep_headers })
     }
 
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
         self.keep_headers
             .iter()
             .filter_map(|name| {
-                headers.get(name).map(|v| {
-                    (
-                        name.clone(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                headers.get(name).map(|v| (name.clone(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             })
             .collect()
     }
@@ -84,12 +63,7 @@ impl Endpoint for PathEndpoint {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let Some(op) = self
-            .ops
-            .iter()
-            .find(|o| o.spec.method == req.method())
-            .cloned()
-        else {
+        let Some(op) = self.ops.iter().find(|o| o.spec.method == req.method()).cloned() else {
             let allow: Vec<String> = self.ops.iter().map(|o| o.spec.method.to_string()).collect();
             let rejection = Rejection::MethodNotAllowed(allow.join(", "));
             return Ok(reply::failure(&self.ops[0].spec.reply, &rejection));
@@ -119,42 +93,24 @@ impl Endpoint for PathEndpoint {
 /// The whole path of one request; the number of events on success.
 async fn handle(op: &Operation, pipeline: &Pipeline, mut req: Request) -> Result<usize, Rejection> {
     let spec = &op.spec;
-    let declared = req
-        .header(header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok());
-    let raw = body::read_limited(req.take_body(), declared, spec.body_limit)
-        .await
-        .map_err(|e| match e {
-            body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
-            body::BodyError::Io(why) => {
-                Rejection::Invalid(vec![format!("body: could not be read ({why})")])
-            }
-        })?;
+    let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let raw = body::read_limited(req.take_body(), declared, spec.body_limit).await.map_err(|e| match e {
+        body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
+        body::BodyError::Io(why) => Rejection::Invalid(vec![format!("body: could not be read ({why})")]),
+    })?;
     let content_type = req.header(header::CONTENT_TYPE);
     let form = match spec.split.body_kind() {
         BodyKind::Form => Some(
-            Form::parse(content_type, raw.clone())
-                .await
-                .map_err(|e| Rejection::Invalid(vec![format!("body: {e}")]))?,
+            Form::parse(content_type, raw.clone()).await.map_err(|e| Rejection::Invalid(vec![format!("body: {e}")]))?,
         ),
         _ => None,
     };
-    let auth_req = auth::Request {
-        headers: req.headers(),
-        body: &raw,
-        form: form.as_ref(),
-    };
-    let source = auth::check_all(&op.checkers, &auth_req).map_err(|r| Rejection::Unauthorized {
-        reason: r.reason,
-        reject: r.reject,
-    })?;
+    let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref() };
+    let source = auth::check_all(&op.checkers, &auth_req)
+        .map_err(|r| Rejection::Unauthorized { reason: r.reason, reject: r.reject })?;
     let query = parse_query(req.uri().query());
-    let origin = Origin {
-        protocol: spec.protocol.clone(),
-        operation: spec.operation_id.clone(),
-        source,
-        received_ms: now_ms(),
-    };
+    let origin =
+        Origin { protocol: spec.protocol.clone(), operation: spec.operation_id.clone(), source, received_ms: now_ms() };
     let request = RequestRecord {
         protocol: origin.protocol.clone(),
         operation: origin.operation.clone(),
@@ -163,20 +119,13 @@ async fn handle(op: &Operation, pipeline: &Pipeline, mut req: Request) -> Result
         headers: op.journal_headers(req.headers()),
         body: raw.clone(),
     };
-    let input = split::Input {
-        body: raw,
-        form: form.as_ref(),
-        query: &query,
-        content_type,
-    };
+    let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
     if let Some(kind) = &parsed.unknown_type {
         tracing::warn!(event_type = %kind, "acknowledging an event type the spec does not know");
     }
     let count = parsed.events.len();
-    pipeline
-        .process(&spec.idempotency, request, parsed.events)
-        .await?;
+    pipeline.process(&spec.idempotency, request, parsed.events).await?;
     Ok(count)
 }
 
@@ -194,8 +143,5 @@ pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

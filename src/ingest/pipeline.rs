@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::reply::Rejection;
 use crate::event::Event;
 use crate::script::{RunReport, ScriptHost};
-use crate::store::journal::{EventRecord, Outcome, RequestRecord, Submission};
+use crate::store::journal::{EventRecord, Outcome, RequestRecord, Submission, Target};
 use crate::store::{Claim, Journal, SeenKeys};
 
 /// Scripts, the dedup memory and the journal.
@@ -37,11 +37,7 @@ impl Pipeline {
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
         let (todo, mut plan) = self.claim(key_spec, events)?;
-        let claimed: Vec<String> = plan
-            .iter()
-            .filter(|p| p.run)
-            .filter_map(|p| p.record.key.clone())
-            .collect();
+        let claimed: Vec<String> = plan.iter().filter(|p| p.run).filter_map(|p| p.record.key.clone()).collect();
         let report = self.run(&request.protocol, todo).await;
         let report = match report {
             Ok(r) => r,
@@ -57,16 +53,14 @@ impl Pipeline {
             .filter_map(|p| p.record.key.clone())
             .collect();
         let submission = Submission {
-            request,
+            target: Target::New(request),
             events: plan.into_iter().map(|p| p.record).collect(),
             effects: report.effects,
         };
         if let Err(e) = self.journal.submit(submission).await {
             self.seen.release(&claimed);
             tracing::error!(error = %e, "the request could not be journaled or written");
-            return Err(Rejection::Failed(
-                "processing failed: data could not be stored".into(),
-            ));
+            return Err(Rejection::Failed("processing failed: data could not be stored".into()));
         }
         self.seen.commit(&processed);
         self.seen.release(&claimed);
@@ -84,12 +78,7 @@ impl Pipeline {
 
     async fn run(&self, protocol: &str, todo: Vec<Event>) -> Result<RunReport, Rejection> {
         if todo.is_empty() {
-            return Ok(RunReport {
-                processed: 0,
-                failure: None,
-                logs: Vec::new(),
-                effects: Vec::new(),
-            });
+            return Ok(RunReport { processed: 0, failure: None, logs: Vec::new(), effects: Vec::new() });
         }
         let scripts = self.scripts.clone();
         let protocol = protocol.to_owned();
@@ -99,11 +88,7 @@ impl Pipeline {
     }
 
     /// Plans every event: new ones run (their keys claimed), duplicates do not.
-    fn claim(
-        &self,
-        key_spec: &[String],
-        events: Vec<Event>,
-    ) -> Result<(Vec<Event>, Vec<Planned>), Rejection> {
+    fn claim(&self, key_spec: &[String], events: Vec<Event>) -> Result<(Vec<Event>, Vec<Planned>), Rejection> {
         let mut todo = Vec::with_capacity(events.len());
         let mut plan: Vec<Planned> = Vec::with_capacity(events.len());
         let mut in_request = HashSet::new();
@@ -116,11 +101,8 @@ impl Pipeline {
                     Claim::New => true,
                     Claim::Seen => false,
                     Claim::InFlight => {
-                        let claimed: Vec<String> = plan
-                            .iter()
-                            .filter(|p| p.run)
-                            .filter_map(|p| p.record.key.clone())
-                            .collect();
+                        let claimed: Vec<String> =
+                            plan.iter().filter(|p| p.run).filter_map(|p| p.record.key.clone()).collect();
                         self.seen.release(&claimed);
                         return Err(Rejection::Failed(
                             "the same data is being processed by another request; retry".into(),
@@ -129,19 +111,10 @@ impl Pipeline {
                 },
             };
             let data = serde_json::to_string(&event).unwrap_or_default();
-            let outcome = if run {
-                Outcome::Processed
-            } else {
-                Outcome::Duplicate
-            };
+            let outcome = if run { Outcome::Processed } else { Outcome::Duplicate };
+            let blob = event.blob.is_some();
             plan.push(Planned {
-                record: EventRecord {
-                    index: event.index,
-                    key,
-                    data,
-                    outcome,
-                    error: None,
-                },
+                record: EventRecord { index: event.index, key, data, blob, outcome, error: None },
                 run,
             });
             if run {

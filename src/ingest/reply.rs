@@ -38,9 +38,7 @@ impl Rejection {
     pub fn reason(&self) -> String {
         match self {
             Rejection::TooLarge(limit) => format!("request body is larger than {limit} bytes"),
-            Rejection::Unauthorized { reason, reject } => {
-                reject.message.clone().unwrap_or_else(|| reason.clone())
-            }
+            Rejection::Unauthorized { reason, reject } => reject.message.clone().unwrap_or_else(|| reason.clone()),
             Rejection::Invalid(v) if v.len() == 1 => format!("invalid request: {}", v[0]),
             Rejection::Invalid(v) => {
                 format!("invalid request: {} problems: {}", v.len(), v.join("; "))
@@ -60,11 +58,7 @@ pub fn success(spec: &ReplySpec, events: usize) -> Response {
             Response::builder().status(status).finish()
         }
         ReplyStyle::Json => {
-            let message = spec
-                .success_message
-                .clone()
-                .unwrap_or_default()
-                .replace("{events}", &events.to_string());
+            let message = spec.success_message.clone().unwrap_or_default().replace("{events}", &events.to_string());
             json_body(status, json!({"status": "success", "message": message}))
         }
     }
@@ -82,18 +76,12 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
     };
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = match (rejection, spec.style) {
-        (Rejection::Unauthorized { reject, .. }, _) if reject.empty_body => {
-            Response::builder().status(status).finish()
-        }
+        (Rejection::Unauthorized { reject, .. }, _) if reject.empty_body => Response::builder().status(status).finish(),
         (_, ReplyStyle::Text) => text(status, format!("ERROR: {}", rejection.reason())),
-        (Rejection::Invalid(v), ReplyStyle::Json) => json_body(
-            status,
-            json!({"status": "error", "message": rejection.reason(), "violations": v}),
-        ),
-        (_, ReplyStyle::Json) => json_body(
-            status,
-            json!({"status": "error", "message": rejection.reason()}),
-        ),
+        (Rejection::Invalid(v), ReplyStyle::Json) => {
+            json_body(status, json!({"status": "error", "message": rejection.reason(), "violations": v}))
+        }
+        (_, ReplyStyle::Json) => json_body(status, json!({"status": "error", "message": rejection.reason()})),
     };
     if let Rejection::MethodNotAllowed(allow) = rejection
         && let Ok(value) = allow.parse()
@@ -104,15 +92,9 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
 }
 
 fn text(status: StatusCode, body: String) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("text/plain; charset=utf-8")
-        .body(body)
+    Response::builder().status(status).content_type("text/plain; charset=utf-8").body(body)
 }
 
 fn json_body(status: StatusCode, value: serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(value.to_string())
+    Response::builder().status(status).content_type("application/json").body(value.to_string())
 }

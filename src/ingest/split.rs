@@ -28,31 +28,18 @@ pub struct Parsed {
 pub fn split(op: &OperationSpec, origin: &Origin, input: Input<'_>) -> Result<Parsed, Vec<String>> {
     let query = validate_query(op, input.query)?;
     match &op.split {
-        Split::Whole | Split::EachElement | Split::OneOrMany => {
-            json_events(op, origin, &input.body, query)
-        }
+        Split::Whole | Split::EachElement | Split::OneOrMany => json_events(op, origin, &input.body, query),
         Split::CsvRows { field } => csv_events(op, origin, input.form, field, query),
-        Split::Blob { magic } => blob_event(
-            origin,
-            input.body,
-            magic.as_deref(),
-            query,
-            input.content_type,
-        ),
+        Split::Blob { magic } => blob_event(origin, input.body, magic.as_deref(), query, input.content_type),
     }
 }
 
-fn validate_query(
-    op: &OperationSpec,
-    query: &[(String, String)],
-) -> Result<Map<String, Value>, Vec<String>> {
+fn validate_query(op: &OperationSpec, query: &[(String, String)]) -> Result<Map<String, Value>, Vec<String>> {
     let mut meta = Map::new();
     let mut problems = Vec::new();
     for param in &op.query {
         match query.iter().find(|(k, _)| *k == param.name) {
-            None if param.required => {
-                problems.push(format!("query parameter {}: required", param.name))
-            }
+            None if param.required => problems.push(format!("query parameter {}: required", param.name)),
             None => {}
             Some((_, v)) => {
                 let value = Value::String(v.clone());
@@ -64,11 +51,7 @@ fn validate_query(
             }
         }
     }
-    if problems.is_empty() {
-        Ok(meta)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(meta) } else { Err(problems) }
 }
 
 fn json_events(
@@ -80,8 +63,7 @@ fn json_events(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(vec!["body: empty (a JSON document is required)".into()]);
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| vec![format!("body: not valid JSON ({e})")])?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| vec![format!("body: not valid JSON ({e})")])?;
     let mut unknown_type = None;
     if let Some(check) = &op.body_check {
         let verdict = check.validate(&value);
@@ -91,21 +73,12 @@ fn json_events(
         unknown_type = verdict.unknown_type;
     }
     let items = match (&op.split, value) {
-        (Split::EachElement, Value::Array(items)) | (Split::OneOrMany, Value::Array(items)) => {
-            items
-        }
+        (Split::EachElement, Value::Array(items)) | (Split::OneOrMany, Value::Array(items)) => items,
         (Split::EachElement, _) => return Err(vec!["/: must be a JSON array".into()]),
         (_, single) => vec![single],
     };
-    let events = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, data)| origin.event(i, data, meta.clone()))
-        .collect();
-    Ok(Parsed {
-        events,
-        unknown_type,
-    })
+    let events = items.into_iter().enumerate().map(|(i, data)| origin.event(i, data, meta.clone())).collect();
+    Ok(Parsed { events, unknown_type })
 }
 
 fn csv_events(
@@ -122,43 +95,26 @@ fn csv_events(
             return Err(verdict.violations);
         }
     }
-    let text = form
-        .get(field)
-        .ok_or_else(|| vec![format!("/{field}: required")])?;
+    let text = form.get(field).ok_or_else(|| vec![format!("/{field}: required")])?;
     let rows = parse_csv(text).map_err(|e| vec![format!("/{field}: {e}")])?;
-    let (header, records) = rows
-        .split_first()
-        .ok_or_else(|| vec![format!("/{field}: no header row")])?;
-    meta.insert(
-        "columns".into(),
-        Value::Array(header.iter().cloned().map(Value::String).collect()),
-    );
+    let (header, records) = rows.split_first().ok_or_else(|| vec![format!("/{field}: no header row")])?;
+    meta.insert("columns".into(), Value::Array(header.iter().cloned().map(Value::String).collect()));
     let events = records
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let data: Map<String, Value> = header
-                .iter()
-                .cloned()
-                .zip(row.iter().cloned().map(Value::String))
-                .collect();
+            let data: Map<String, Value> = header.iter().cloned().zip(row.iter().cloned().map(Value::String)).collect();
             let mut meta = meta.clone();
             meta.insert("timestamp".into(), Value::String(row[0].clone()));
             origin.event(i, Value::Object(data), meta)
         })
         .collect();
-    Ok(Parsed {
-        events,
-        unknown_type: None,
-    })
+    Ok(Parsed { events, unknown_type: None })
 }
 
 /// Parses CSV with a header row; every row must have the header's number of fields.
 pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut rows: Vec<Vec<String>> = Vec::new();
     for (n, record) in reader.records().enumerate() {
         let record = record.map_err(|e| format!("CSV row {} is malformed ({e})", n + 1))?;
@@ -166,12 +122,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
         if let Some(header) = rows.first()
             && row.len() != header.len()
         {
-            return Err(format!(
-                "CSV row {} has {} fields, the header has {}",
-                n + 1,
-                row.len(),
-                header.len()
-            ));
+            return Err(format!("CSV row {} has {} fields, the header has {}", n + 1, row.len(), header.len()));
         }
         rows.push(row);
     }
@@ -207,16 +158,10 @@ fn blob_event(
         )]);
     }
     meta.insert("size".into(), Value::from(body.len()));
-    meta.insert(
-        "content_type".into(),
-        Value::String(content_type.unwrap_or_default().to_owned()),
-    );
+    meta.insert("content_type".into(), Value::String(content_type.unwrap_or_default().to_owned()));
     let mut event = origin.event(0, Value::Object(Map::new()), meta);
     event.blob = Some(body);
-    Ok(Parsed {
-        events: vec![event],
-        unknown_type: None,
-    })
+    Ok(Parsed { events: vec![event], unknown_type: None })
 }
 
 #[cfg(test)]
@@ -225,14 +170,8 @@ mod tests {
 
     #[test]
     fn csv_rows_must_match_the_header() {
-        assert_eq!(
-            parse_csv("t,V\r\n1,2\r\n").unwrap(),
-            vec![vec!["t", "V"], vec!["1", "2"]]
-        );
-        assert_eq!(
-            parse_csv("t,V\n1,2,3\n").unwrap_err(),
-            "CSV row 2 has 3 fields, the header has 2"
-        );
+        assert_eq!(parse_csv("t,V\r\n1,2\r\n").unwrap(), vec![vec!["t", "V"], vec!["1", "2"]]);
+        assert_eq!(parse_csv("t,V\n1,2,3\n").unwrap_err(), "CSV row 2 has 3 fields, the header has 2");
         assert!(parse_csv("t,t\n1,2\n").is_err());
         assert!(parse_csv("").unwrap().is_empty());
     }

@@ -32,19 +32,12 @@ fn call(ctx: &NativeCallContext) -> Res<HostCall> {
 fn record(ctx: &NativeCallContext, effect: Effect) -> Res<()> {
     let host = call(ctx)?;
     safe_relative_path(effect.path()).map_err(|e| e.to_string())?;
-    host.effects
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(effect);
+    host.effects.lock().unwrap_or_else(|e| e.into_inner()).push(effect);
     Ok(())
 }
 
 fn cell(value: &Dynamic) -> String {
-    if value.is_unit() {
-        String::new()
-    } else {
-        value.to_string()
-    }
+    if value.is_unit() { String::new() } else { value.to_string() }
 }
 
 fn row(values: &rhai::Array) -> Vec<u8> {
@@ -56,10 +49,7 @@ fn log_line(host: &HostCall, level: tracing::Level, message: &str) {
         tracing::Level::WARN => tracing::warn!(protocol = %host.protocol, "script: {message}"),
         _ => tracing::info!(protocol = %host.protocol, "script: {message}"),
     }
-    host.logs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(message.to_owned());
+    host.logs.lock().unwrap_or_else(|e| e.into_inner()).push(message.to_owned());
 }
 
 #[export_module]
@@ -71,14 +61,7 @@ pub mod host_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn append_csv(ctx: NativeCallContext, path: &str, values: rhai::Array) -> Res<()> {
-        record(
-            &ctx,
-            Effect::Append {
-                path: path.into(),
-                header: None,
-                bytes: row(&values),
-            },
-        )
+        record(&ctx, Effect::Append { path: path.into(), header: None, bytes: row(&values) })
     }
 
     /// Appends one CSV row, writing `header` first when the file is new or empty.
@@ -94,14 +77,7 @@ pub mod host_api {
         values: rhai::Array,
     ) -> Res<()> {
         let header = Some(row(&header));
-        record(
-            &ctx,
-            Effect::Append {
-                path: path.into(),
-                header,
-                bytes: row(&values),
-            },
-        )
+        record(&ctx, Effect::Append { path: path.into(), header, bytes: row(&values) })
     }
 
     /// Appends `value` as one line of compact JSON to `path` (JSON Lines).
@@ -114,14 +90,7 @@ pub mod host_api {
         let json: serde_json::Value = rhai::serde::from_dynamic(&value)?;
         let mut line = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        record(
-            &ctx,
-            Effect::Append {
-                path: path.into(),
-                header: None,
-                bytes: line,
-            },
-        )
+        record(&ctx, Effect::Append { path: path.into(), header: None, bytes: line })
     }
 
     /// Writes `text` to `path`, replacing the file (written to a temporary file, then renamed).
@@ -131,13 +100,7 @@ pub mod host_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn write_file(ctx: NativeCallContext, path: &str, text: &str) -> Res<()> {
-        record(
-            &ctx,
-            Effect::Write {
-                path: path.into(),
-                bytes: text.as_bytes().to_vec(),
-            },
-        )
+        record(&ctx, Effect::Write { path: path.into(), bytes: text.as_bytes().to_vec() })
     }
 
     /// Writes the binary body of the current event (an uploaded image) to `path`.
@@ -148,13 +111,7 @@ pub mod host_api {
     #[rhai_fn(return_raw)]
     pub fn write_blob(ctx: NativeCallContext, path: &str) -> Res<()> {
         let blob = call(&ctx)?.blob.ok_or("this event has no binary body")?;
-        record(
-            &ctx,
-            Effect::Write {
-                path: path.into(),
-                bytes: blob.to_vec(),
-            },
-        )
+        record(&ctx, Effect::Write { path: path.into(), bytes: blob.to_vec() })
     }
 
     /// Logs a message (to the server log, tagged with the protocol).
@@ -189,13 +146,7 @@ pub mod host_api {
         let mut out: String = text
             .chars()
             .take(128)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') { c } else { '_' })
             .collect();
         if out.starts_with('.') || out.is_empty() {
             out.replace_range(0..out.len().min(1), "_");

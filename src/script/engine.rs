@@ -48,17 +48,8 @@ pub fn call_on_event(
 ) -> Result<(), String> {
     let value = rhai::serde::to_dynamic(event).map_err(|e| e.to_string())?;
     DEADLINE.with(|d| d.set(Some(Instant::now() + timeout)));
-    let options = CallFnOptions::new()
-        .eval_ast(false)
-        .rewind_scope(true)
-        .with_tag(host);
-    let result = engine.call_fn_with_options::<Dynamic>(
-        options,
-        &mut Scope::new(),
-        ast,
-        "on_event",
-        (value,),
-    );
+    let options = CallFnOptions::new().eval_ast(false).rewind_scope(true).with_tag(host);
+    let result = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, "on_event", (value,));
     DEADLINE.with(|d| d.set(None));
     result.map(|_| ()).map_err(|e| describe(*e))
 }

@@ -65,26 +65,16 @@ pub struct ScriptHost {
 
 impl ScriptHost {
     /// Compiles the script of every protocol in `protocols`, from `dir` or the built-ins.
-    pub fn load(
-        dir: Option<&Path>,
-        protocols: &[String],
-        limits: &ScriptLimits,
-    ) -> Result<Self, Vec<ScriptError>> {
+    pub fn load(dir: Option<&Path>, protocols: &[String], limits: &ScriptLimits) -> Result<Self, Vec<ScriptError>> {
         let engine = engine::build(limits);
         let mut scripts = HashMap::new();
         let mut errors = Vec::new();
         for name in protocols {
-            let result = read_source(dir, name)
-                .and_then(|source| compile(&engine, name, &source).map(|ast| (source, ast)));
+            let result =
+                read_source(dir, name).and_then(|source| compile(&engine, name, &source).map(|ast| (source, ast)));
             match result {
                 Ok((source, ast)) => {
-                    scripts.insert(
-                        name.clone(),
-                        Loaded {
-                            source,
-                            ast: Arc::new(ast),
-                        },
-                    );
+                    scripts.insert(name.clone(), Loaded { source, ast: Arc::new(ast) });
                 }
                 Err(e) => errors.push(e),
             }
@@ -114,11 +104,7 @@ impl ScriptHost {
             let Ok(source) = read_source(Some(dir), &name) else {
                 continue;
             };
-            if self
-                .read_scripts()
-                .get(&name)
-                .is_some_and(|l| l.source == source)
-            {
+            if self.read_scripts().get(&name).is_some_and(|l| l.source == source) {
                 continue;
             }
             let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
@@ -129,13 +115,7 @@ impl ScriptHost {
                 Ok(ast) => {
                     broken.remove(&name);
                     let mut scripts = self.scripts.write().unwrap_or_else(|e| e.into_inner());
-                    scripts.insert(
-                        name.clone(),
-                        Loaded {
-                            source,
-                            ast: Arc::new(ast),
-                        },
-                    );
+                    scripts.insert(name.clone(), Loaded { source, ast: Arc::new(ast) });
                     reloaded.push(name);
                 }
                 Err(e) => {
@@ -185,12 +165,7 @@ impl ScriptHost {
         }
         let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
         let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
-        RunReport {
-            processed,
-            failure,
-            logs,
-            effects,
-        }
+        RunReport { processed, failure, logs, effects }
     }
 }
 
@@ -204,37 +179,21 @@ fn script_file(dir: Option<&Path>, name: &str) -> String {
 fn read_source(dir: Option<&Path>, name: &str) -> Result<String, ScriptError> {
     let file = script_file(dir, name);
     match dir {
-        Some(d) => {
-            std::fs::read_to_string(d.join(format!("{name}.rhai"))).map_err(|e| ScriptError {
-                file,
-                message: format!("cannot read: {e}"),
-            })
-        }
+        Some(d) => std::fs::read_to_string(d.join(format!("{name}.rhai")))
+            .map_err(|e| ScriptError { file, message: format!("cannot read: {e}") }),
         None => crate::spec::embedded::SCRIPTS
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, s)| s.to_string())
-            .ok_or_else(|| ScriptError {
-                file,
-                message: "there is no built-in script for this protocol".into(),
-            }),
+            .ok_or_else(|| ScriptError { file, message: "there is no built-in script for this protocol".into() }),
     }
 }
 
 fn compile(engine: &Engine, name: &str, source: &str) -> Result<AST, ScriptError> {
     let file = format!("scripts/{name}.rhai");
-    let ast = engine.compile(source).map_err(|e| ScriptError {
-        file: file.clone(),
-        message: e.to_string(),
-    })?;
-    if !ast
-        .iter_functions()
-        .any(|f| f.name == "on_event" && f.params.len() == 1)
-    {
-        return Err(ScriptError {
-            file,
-            message: "defines no `fn on_event(event)`".into(),
-        });
+    let ast = engine.compile(source).map_err(|e| ScriptError { file: file.clone(), message: e.to_string() })?;
+    if !ast.iter_functions().any(|f| f.name == "on_event" && f.params.len() == 1) {
+        return Err(ScriptError { file, message: "defines no `fn on_event(event)`".into() });
     }
     Ok(ast)
 }

@@ -157,13 +157,7 @@ pub struct Statuses {
 
 impl Default for Statuses {
     fn default() -> Self {
-        Self {
-            unauthorized: 401,
-            invalid: 400,
-            too_large: 413,
-            failed: 500,
-            method_not_allowed: 405,
-        }
+        Self { unauthorized: 401, invalid: 400, too_large: 413, failed: 500, method_not_allowed: 405 }
     }
 }
 

@@ -44,10 +44,7 @@ impl Registry {
     pub fn load(dir: Option<&Path>) -> Result<Self, Vec<SpecError>> {
         let sources = match dir {
             Some(dir) => read_dir(dir).map_err(|e| vec![e])?,
-            None => embedded::SPECS
-                .iter()
-                .map(|(n, t)| (n.to_string(), t.to_string()))
-                .collect(),
+            None => embedded::SPECS.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
         };
         let mut protocols = Vec::new();
         let mut errors = Vec::new();
@@ -58,10 +55,7 @@ impl Registry {
             }
         }
         if protocols.is_empty() && errors.is_empty() {
-            errors.push(SpecError {
-                file: display(dir),
-                message: "no protocol specs (*.yaml) found".into(),
-            });
+            errors.push(SpecError { file: display(dir), message: "no protocol specs (*.yaml) found".into() });
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -76,15 +70,11 @@ impl Registry {
 }
 
 fn display(dir: Option<&Path>) -> String {
-    dir.map(|d| d.display().to_string())
-        .unwrap_or_else(|| "built-in specs".into())
+    dir.map(|d| d.display().to_string()).unwrap_or_else(|| "built-in specs".into())
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SpecError> {
-    let err = |message: String| SpecError {
-        file: dir.display().to_string(),
-        message,
-    };
+    let err = |message: String| SpecError { file: dir.display().to_string(), message };
     let entries = std::fs::read_dir(dir).map_err(|e| err(format!("cannot read directory: {e}")))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -94,12 +84,8 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, SpecError> {
     paths
         .into_iter()
         .map(|p| {
-            let name = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
+            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let text = std::fs::read_to_string(&p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
             Ok((name, text))
         })
         .collect()
@@ -109,51 +95,27 @@ impl ProtocolSpec {
     /// Parses one spec document named `name` (the file stem).
     pub fn parse(name: &str, text: String) -> Result<Self, Vec<SpecError>> {
         let file = format!("spec/{name}.yaml");
-        let fail = |message: String| {
-            vec![SpecError {
-                file: file.clone(),
-                message,
-            }]
-        };
+        let fail = |message: String| vec![SpecError { file: file.clone(), message }];
         if !is_protocol_name(name) {
-            return Err(fail(
-                "a protocol name must be lowercase letters, digits and '-'".into(),
-            ));
+            return Err(fail("a protocol name must be lowercase letters, digits and '-'".into()));
         }
-        let document: Value =
-            serde_yaml::from_str(&text).map_err(|e| fail(format!("not valid YAML: {e}")))?;
-        if !document
-            .get("openapi")
-            .and_then(Value::as_str)
-            .is_some_and(|v| v.starts_with("3."))
-        {
+        let document: Value = serde_yaml::from_str(&text).map_err(|e| fail(format!("not valid YAML: {e}")))?;
+        if !document.get("openapi").and_then(Value::as_str).is_some_and(|v| v.starts_with("3.")) {
             return Err(fail("not an OpenAPI 3 document (no `openapi: 3.x`)".into()));
         }
         let operations = operation::build_all(name, &document).map_err(|msgs| {
-            msgs.into_iter()
-                .map(|message| SpecError {
-                    file: file.clone(),
-                    message,
-                })
-                .collect::<Vec<_>>()
+            msgs.into_iter().map(|message| SpecError { file: file.clone(), message }).collect::<Vec<_>>()
         })?;
         if operations.is_empty() {
             return Err(fail("no operations under `paths`".into()));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            source_text: text,
-            document,
-            operations,
-        })
+        Ok(Self { name: name.to_owned(), source_text: text, document, operations })
     }
 }
 
 pub fn is_protocol_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
 }

@@ -36,67 +36,39 @@ pub struct Verdict {
 
 impl Check {
     /// Builds a check for `schema` (which may `$ref` into `components`) of a document.
-    pub fn build(
-        schema: &Value,
-        components: &Value,
-        unknown: Option<&str>,
-    ) -> Result<Self, SchemaError> {
+    pub fn build(schema: &Value, components: &Value, unknown: Option<&str>) -> Result<Self, SchemaError> {
         let resolved = resolve_ref(schema, components);
         if let Some((property, mapping)) = discriminator(resolved) {
             let mut compiled = HashMap::new();
             for (value, target) in mapping {
-                compiled.insert(
-                    value.clone(),
-                    compile(&json!({"$ref": target}), components)?,
-                );
+                compiled.insert(value.clone(), compile(&json!({"$ref": target}), components)?);
             }
-            let fallback = unknown
-                .map(|r| compile(&json!({"$ref": r}), components))
-                .transpose()?;
-            return Ok(Check::Discriminated {
-                property,
-                mapping: compiled,
-                fallback,
-            });
+            let fallback = unknown.map(|r| compile(&json!({"$ref": r}), components)).transpose()?;
+            return Ok(Check::Discriminated { property, mapping: compiled, fallback });
         }
         Ok(Check::Single(compile(schema, components)?))
     }
 
     pub fn validate(&self, instance: &Value) -> Verdict {
         match self {
-            Check::Single(v) => Verdict {
-                violations: violations(v, instance),
-                unknown_type: None,
-            },
-            Check::Discriminated {
-                property,
-                mapping,
-                fallback,
-            } => {
+            Check::Single(v) => Verdict { violations: violations(v, instance), unknown_type: None },
+            Check::Discriminated { property, mapping, fallback } => {
                 let Some(kind) = instance.get(property).and_then(Value::as_str) else {
                     let msg = match instance.get(property) {
                         None if instance.is_object() => format!("/{property}: required"),
                         None => format!("/: {} is not of type \"object\"", short(instance)),
                         Some(v) => format!("/{property}: {} is not of type \"string\"", short(v)),
                     };
-                    return Verdict {
-                        violations: vec![msg],
-                        unknown_type: None,
-                    };
+                    return Verdict { violations: vec![msg], unknown_type: None };
                 };
                 match (mapping.get(kind), fallback) {
-                    (Some(v), _) => Verdict {
-                        violations: violations(v, instance),
-                        unknown_type: None,
-                    },
-                    (None, Some(v)) => Verdict {
-                        violations: violations(v, instance),
-                        unknown_type: Some(kind.to_owned()),
-                    },
-                    (None, None) => Verdict {
-                        violations: vec![format!("/{property}: unknown value {kind:?}")],
-                        unknown_type: None,
-                    },
+                    (Some(v), _) => Verdict { violations: violations(v, instance), unknown_type: None },
+                    (None, Some(v)) => {
+                        Verdict { violations: violations(v, instance), unknown_type: Some(kind.to_owned()) }
+                    }
+                    (None, None) => {
+                        Verdict { violations: vec![format!("/{property}: unknown value {kind:?}")], unknown_type: None }
+                    }
                 }
             }
         }
@@ -104,10 +76,7 @@ impl Check {
 }
 
 fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    let mut out: Vec<String> = validator
-        .iter_errors(instance)
-        .flat_map(|e| describe(&e))
-        .collect();
+    let mut out: Vec<String> = validator.iter_errors(instance).flat_map(|e| describe(&e)).collect();
     out.dedup();
     out
 }
@@ -119,18 +88,14 @@ fn describe(error: &jsonschema::ValidationError<'_>) -> Vec<String> {
     let path = error.instance_path().as_str();
     match error.kind() {
         ValidationErrorKind::Required { property } => {
-            let name = property
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| property.to_string());
+            let name = property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string());
             return vec![format!("{path}/{}: required", escape_pointer(&name))];
         }
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
             let fits = |branch: &&Vec<jsonschema::ValidationError<'static>>| {
-                !branch.iter().any(|e| {
-                    matches!(e.kind(), ValidationErrorKind::Type { .. })
-                        && e.instance_path().as_str() == path
-                })
+                !branch
+                    .iter()
+                    .any(|e| matches!(e.kind(), ValidationErrorKind::Type { .. }) && e.instance_path().as_str() == path)
             };
             if let Some(best) = context.iter().filter(fits).min_by_key(|b| b.len()) {
                 return best.iter().flat_map(|e| describe(e)).collect();
@@ -159,19 +124,12 @@ fn escape_pointer(segment: &str) -> String {
 
 fn short(v: &Value) -> String {
     let text = v.to_string();
-    if text.len() > 60 {
-        format!("{}…", &text[..text.floor_char_boundary(60)])
-    } else {
-        text
-    }
+    if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
 }
 
 fn compile(schema: &Value, components: &Value) -> Result<jsonschema::Validator, SchemaError> {
     let mut root = Map::new();
-    root.insert(
-        "allOf".into(),
-        Value::Array(vec![openapi_to_json_schema(schema)]),
-    );
+    root.insert("allOf".into(), Value::Array(vec![openapi_to_json_schema(schema)]));
     root.insert("components".into(), openapi_to_json_schema(components));
     jsonschema::draft4::options()
         .should_validate_formats(true)
@@ -190,11 +148,7 @@ fn is_uuid(s: &str) -> bool {
 }
 
 fn resolve_ref<'a>(schema: &'a Value, components: &'a Value) -> &'a Value {
-    match schema
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("#/components/"))
-    {
+    match schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/")) {
         Some(pointer) => components.pointer(&format!("/{pointer}")).unwrap_or(schema),
         None => schema,
     }
@@ -211,10 +165,7 @@ fn discriminator(schema: &Value) -> Option<(String, Map<String, Value>)> {
 pub fn openapi_to_json_schema(schema: &Value) -> Value {
     match schema {
         Value::Object(map) => {
-            let mut out: Map<String, Value> = map
-                .iter()
-                .map(|(k, v)| (k.clone(), openapi_to_json_schema(v)))
-                .collect();
+            let mut out: Map<String, Value> = map.iter().map(|(k, v)| (k.clone(), openapi_to_json_schema(v))).collect();
             if out.remove("nullable") == Some(Value::Bool(true)) {
                 if let Some(Value::String(t)) = out.get("type").cloned() {
                     out.insert("type".into(), json!([t, "null"]));
@@ -250,19 +201,12 @@ mod tests {
 
     fn check() -> Check {
         let c = components();
-        Check::build(
-            &json!({"$ref": "#/components/schemas/Any"}),
-            &c,
-            Some("#/components/schemas/Base"),
-        )
-        .unwrap()
+        Check::build(&json!({"$ref": "#/components/schemas/Any"}), &c, Some("#/components/schemas/Base")).unwrap()
     }
 
     #[test]
     fn names_the_missing_field_with_its_path() {
-        let v = check().validate(
-            &json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "ping", "data": {}}),
-        );
+        let v = check().validate(&json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "ping", "data": {}}));
         assert_eq!(v.violations, vec!["/data/message: required"]);
     }
 
@@ -275,8 +219,7 @@ mod tests {
 
     #[test]
     fn unknown_discriminator_values_fall_back_to_the_envelope() {
-        let ok =
-            json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "new/thing", "data": {}});
+        let ok = json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "new/thing", "data": {}});
         let v = check().validate(&ok);
         assert!(v.violations.is_empty());
         assert_eq!(v.unknown_type.as_deref(), Some("new/thing"));

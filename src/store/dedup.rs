@@ -33,12 +33,7 @@ pub struct SeenKeys {
 impl SeenKeys {
     /// Starts from the keys the journal already holds.
     pub fn new(seen: HashSet<String>) -> Self {
-        Self {
-            state: Mutex::new(State {
-                seen,
-                in_flight: HashSet::new(),
-            }),
-        }
+        Self { state: Mutex::new(State { seen, in_flight: HashSet::new() }) }
     }
 
     pub fn claim(&self, key: &str) -> Claim {

@@ -10,11 +10,7 @@
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Append `bytes`; when the file is new or empty, write `header` first.
-    Append {
-        path: String,
-        header: Option<Vec<u8>>,
-        bytes: Vec<u8>,
-    },
+    Append { path: String, header: Option<Vec<u8>>, bytes: Vec<u8> },
     /// Replace the file with `bytes`.
     Write { path: String, bytes: Vec<u8> },
 }
@@ -37,11 +33,7 @@ impl Effect {
     pub fn from_parts(path: String, kind: i64, header: Option<Vec<u8>>, bytes: Vec<u8>) -> Self {
         match kind {
             1 => Effect::Write { path, bytes },
-            _ => Effect::Append {
-                path,
-                header,
-                bytes,
-            },
+            _ => Effect::Append { path, header, bytes },
         }
     }
 

@@ -59,9 +59,7 @@ impl DataDir {
     /// Creates (if needed) and opens the data directory.
     pub fn open(path: &Path) -> io::Result<Self> {
         fs::create_dir_all(path)?;
-        Ok(Self {
-            root: path.canonicalize()?,
-        })
+        Ok(Self { root: path.canonicalize()? })
     }
 
     pub fn root(&self) -> &Path {
@@ -73,21 +71,11 @@ impl DataDir {
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
         let relative = safe_relative_path(rel)?;
         let full = self.root.join(&relative);
-        let io_err = |source| StoreError::Io {
-            path: rel.to_owned(),
-            source,
-        };
+        let io_err = |source| StoreError::Io { path: rel.to_owned(), source };
         let parent = full.parent().unwrap_or(&self.root).to_owned();
         fs::create_dir_all(&parent).map_err(io_err)?;
-        if !parent
-            .canonicalize()
-            .map_err(io_err)?
-            .starts_with(&self.root)
-        {
-            return Err(StoreError::Path(
-                rel.to_owned(),
-                "leads outside the data directory",
-            ));
+        if !parent.canonicalize().map_err(io_err)?.starts_with(&self.root) {
+            return Err(StoreError::Path(rel.to_owned(), "leads outside the data directory"));
         }
         if fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(StoreError::Path(rel.to_owned(), "is a symbolic link"));
@@ -101,10 +89,7 @@ impl DataDir {
         match fs::metadata(&full) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io {
-                path: rel.to_owned(),
-                source,
-            }),
+            Err(source) => Err(StoreError::Io { path: rel.to_owned(), source }),
         }
     }
 
@@ -112,17 +97,10 @@ impl DataDir {
     pub fn apply(&self, effect: &Effect) -> Result<(), StoreError> {
         let rel = effect.path();
         let full = self.resolve(rel)?;
-        let io_err = |source| StoreError::Io {
-            path: rel.to_owned(),
-            source,
-        };
+        let io_err = |source| StoreError::Io { path: rel.to_owned(), source };
         match effect {
             Effect::Append { header, bytes, .. } => {
-                let mut file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&full)
-                    .map_err(io_err)?;
+                let mut file = OpenOptions::new().create(true).append(true).open(&full).map_err(io_err)?;
                 let empty = file.metadata().map_err(io_err)?.len() == 0;
                 match header {
                     Some(h) if empty => {
@@ -135,15 +113,10 @@ impl DataDir {
                 }
             }
             Effect::Write { bytes, .. } => {
-                let name = full
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let tmp = full.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
                 let mut file = File::create(&tmp).map_err(io_err)?;
-                file.write_all(bytes)
-                    .and_then(|_| file.sync_data())
-                    .map_err(io_err)?;
+                file.write_all(bytes).and_then(|_| file.sync_data()).map_err(io_err)?;
                 fs::rename(&tmp, &full).map_err(io_err)
             }
         }
@@ -152,17 +125,12 @@ impl DataDir {
     /// Cuts the file at `rel` back to `length` bytes, or removes it when `length` is `None`.
     pub fn restore_length(&self, rel: &str, length: Option<u64>) -> Result<(), StoreError> {
         let full = self.root.join(safe_relative_path(rel)?);
-        let io_err = |source| StoreError::Io {
-            path: rel.to_owned(),
-            source,
-        };
+        let io_err = |source| StoreError::Io { path: rel.to_owned(), source };
         match (length, fs::metadata(&full)) {
             (None, Ok(_)) => fs::remove_file(&full).map_err(io_err),
-            (Some(len), Ok(m)) if m.len() > len => OpenOptions::new()
-                .write(true)
-                .open(&full)
-                .and_then(|f| f.set_len(len))
-                .map_err(io_err),
+            (Some(len), Ok(m)) if m.len() > len => {
+                OpenOptions::new().write(true).open(&full).and_then(|f| f.set_len(len)).map_err(io_err)
+            }
             _ => Ok(()),
         }
     }
@@ -192,9 +160,7 @@ impl DataDir {
 
 /// One RFC 4180 record (quoted only where needed), ending in CRLF.
 pub fn csv_record(fields: &[String]) -> Vec<u8> {
-    let mut writer = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
+    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     let _ = writer.write_record(fields);
     writer.into_inner().unwrap_or_default()
 }
@@ -205,17 +171,7 @@ mod tests {
 
     #[test]
     fn traversal_and_hidden_names_are_refused() {
-        for bad in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a//b",
-            ".hookyard/seen",
-            "a\\b",
-            "a\0b",
-            "",
-            "./a",
-        ] {
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", ".hookyard/seen", "a\\b", "a\0b", "", "./a"] {
             assert!(safe_relative_path(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(
@@ -230,16 +186,9 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), data.path().join("link")).unwrap();
         let dir = DataDir::open(data.path()).unwrap();
-        let effect = Effect::Append {
-            path: "link/x.txt".into(),
-            header: None,
-            bytes: b"x".to_vec(),
-        };
+        let effect = Effect::Append { path: "link/x.txt".into(), header: None, bytes: b"x".to_vec() };
         let err = dir.apply(&effect).unwrap_err();
-        assert!(
-            err.to_string().contains("outside the data directory"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("outside the data directory"), "{err}");
         assert!(!outside.path().join("x.txt").exists());
     }
 
@@ -261,10 +210,7 @@ mod tests {
             "a,b\r\n1,\"say \"\"hi\"\", ok\"\r\n2,\"say \"\"hi\"\", ok\"\r\n"
         );
         dir.restore_length("x.csv", after_first).unwrap();
-        assert_eq!(
-            fs::read_to_string(data.path().join("x.csv")).unwrap(),
-            "a,b\r\n1,\"say \"\"hi\"\", ok\"\r\n"
-        );
+        assert_eq!(fs::read_to_string(data.path().join("x.csv")).unwrap(), "a,b\r\n1,\"say \"\"hi\"\", ok\"\r\n");
         dir.restore_length("x.csv", None).unwrap();
         assert_eq!(dir.length("x.csv").unwrap(), None);
         dir.sync([&"x.csv".to_string()]).unwrap();

@@ -11,11 +11,8 @@ const CSV: &str = "ai-on-the-edge/vacation-home/webhook_log.csv";
 const HEADER: &str = "timestampLong,name,rawValue,value,preValue,rate,changeAbsolute,error";
 
 async fn post(app: &TestApp, key: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, String) {
-    let mut req = app
-        .client
-        .post(app.url("/ai-on-the-edge/webhook"))
-        .header("Content-Type", "application/json")
-        .body(body);
+    let mut req =
+        app.client.post(app.url("/ai-on-the-edge/webhook")).header("Content-Type", "application/json").body(body);
     if let Some(k) = key {
         req = req.header("APIKEY", k);
     }
@@ -49,52 +46,28 @@ async fn the_devices_exact_request_bytes_over_a_raw_socket_land_as_one_csv_row()
     let bytes = read_reference("ai-on-the-edge-webhook/derived/post_ok.http");
     let text = String::from_utf8(bytes).unwrap();
     // The device posts to whatever URI it is configured with; ours is /ai-on-the-edge/webhook.
-    let request = text.replacen(
-        "POST /watermeter/webhook HTTP/1.1",
-        "POST /ai-on-the-edge/webhook HTTP/1.1",
-        1,
-    );
+    let request = text.replacen("POST /watermeter/webhook HTTP/1.1", "POST /ai-on-the-edge/webhook HTTP/1.1", 1);
     let response = raw_http(app.addr, request.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(
-        response.to_ascii_lowercase().contains("content-length: "),
-        "{response}"
-    );
-    assert!(
-        response.ends_with(r#"{"message":"Data received","status":"success"}"#),
-        "{response}"
-    );
+    assert!(response.to_ascii_lowercase().contains("content-length: "), "{response}");
+    assert!(response.ends_with(r#"{"message":"Data received","status":"success"}"#), "{response}");
     assert_eq!(
         app.read(CSV),
-        format!(
-            "{HEADER}\r\n1723196684,main,0345.4264,345.4264,345.4264,0.000120,0.0006,no error\r\n"
-        )
+        format!("{HEADER}\r\n1723196684,main,0345.4264,345.4264,345.4264,0.000120,0.0006,no error\r\n")
     );
 }
 
 #[tokio::test]
 async fn every_reference_body_is_stored_with_its_text_kept_as_sent() {
     let app = spawn_app(CONFIG).await;
-    for name in [
-        "body_ok_two_numbers",
-        "body_rate_too_high",
-        "body_negative_rate",
-        "body_nan_stale_prevalue",
-    ] {
+    for name in ["body_ok_two_numbers", "body_rate_too_high", "body_negative_rate", "body_nan_stale_prevalue"] {
         let body = read_reference(&format!("ai-on-the-edge-webhook/derived/{name}.json"));
         let (status, reply) = post(&app, Some("s3cr3tKey"), body).await;
-        assert_eq!(
-            (status, reply.as_str()),
-            (200, r#"{"message":"Data received","status":"success"}"#),
-            "{name}"
-        );
+        assert_eq!((status, reply.as_str()), (200, r#"{"message":"Data received","status":"success"}"#), "{name}");
     }
     let lines = app.lines(CSV);
     assert_eq!(lines[0], HEADER);
-    assert_eq!(
-        lines[1],
-        "1723196684,main,0345.4264,345.4264,345.4264,0.000120,0.0006,no error"
-    );
+    assert_eq!(lines[1], "1723196684,main,0345.4264,345.4264,345.4264,0.000120,0.0006,no error");
     assert_eq!(lines[2], "1723196684,gas,0012,12,12,0.000000,0,no error");
     assert_eq!(
         lines[3],
@@ -113,15 +86,10 @@ async fn timestamp_long_may_be_a_number_and_each_tenant_has_its_own_folder() {
     let app = spawn_app(CONFIG).await;
     let body = r#"[{"timestamp":"2024-08-09T11:44:44+0200","timestampLong":1723196699,"name":"main","rawValue":"1","value":"1","preValue":"1","rate":"0","changeAbsolute":"0","error":"no error"}]"#;
     assert_eq!(post(&app, Some("other-key"), body).await.0, 200);
-    assert_eq!(
-        app.lines("ai-on-the-edge/garage/webhook_log.csv")[1],
-        "1723196699,main,1,1,1,0,0,no error"
-    );
+    assert_eq!(app.lines("ai-on-the-edge/garage/webhook_log.csv")[1], "1723196699,main,1,1,1,0,0,no error");
     let files = files_below(&app.data());
     assert!(
-        files
-            .iter()
-            .all(|f| !f.contains("other-key") && !f.contains("s3cr3tKey")),
+        files.iter().all(|f| !f.contains("other-key") && !f.contains("s3cr3tKey")),
         "a key reached the disk: {files:?}"
     );
 }
@@ -143,10 +111,7 @@ async fn invalid_readings_are_refused_naming_the_field() {
     let app = spawn_app(CONFIG).await;
     let cases = [
         ("not json", "body: not valid JSON"),
-        (
-            r#"{"name":"main"}"#,
-            r#"/: {"name":"main"} is not of type "array""#,
-        ),
+        (r#"{"name":"main"}"#, r#"/: {"name":"main"} is not of type "array""#),
         ("[]", "/: [] has less than 1 item"),
         (
             r#"[{"timestamp":"t","timestampLong":"17x","name":"m","rawValue":"1","value":"1","preValue":"1","rate":"0","changeAbsolute":"0","error":""}]"#,
@@ -162,10 +127,7 @@ async fn invalid_readings_are_refused_naming_the_field() {
         assert_eq!(status, 400, "{body}");
         let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(reply["status"], "error");
-        assert!(
-            reply["message"].as_str().unwrap().contains(expected),
-            "{body}: {reply}"
-        );
+        assert!(reply["message"].as_str().unwrap().contains(expected), "{body}: {reply}");
     }
     assert!(!app.data().join(CSV).exists());
 }
@@ -173,24 +135,13 @@ async fn invalid_readings_are_refused_naming_the_field() {
 #[tokio::test]
 async fn other_methods_get_405_and_oversized_bodies_413() {
     let app = spawn_app(CONFIG).await;
-    let res = app
-        .client
-        .get(app.url("/ai-on-the-edge/webhook"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/ai-on-the-edge/webhook")).send().await.unwrap();
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers()["allow"], "PUT, POST");
-    assert_eq!(
-        res.text().await.unwrap(),
-        r#"{"message":"method not allowed (allowed: PUT, POST)","status":"error"}"#
-    );
+    assert_eq!(res.text().await.unwrap(), r#"{"message":"method not allowed (allowed: PUT, POST)","status":"error"}"#);
     let (status, reply) = post(&app, Some("s3cr3tKey"), vec![b' '; 1024 * 1024 + 1]).await;
     assert_eq!(status, 413);
-    assert_eq!(
-        reply,
-        r#"{"message":"request body is larger than 1048576 bytes","status":"error"}"#
-    );
+    assert_eq!(reply, r#"{"message":"request body is larger than 1048576 bytes","status":"error"}"#);
 }
 
 #[tokio::test]
@@ -198,75 +149,31 @@ async fn the_image_lands_as_timestamp_jpg_byte_for_byte() {
     let app = spawn_app(CONFIG).await;
     let image = jpeg(128_000);
     let (status, reply) = put_image(&app, "?timestamp=1723196684", image.clone()).await;
-    assert_eq!(
-        (status, reply.as_str()),
-        (200, r#"{"message":"Data received","status":"success"}"#)
-    );
-    assert_eq!(
-        std::fs::read(
-            app.data()
-                .join("ai-on-the-edge/vacation-home/1723196684.jpg")
-        )
-        .unwrap(),
-        image
-    );
+    assert_eq!((status, reply.as_str()), (200, r#"{"message":"Data received","status":"success"}"#));
+    assert_eq!(std::fs::read(app.data().join("ai-on-the-edge/vacation-home/1723196684.jpg")).unwrap(), image);
     // A configured URI that already had a query gets a second '?' from the device.
     let (status, _) = put_image(&app, "?meter=1?timestamp=1723196999", jpeg(1000)).await;
     assert_eq!(status, 200);
-    assert!(
-        app.data()
-            .join("ai-on-the-edge/vacation-home/1723196999.jpg")
-            .exists()
-    );
+    assert!(app.data().join("ai-on-the-edge/vacation-home/1723196999.jpg").exists());
 }
 
 #[tokio::test]
 async fn bad_images_and_timestamps_are_refused_and_cannot_choose_a_path() {
     let app = spawn_app(CONFIG).await;
     let cases: [(&str, Vec<u8>, u16, &str); 6] = [
-        (
-            "?timestamp=../../etc/passwd",
-            jpeg(100),
-            400,
-            "query parameter timestamp",
-        ),
-        (
-            "?timestamp=12ab",
-            jpeg(100),
-            400,
-            "query parameter timestamp",
-        ),
+        ("?timestamp=../../etc/passwd", jpeg(100), 400, "query parameter timestamp"),
+        ("?timestamp=12ab", jpeg(100), 400, "query parameter timestamp"),
         ("", jpeg(100), 400, "query parameter timestamp: required"),
         ("?timestamp=1", Vec::new(), 400, "body: empty"),
-        (
-            "?timestamp=1",
-            b"GIF89a....".to_vec(),
-            400,
-            "does not start with the bytes FFD8FF",
-        ),
-        (
-            "?timestamp=1",
-            jpeg(2 * 1024 * 1024 + 1),
-            413,
-            "larger than 2097152 bytes",
-        ),
+        ("?timestamp=1", b"GIF89a....".to_vec(), 400, "does not start with the bytes FFD8FF"),
+        ("?timestamp=1", jpeg(2 * 1024 * 1024 + 1), 413, "larger than 2097152 bytes"),
     ];
     for (query, body, want_status, want) in cases {
         let (status, reply) = put_image(&app, query, body).await;
         assert_eq!(status, want_status, "{query}: {reply}");
         assert!(reply.contains(want), "{query}: {reply}");
     }
-    assert!(
-        files_below(&app.data())
-            .iter()
-            .all(|f| !f.ends_with(".jpg"))
-    );
-    let res = app
-        .client
-        .put(app.url("/ai-on-the-edge/webhook?timestamp=1"))
-        .body(jpeg(100))
-        .send()
-        .await
-        .unwrap();
+    assert!(files_below(&app.data()).iter().all(|f| !f.ends_with(".jpg")));
+    let res = app.client.put(app.url("/ai-on-the-edge/webhook?timestamp=1")).body(jpeg(100)).send().await.unwrap();
     assert_eq!(res.status(), 403);
 }

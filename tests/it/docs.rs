@@ -8,25 +8,10 @@ async fn docs_offer_every_protocol_document_with_the_embedded_swagger_ui() {
     let res = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
-    assert!(
-        page.contains("SwaggerUIBundle"),
-        "the Swagger UI bundle is inlined"
-    );
-    assert!(
-        !page.contains("https://") || !page.contains("<script src=\"http"),
-        "no asset is fetched from the network"
-    );
-    for name in [
-        "ai-on-the-edge",
-        "gridx",
-        "wattmon",
-        "wattsense",
-        "management",
-    ] {
-        assert!(
-            page.contains(&format!("<option value=\"{name}\">")),
-            "{name} is offered"
-        );
+    assert!(page.contains("SwaggerUIBundle"), "the Swagger UI bundle is inlined");
+    assert!(!page.contains("https://") || !page.contains("<script src=\"http"), "no asset is fetched from the network");
+    for name in ["ai-on-the-edge", "gridx", "wattmon", "wattsense", "management"] {
+        assert!(page.contains(&format!("<option value=\"{name}\">")), "{name} is offered");
     }
 }
 
@@ -35,12 +20,7 @@ async fn each_document_is_served_exactly_as_written_and_as_json() {
     let app = spawn_app("").await;
     for name in ["ai-on-the-edge", "gridx", "wattmon", "wattsense"] {
         let written = std::fs::read_to_string(format!("{REPO}/spec/{name}.yaml")).unwrap();
-        let yaml = app
-            .client
-            .get(app.url(&format!("/openapi/{name}.yaml")))
-            .send()
-            .await
-            .unwrap();
+        let yaml = app.client.get(app.url(&format!("/openapi/{name}.yaml"))).send().await.unwrap();
         assert_eq!(yaml.headers()["content-type"], "application/yaml");
         assert_eq!(yaml.text().await.unwrap(), written, "{name}");
         let json: serde_json::Value = app.get_json(&format!("/openapi/{name}.json")).await;
@@ -49,12 +29,7 @@ async fn each_document_is_served_exactly_as_written_and_as_json() {
     }
     let management: serde_json::Value = app.get_json("/openapi/management.json").await;
     assert!(management["paths"]["/healthz"]["get"].is_object());
-    let missing = app
-        .client
-        .get(app.url("/openapi/nope.yaml"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.client.get(app.url("/openapi/nope.yaml")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -63,8 +38,5 @@ async fn healthz_reports_the_served_protocols() {
     let app = spawn_app("").await;
     let health: serde_json::Value = app.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
-    assert_eq!(
-        health["protocols"],
-        serde_json::json!(["ai-on-the-edge", "gridx", "wattmon", "wattsense"])
-    );
+    assert_eq!(health["protocols"], serde_json::json!(["ai-on-the-edge", "gridx", "wattmon", "wattsense"]));
 }

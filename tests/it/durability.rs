@@ -1,15 +1,14 @@
 //! Nothing acknowledged is lost: the journal, `kill -9`, SIGTERM and write failures.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 
-use crate::helpers::{Setup, TestApp, spawn_with};
+use crate::helpers::{ServerProcess, Setup, TestApp, spawn_with};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookyard");
 const SECRET: &str = "whsec_durability";
 
 fn event(n: u64) -> String {
@@ -26,12 +25,7 @@ fn sign(body: &str) -> String {
 
 async fn send(client: &reqwest::Client, base: &str, n: u64) -> Result<u16, reqwest::Error> {
     let body = event(n);
-    let res = client
-        .post(format!("{base}/gridx/events"))
-        .header("X-Signature", sign(&body))
-        .body(body)
-        .send()
-        .await?;
+    let res = client.post(format!("{base}/gridx/events")).header("X-Signature", sign(&body)).body(body).send().await?;
     Ok(res.status().as_u16())
 }
 
@@ -40,8 +34,7 @@ fn stored_ids(data: &std::path::Path) -> BTreeMap<String, usize> {
     let text = std::fs::read_to_string(data.join("gridx/events.jsonl")).unwrap_or_default();
     let mut ids = BTreeMap::new();
     for line in text.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("torn line {line:?}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("torn line {line:?}: {e}"));
         *ids.entry(v["id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     ids
@@ -51,57 +44,8 @@ fn id(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(dir: &std::path::Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nspec_dir = \"{repo}/spec\"\nscripts_dir = \"{repo}/scripts\"\n\
-         [protocols.gridx]\nsecrets = [\"{SECRET}\"]\n",
-        repo = crate::helpers::REPO
-    );
-    std::fs::write(dir.join("hookyard.toml"), config).unwrap();
-    let child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    // Serving starts after start-up recovery: wait for an HTTP answer, not just the port.
-    let started = Instant::now();
-    while !healthy(port) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, base }
-}
-
-fn healthy(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.1 200")
+fn start(dir: &std::path::Path) -> ServerProcess {
+    ServerProcess::start(dir, &format!("[protocols.gridx]\nsecrets = [\"{SECRET}\"]\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,12 +58,7 @@ async fn kill_9_under_concurrent_load_loses_nothing_acknowledged_and_duplicates_
     let clients = 8u64;
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (client, base, acked, sent) = (
-            client.clone(),
-            server.base.clone(),
-            acked.clone(),
-            sent.clone(),
-        );
+        let (client, base, acked, sent) = (client.clone(), server.base.clone(), acked.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let n = c * 1_000_000 + i;
@@ -153,25 +92,12 @@ async fn kill_9_under_concurrent_load_loses_nothing_acknowledged_and_duplicates_
     let ids = stored_ids(&dir.path().join("data"));
     let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "processed twice: {twice:?}");
-    let lost: Vec<u64> = acked
-        .iter()
-        .copied()
-        .filter(|n| !ids.contains_key(&id(*n)))
-        .collect();
+    let lost: Vec<u64> = acked.iter().copied().filter(|n| !ids.contains_key(&id(*n))).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     let journal = rusqlite::Connection::open(dir.path().join("data/.hookyard/journal.db")).unwrap();
-    let journaled: i64 = journal
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE status = 'processed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(
-        journaled as usize,
-        ids.len(),
-        "every processed event in the journal exactly once"
-    );
+    let journaled: i64 =
+        journal.query_row("SELECT COUNT(*) FROM events WHERE status = 'processed'", [], |r| r.get(0)).unwrap();
+    assert_eq!(journaled as usize, ids.len(), "every processed event in the journal exactly once");
 
     // The platform retries everything it did not hear 2xx for: afterwards each sent event
     // is stored exactly once.
@@ -204,47 +130,30 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "did not exit within 15 s of SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(15), "did not exit within 15 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
     let ids = stored_ids(&dir.path().join("data"));
     for (n, task) in in_flight.into_iter().enumerate() {
         if let Ok(Ok(204)) = task.await {
-            assert!(
-                ids.contains_key(&id(n as u64)),
-                "acknowledged {n} before shutdown but it is not stored"
-            );
+            assert!(ids.contains_key(&id(n as u64)), "acknowledged {n} before shutdown but it is not stored");
         }
     }
 }
 
 fn ping_app_setup() -> Setup<'static> {
-    Setup {
-        config: "[protocols.gridx]\nsecrets = [\"whsec_durability\"]\n",
-        ..Setup::default()
-    }
+    Setup { config: "[protocols.gridx]\nsecrets = [\"whsec_durability\"]\n", ..Setup::default() }
 }
 
 async fn post(app: &TestApp, n: u64) -> u16 {
-    send(&app.client, &format!("http://{}", app.addr), n)
-        .await
-        .unwrap()
+    send(&app.client, &format!("http://{}", app.addr), n).await.unwrap()
 }
 
 #[tokio::test]
@@ -254,8 +163,7 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
         ..Setup::default()
     })
     .await;
-    let body =
-        crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_ok_two_numbers.json");
+    let body = crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_ok_two_numbers.json");
     let res = app
         .client
         .post(app.url("/ai-on-the-edge/webhook"))
@@ -268,15 +176,10 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
     assert_eq!(res.status(), 200);
     let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
     let (source, headers, raw): (String, String, Vec<u8>) = journal
-        .query_row("SELECT source, headers, body FROM requests", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row("SELECT source, headers, body FROM requests", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap();
     assert_eq!((source.as_str(), raw), ("home", body));
-    assert!(
-        headers.contains("ESP32 Meter reader") && !headers.contains("s3cr3tKey"),
-        "{headers}"
-    );
+    assert!(headers.contains("ESP32 Meter reader") && !headers.contains("s3cr3tKey"), "{headers}");
     let outcomes: Vec<String> = journal
         .prepare("SELECT status FROM events ORDER BY idx")
         .unwrap()
@@ -297,20 +200,8 @@ async fn a_write_failure_gets_a_retryable_reply_and_the_retry_after_the_fix_stor
     std::fs::remove_file(&file).unwrap();
     std::fs::create_dir(&file).unwrap();
     assert_eq!(post(&app, 2).await, 503);
-    assert_eq!(
-        post(&app, 2).await,
-        503,
-        "still failing, still not acknowledged"
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post(&app, 2).await, 503, "still failing, still not acknowledged");
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
     std::fs::remove_dir(&file).unwrap();
     std::fs::write(&file, kept).unwrap();
     assert_eq!(post(&app, 2).await, 204);
@@ -326,8 +217,5 @@ async fn a_write_failure_gets_a_retryable_reply_and_the_retry_after_the_fix_stor
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(
-        statuses,
-        ["superseded", "superseded", "processed", "duplicate"]
-    );
+    assert_eq!(statuses, ["superseded", "superseded", "processed", "duplicate"]);
 }

@@ -13,11 +13,7 @@ fn vectors() -> Value {
 }
 
 fn examples() -> Vec<String> {
-    String::from_utf8(read_reference("gridx/examples.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8(read_reference("gridx/examples.jsonl")).unwrap().lines().map(str::to_owned).collect()
 }
 
 fn config(secrets: &[&str]) -> String {
@@ -42,29 +38,17 @@ async fn send(app: &TestApp, path: &str, signature: Option<&str>, body: Vec<u8>)
 fn event_ids(app: &TestApp) -> Vec<String> {
     app.lines("gridx/events.jsonl")
         .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
         .collect()
 }
 
 #[tokio::test]
 async fn every_signed_vector_passes_the_signature_check() {
     for v in vectors()["vectors"].as_array().unwrap() {
-        let secrets: Vec<&str> = v["signing_secrets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap())
-            .collect();
+        let secrets: Vec<&str> = v["signing_secrets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
         // The receiver holds only the newest secret, as after a rotation.
         let app = spawn_app(&config(&secrets[secrets.len() - 1..])).await;
-        let body = base64::engine::general_purpose::STANDARD
-            .decode(v["body_base64"].as_str().unwrap())
-            .unwrap();
+        let body = base64::engine::general_purpose::STANDARD.decode(v["body_base64"].as_str().unwrap()).unwrap();
         let (status, reply) = send(&app, "/gridx/events", v["x_signature"].as_str(), body).await;
         if v["name"] == "V3-empty-body" {
             // Signed correctly, but an empty body is not an event.
@@ -81,15 +65,8 @@ async fn all_fourteen_verify_cases_accept_or_reject_as_the_reference_does() {
     let vectors = vectors();
     let body_of = |name: &str| -> Vec<u8> {
         let base = name.trim_end_matches("+LF");
-        let v = vectors["vectors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == base)
-            .unwrap();
-        let mut body = base64::engine::general_purpose::STANDARD
-            .decode(v["body_base64"].as_str().unwrap())
-            .unwrap();
+        let v = vectors["vectors"].as_array().unwrap().iter().find(|v| v["name"] == base).unwrap();
+        let mut body = base64::engine::general_purpose::STANDARD.decode(v["body_base64"].as_str().unwrap()).unwrap();
         if name.ends_with("+LF") {
             body.push(b'\n');
         }
@@ -101,31 +78,12 @@ async fn all_fourteen_verify_cases_accept_or_reject_as_the_reference_does() {
         let app = spawn_app(&config(&[case["receiver_secret"].as_str().unwrap()])).await;
         let header = case["x_signature"].as_str().unwrap();
         let signature = (!header.is_empty()).then_some(header);
-        let (status, reply) = send(
-            &app,
-            "/gridx/events",
-            signature,
-            body_of(case["body"].as_str().unwrap()),
-        )
-        .await;
-        let expected = if case["accept"].as_bool().unwrap() {
-            204
-        } else {
-            401
-        };
+        let (status, reply) = send(&app, "/gridx/events", signature, body_of(case["body"].as_str().unwrap())).await;
+        let expected = if case["accept"].as_bool().unwrap() { 204 } else { 401 };
         assert_eq!(status, expected, "case {:?}", case["case"]);
-        assert_eq!(
-            reply, "",
-            "case {:?}: a 401 must have an empty body",
-            case["case"]
-        );
+        assert_eq!(reply, "", "case {:?}: a 401 must have an empty body", case["case"]);
         let stored = app.lines("gridx/events.jsonl").len();
-        assert_eq!(
-            stored,
-            usize::from(expected == 204),
-            "case {:?}",
-            case["case"]
-        );
+        assert_eq!(stored, usize::from(expected == 204), "case {:?}", case["case"]);
     }
 }
 
@@ -135,24 +93,12 @@ async fn all_fourteen_example_events_land_in_events_jsonl() {
     let examples = examples();
     assert_eq!(examples.len(), 14);
     for line in &examples {
-        let (status, reply) = send(
-            &app,
-            "/gridx/events",
-            Some(&sign(SECRET, line.as_bytes())),
-            line.clone().into_bytes(),
-        )
-        .await;
+        let (status, reply) =
+            send(&app, "/gridx/events", Some(&sign(SECRET, line.as_bytes())), line.clone().into_bytes()).await;
         assert_eq!((status, reply.as_str()), (204, ""), "{line}");
     }
-    let stored: Vec<Value> = app
-        .lines("gridx/events.jsonl")
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let sent: Vec<Value> = examples
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let stored: Vec<Value> = app.lines("gridx/events.jsonl").iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sent: Vec<Value> = examples.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(stored, sent);
 }
 
@@ -162,27 +108,13 @@ async fn per_type_paths_take_their_type_and_refuse_another() {
     for line in examples() {
         let event: Value = serde_json::from_str(&line).unwrap();
         let path = format!("/gridx/events/{}", event["type"].as_str().unwrap());
-        let (status, _) = send(
-            &app,
-            &path,
-            Some(&sign(SECRET, line.as_bytes())),
-            line.clone().into_bytes(),
-        )
-        .await;
+        let (status, _) = send(&app, &path, Some(&sign(SECRET, line.as_bytes())), line.clone().into_bytes()).await;
         assert_eq!(status, 204, "{path}");
     }
     assert_eq!(app.lines("gridx/events.jsonl").len(), 14);
-    let ping = examples()
-        .pop()
-        .unwrap()
-        .replace("708677289513", "708677289599");
-    let (status, reply) = send(
-        &app,
-        "/gridx/events/appliance/online",
-        Some(&sign(SECRET, ping.as_bytes())),
-        ping.into_bytes(),
-    )
-    .await;
+    let ping = examples().pop().unwrap().replace("708677289513", "708677289599");
+    let (status, reply) =
+        send(&app, "/gridx/events/appliance/online", Some(&sign(SECRET, ping.as_bytes())), ping.into_bytes()).await;
     assert_eq!(status, 400);
     assert!(reply.contains("/type: "), "{reply}");
 }
@@ -207,25 +139,13 @@ async fn schema_violations_are_listed_with_their_paths() {
     ];
     for (event, expected) in cases {
         let body = event.to_string();
-        let (status, reply) = send(
-            &app,
-            "/gridx/events",
-            Some(&sign(SECRET, body.as_bytes())),
-            body.into_bytes(),
-        )
-        .await;
+        let (status, reply) =
+            send(&app, "/gridx/events", Some(&sign(SECRET, body.as_bytes())), body.into_bytes()).await;
         assert_eq!(status, 400, "{expected}");
         let reply: Value = serde_json::from_str(&reply).unwrap();
-        let violations: Vec<&str> = reply["violations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        assert!(
-            violations.iter().any(|v| v.starts_with(expected)),
-            "{expected}: {violations:?}"
-        );
+        let violations: Vec<&str> =
+            reply["violations"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert!(violations.iter().any(|v| v.starts_with(expected)), "{expected}: {violations:?}");
     }
     assert!(app.lines("gridx/events.jsonl").is_empty());
 }
@@ -235,19 +155,11 @@ async fn unknown_types_and_fields_are_acknowledged_and_duplicates_stored_once() 
     let app = spawn_app(&config(&[SECRET])).await;
     let body = r#"{"id":"11111111-2222-4333-8444-555555555555","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/x","type":"battery/new-thing","data":{"x":1},"futureField":true}"#;
     for _ in 0..2 {
-        let (status, _) = send(
-            &app,
-            "/gridx/events",
-            Some(&sign(SECRET, body.as_bytes())),
-            body.as_bytes().to_vec(),
-        )
-        .await;
+        let (status, _) =
+            send(&app, "/gridx/events", Some(&sign(SECRET, body.as_bytes())), body.as_bytes().to_vec()).await;
         assert_eq!(status, 204);
     }
-    assert_eq!(
-        event_ids(&app),
-        vec!["11111111-2222-4333-8444-555555555555"]
-    );
+    assert_eq!(event_ids(&app), vec!["11111111-2222-4333-8444-555555555555"]);
 }
 
 #[tokio::test]
@@ -255,13 +167,7 @@ async fn a_rotated_pair_of_secrets_both_verify() {
     let app = spawn_app(&config(&["old-secret", SECRET])).await;
     for (i, secret) in ["old-secret", SECRET].iter().enumerate() {
         let body = examples()[i].clone();
-        let (status, _) = send(
-            &app,
-            "/gridx/events",
-            Some(&sign(secret, body.as_bytes())),
-            body.into_bytes(),
-        )
-        .await;
+        let (status, _) = send(&app, "/gridx/events", Some(&sign(secret, body.as_bytes())), body.into_bytes()).await;
         assert_eq!(status, 204);
     }
     assert_eq!(event_ids(&app).len(), 2);

@@ -68,11 +68,7 @@ pub struct Setup<'a> {
 }
 
 pub async fn spawn_app(config: &str) -> TestApp {
-    spawn_with(Setup {
-        config,
-        ..Setup::default()
-    })
-    .await
+    spawn_with(Setup { config, ..Setup::default() }).await
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -97,8 +93,7 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
     for (name, text) in &setup.scripts {
         std::fs::write(script_dir.join(name), text).unwrap();
     }
-    let mut config =
-        Config::from_toml(setup.config, |k| std::env::var(k).ok()).expect("test config");
+    let mut config = Config::from_toml(setup.config, |k| std::env::var(k).ok()).expect("test config");
     config.data_dir = root.path().join("data");
     config.spec_dir = Some(spec_dir);
     config.scripts_dir = Some(script_dir);
@@ -118,12 +113,7 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
         .expect("server runs");
     });
     let client = reqwest::Client::new();
-    let app = TestApp {
-        addr,
-        client,
-        root,
-        _shutdown: tx,
-    };
+    let app = TestApp { addr, client, root, _shutdown: tx };
     for _ in 0..100 {
         if app.client.get(app.url("/healthz")).send().await.is_ok() {
             return app;
@@ -152,9 +142,7 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
         let text = String::from_utf8_lossy(&buf);
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len = head.lines().find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse::<usize>().unwrap())
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
             });
             if len.is_some_and(|n| body.len() >= n) {
                 break;
@@ -195,4 +183,56 @@ pub async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// `hookyard serve` as a child process in `dir` (config written to `dir/hookyard.toml`,
+/// scripts copied to `dir/scripts` so tests can edit them, data in `dir/data`).
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &Path, protocols: &str) -> Self {
+        if !dir.join("scripts").exists() {
+            copy_dir(&Path::new(REPO).join("scripts"), &dir.join("scripts"));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nspec_dir = \"{REPO}/spec\"\nscripts_dir = \"scripts\"\n{protocols}"
+        );
+        std::fs::write(dir.join("hookyard.toml"), config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookyard"))
+            .arg("serve")
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Serving starts after start-up recovery: wait for an HTTP answer, not just the port.
+        let started = std::time::Instant::now();
+        while !healthy(port) {
+            assert!(started.elapsed() < Duration::from_secs(20), "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.1 200")
 }

@@ -9,6 +9,7 @@ mod gridx;
 mod helpers;
 mod house;
 mod protocols;
+mod replay;
 mod scripts;
 mod wattmon;
 mod wattsense;

@@ -7,7 +7,8 @@ use hmac::{KeyInit, Mac};
 use crate::helpers::{Setup, TestApp, eventually, files_below, spawn_app, spawn_with};
 
 const SECRET: &str = "whsec_test";
-const GRIDX: &str = "[protocols.gridx]\nsecrets = [\"whsec_test\"]\n[protocols.wattsense]\nauth = { type = \"none\" }\n";
+const GRIDX: &str =
+    "[protocols.gridx]\nsecrets = [\"whsec_test\"]\n[protocols.wattsense]\nauth = { type = \"none\" }\n";
 
 fn ping(n: u32) -> String {
     format!(
@@ -20,48 +21,22 @@ async fn post_ping(app: &TestApp, n: u32) -> (u16, String) {
     let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
-    let res = app
-        .client
-        .post(app.url("/gridx/events"))
-        .header("X-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.post(app.url("/gridx/events")).header("X-Signature", sig).body(body).send().await.unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
 #[tokio::test]
 async fn a_runaway_script_fails_its_request_and_the_server_keeps_serving() {
     let looping = "fn on_event(event) { let n = 0; loop { n += 1; } }";
-    let app = spawn_with(Setup {
-        config: GRIDX,
-        scripts: vec![("gridx.rhai", looping)],
-        ..Setup::default()
-    })
-    .await;
+    let app = spawn_with(Setup { config: GRIDX, scripts: vec![("gridx.rhai", looping)], ..Setup::default() }).await;
     let started = Instant::now();
     let (status, reply) = post_ping(&app, 1).await;
     assert_eq!(status, 503, "{reply}");
     assert!(reply.contains("script error"), "{reply}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
     // Wattsense still works while gridX's script is broken.
-    let res = app
-        .client
-        .post(app.url("/wattsense/events"))
-        .body(r#"{"a":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.post(app.url("/wattsense/events")).body(r#"{"a":1}"#).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -69,31 +44,18 @@ async fn a_runaway_script_fails_its_request_and_the_server_keeps_serving() {
 async fn a_slow_script_is_stopped_by_the_wall_clock_cap() {
     // Few operations, but each one slow: only the time limit can stop it.
     let slow = "fn on_event(event) { let s = \"x\"; for i in 0..1000000 { s = `${s}`; } }";
-    let setup = Setup {
-        config: GRIDX,
-        scripts: vec![("gridx.rhai", slow)],
-        script_timeout_ms: Some(200),
-        ..Setup::default()
-    };
+    let setup =
+        Setup { config: GRIDX, scripts: vec![("gridx.rhai", slow)], script_timeout_ms: Some(200), ..Setup::default() };
     let app = spawn_with(setup).await;
     let started = Instant::now();
     assert_eq!(post_ping(&app, 1).await.0, 503);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_throwing_script_stores_nothing_and_the_retry_after_a_fix_stores_once() {
     let throwing = r#"fn on_event(event) { throw "storage is full"; }"#;
-    let app = spawn_with(Setup {
-        config: GRIDX,
-        scripts: vec![("gridx.rhai", throwing)],
-        ..Setup::default()
-    })
-    .await;
+    let app = spawn_with(Setup { config: GRIDX, scripts: vec![("gridx.rhai", throwing)], ..Setup::default() }).await;
     assert_eq!(post_ping(&app, 7).await.0, 503);
     std::fs::write(
         app.scripts().join("gridx.rhai"),
@@ -101,31 +63,21 @@ async fn a_throwing_script_stores_nothing_and_the_retry_after_a_fix_stores_once(
     )
     .unwrap();
     // The sender retries the same event until the fixed script is picked up.
-    assert!(
-        eventually(5, async || post_ping(&app, 7).await.0 == 204).await,
-        "the retry after the fix is stored"
-    );
+    assert!(eventually(5, async || post_ping(&app, 7).await.0 == 204).await, "the retry after the fix is stored");
     assert_eq!(
         app.lines("gridx/events.jsonl"),
-        vec![
-            serde_json::from_str::<serde_json::Value>(&ping(7))
-                .unwrap()
-                .to_string()
-        ]
+        vec![serde_json::from_str::<serde_json::Value>(&ping(7)).unwrap().to_string()]
     );
     assert_eq!(post_ping(&app, 7).await.0, 204);
-    assert_eq!(
-        app.lines("gridx/events.jsonl").len(),
-        1,
-        "a duplicate after success is not processed"
-    );
+    assert_eq!(app.lines("gridx/events.jsonl").len(), 1, "a duplicate after success is not processed");
 }
 
 #[tokio::test]
 async fn an_edited_script_takes_effect_without_a_restart() {
     let app = spawn_app(GRIDX).await;
     assert_eq!(post_ping(&app, 1).await.0, 204);
-    let edited = r#"fn on_event(event) { append_json("gridx/edited.jsonl", #{ id: event.data.id, at: event.received_at }); }"#;
+    let edited =
+        r#"fn on_event(event) { append_json("gridx/edited.jsonl", #{ id: event.data.id, at: event.received_at }); }"#;
     std::fs::write(app.scripts().join("gridx.rhai"), edited).unwrap();
     let mut n = 2;
     let picked_up = eventually(5, async || {
@@ -140,11 +92,7 @@ async fn an_edited_script_takes_effect_without_a_restart() {
 #[tokio::test]
 async fn a_script_that_no_longer_compiles_leaves_the_previous_one_running() {
     let app = spawn_app(GRIDX).await;
-    std::fs::write(
-        app.scripts().join("gridx.rhai"),
-        "fn on_event(event) { this is not rhai",
-    )
-    .unwrap();
+    std::fs::write(app.scripts().join("gridx.rhai"), "fn on_event(event) { this is not rhai").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(post_ping(&app, 1).await.0, 204);
     assert_eq!(app.lines("gridx/events.jsonl").len(), 1);
@@ -153,49 +101,22 @@ async fn a_script_that_no_longer_compiles_leaves_the_previous_one_running() {
 #[tokio::test]
 async fn a_script_cannot_write_outside_the_data_directory() {
     let escaping = r#"fn on_event(event) { append_json(`wattsense/${event.data.deviceId}.jsonl`, event.data); }"#;
-    let app = spawn_with(Setup {
-        config: GRIDX,
-        scripts: vec![("wattsense.rhai", escaping)],
-        ..Setup::default()
-    })
-    .await;
+    let app =
+        spawn_with(Setup { config: GRIDX, scripts: vec![("wattsense.rhai", escaping)], ..Setup::default() }).await;
     for device in ["../../escaped", "/etc/escaped", "..", ".hidden", "a\\..\\b"] {
-        let body =
-            serde_json::json!({"deviceId": device, "property": "p", "timestamp": 1, "payload": 1})
-                .to_string();
-        let res = app
-            .client
-            .post(app.url("/wattsense/values"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let body = serde_json::json!({"deviceId": device, "property": "p", "timestamp": 1, "payload": 1}).to_string();
+        let res = app.client.post(app.url("/wattsense/values")).body(body).send().await.unwrap();
         assert_eq!(res.status(), 500, "{device}");
     }
-    assert!(
-        files_below(app.root.path())
-            .iter()
-            .all(|f| !f.contains("escaped")),
-        "{:?}",
-        files_below(app.root.path())
-    );
+    assert!(files_below(app.root.path()).iter().all(|f| !f.contains("escaped")), "{:?}", files_below(app.root.path()));
     assert!(!app.data().join(".hidden.jsonl").exists());
 }
 
 #[tokio::test]
 async fn import_of_files_is_disabled() {
     let importing = r#"import "../../etc/passwd" as p; fn on_event(event) { }"#;
-    let app = spawn_with(Setup {
-        config: GRIDX,
-        scripts: vec![("gridx.rhai", importing)],
-        ..Setup::default()
-    })
-    .await;
-    assert_eq!(
-        post_ping(&app, 1).await.0,
-        204,
-        "a top-level import is never evaluated"
-    );
+    let app = spawn_with(Setup { config: GRIDX, scripts: vec![("gridx.rhai", importing)], ..Setup::default() }).await;
+    assert_eq!(post_ping(&app, 1).await.0, 204, "a top-level import is never evaluated");
     let in_fn = r#"fn on_event(event) { import "gridx" as g; }"#;
     std::fs::write(app.scripts().join("gridx.rhai"), in_fn).unwrap();
     let mut n = 1;
@@ -203,48 +124,26 @@ async fn import_of_files_is_disabled() {
         n += 1;
         post_ping(&app, n).await.0 == 503
     });
-    assert!(
-        refused.await,
-        "an import inside the handler must fail the request"
-    );
+    assert!(refused.await, "an import inside the handler must fail the request");
 }
 
 #[tokio::test]
 async fn the_example_in_the_scripts_readme_works_as_documented() {
-    let readme =
-        std::fs::read_to_string(format!("{}/scripts/README.md", crate::helpers::REPO)).unwrap();
-    let example = readme
-        .rsplit("```rhai\n")
-        .next()
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap()
-        .to_owned();
+    let readme = std::fs::read_to_string(format!("{}/scripts/README.md", crate::helpers::REPO)).unwrap();
+    let example = readme.rsplit("```rhai\n").next().unwrap().split("```").next().unwrap().to_owned();
     let setup = Setup {
         config: "[protocols.ai-on-the-edge]\napi_keys = { \"k\" = \"home\" }\n",
         scripts: vec![("ai-on-the-edge.rhai", &example)],
         ..Setup::default()
     };
     let app = spawn_with(setup).await;
-    let body =
-        crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_rate_too_high.json");
-    let res = app
-        .client
-        .post(app.url("/ai-on-the-edge/webhook"))
-        .header("APIKEY", "k")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let body = crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_rate_too_high.json");
+    let res =
+        app.client.post(app.url("/ai-on-the-edge/webhook")).header("APIKEY", "k").body(body).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let files = files_below(&app.data().join("ai-on-the-edge/home"));
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(
-        files[0].ends_with(".csv") && files[0].len() == "2026-01-01.csv".len(),
-        "{files:?}"
-    );
-    let text =
-        std::fs::read_to_string(app.data().join("ai-on-the-edge/home").join(&files[0])).unwrap();
+    assert!(files[0].ends_with(".csv") && files[0].len() == "2026-01-01.csv".len(), "{files:?}");
+    let text = std::fs::read_to_string(app.data().join("ai-on-the-edge/home").join(&files[0])).unwrap();
     assert_eq!(text, "time,name,value\r\n1723196684,main,\r\n");
 }

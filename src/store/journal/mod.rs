@@ -9,6 +9,7 @@
 //! effects after the last checkpoint are redone from those lengths, so every committed effect
 //! lands exactly once even after `kill -9` or a power loss.
 
+pub mod query;
 mod recover;
 mod schema;
 mod writer;
@@ -22,6 +23,18 @@ use bytes::Bytes;
 use rusqlite::Connection;
 
 use super::{DataDir, Effect};
+
+/// A read-only connection to the journal of `data`, without taking it over (for dry runs
+/// and inspection while the server runs).
+pub fn open_read_only(data: &DataDir) -> Result<Connection, JournalError> {
+    let path = data.root().join(".hookyard/journal.db");
+    if !path.exists() {
+        return Err(JournalError::Store(format!("there is no journal at {}", path.display())));
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
 
 /// The journal could not record or apply something.
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +84,26 @@ pub struct EventRecord {
     pub index: usize,
     pub key: Option<String>,
     pub data: String,
+    /// Whether the event's binary body is the request body (an upload).
+    pub blob: bool,
     pub outcome: Outcome,
     pub error: Option<String>,
 }
 
-/// Everything one request adds to the journal.
+/// What a submission is about.
+#[derive(Debug)]
+pub enum Target {
+    /// A request just received: recorded with all its events.
+    New(RequestRecord),
+    /// A journaled event processed again (replay): its one event record replaces the old
+    /// outcome; the effects are added to its request.
+    Replay { event_id: i64, request_id: i64 },
+}
+
+/// Everything one request (or one replayed event) adds to the journal.
 #[derive(Debug)]
 pub struct Submission {
-    pub request: RequestRecord,
+    pub target: Target,
     pub events: Vec<EventRecord>,
     /// Effects of the processed events, in order.
     pub effects: Vec<Effect>,
@@ -108,21 +133,14 @@ impl Journal {
         let mut conn = schema::open(&path)?;
         let redone = recover::redo(&mut conn, &data)?;
         if redone > 0 {
-            tracing::warn!(
-                effects = redone,
-                "journal: redid effects that were committed but not checkpointed"
-            );
+            tracing::warn!(effects = redone, "journal: redid effects that were committed but not checkpointed");
         }
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer::Writer::new(conn, data).run(rx, Duration::from_secs(1)))
             .map_err(|e| JournalError::Store(e.to_string()))?;
-        Ok(Self {
-            jobs: Mutex::new(tx),
-            path,
-            worker: Mutex::new(Some(worker)),
-        })
+        Ok(Self { jobs: Mutex::new(tx), path, worker: Mutex::new(Some(worker)) })
     }
 
     /// Records `submission` durably and applies its effects; returns once both are done.
@@ -148,9 +166,7 @@ impl Journal {
     pub fn processed_keys(&self) -> Result<HashSet<String>, JournalError> {
         let conn = schema::open_reader(&self.path)?;
         let mut stmt = conn.prepare("SELECT key FROM keys")?;
-        let keys = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<_, _>>()?;
+        let keys = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
         Ok(keys)
     }
 

@@ -14,10 +14,7 @@ use crate::store::{DataDir, Effect};
 
 /// Redoes unchekpointed effects; returns how many were applied.
 pub fn redo(conn: &mut Connection, data: &DataDir) -> Result<usize, JournalError> {
-    let checkpoint: i64 =
-        conn.query_row("SELECT effect_id FROM checkpoint WHERE id = 1", [], |r| {
-            r.get(0)
-        })?;
+    let checkpoint: i64 = conn.query_row("SELECT effect_id FROM checkpoint WHERE id = 1", [], |r| r.get(0))?;
     let effects = pending(conn, checkpoint)?;
     if effects.is_empty() {
         return Ok(0);
@@ -25,13 +22,8 @@ pub fn redo(conn: &mut Connection, data: &DataDir) -> Result<usize, JournalError
     let store = |e: crate::store::StoreError| JournalError::Store(e.to_string());
     let paths: BTreeSet<String> = effects.iter().map(|(_, e)| e.path().to_owned()).collect();
     for path in &paths {
-        let recorded: Option<i64> = conn
-            .query_row(
-                "SELECT length FROM file_state WHERE path = ?1",
-                params![path],
-                |r| r.get(0),
-            )
-            .ok();
+        let recorded: Option<i64> =
+            conn.query_row("SELECT length FROM file_state WHERE path = ?1", params![path], |r| r.get(0)).ok();
         let length = match recorded {
             Some(l) if l >= 0 => Some(l as u64),
             Some(_) => None,
@@ -42,8 +34,7 @@ pub fn redo(conn: &mut Connection, data: &DataDir) -> Result<usize, JournalError
     for (_, effect) in &effects {
         data.apply(effect).map_err(store)?;
     }
-    data.sync(&paths)
-        .map_err(|e| JournalError::Store(e.to_string()))?;
+    data.sync(&paths).map_err(|e| JournalError::Store(e.to_string()))?;
     let tx = conn.transaction()?;
     for path in &paths {
         let length = data.length(path).map_err(store)?;
@@ -53,22 +44,15 @@ pub fn redo(conn: &mut Connection, data: &DataDir) -> Result<usize, JournalError
         )?;
     }
     let last = effects.last().map(|(id, _)| *id).unwrap_or(checkpoint);
-    tx.execute(
-        "UPDATE checkpoint SET effect_id = ?1 WHERE id = 1",
-        params![last],
-    )?;
+    tx.execute("UPDATE checkpoint SET effect_id = ?1 WHERE id = 1", params![last])?;
     tx.commit()?;
     Ok(effects.len())
 }
 
 fn pending(conn: &Connection, after: i64) -> rusqlite::Result<Vec<(i64, Effect)>> {
-    let mut stmt = conn
-        .prepare("SELECT id, path, kind, header, bytes FROM effects WHERE id > ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT id, path, kind, header, bytes FROM effects WHERE id > ?1 ORDER BY id")?;
     let rows = stmt.query_map(params![after], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            Effect::from_parts(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-        ))
+        Ok((r.get::<_, i64>(0)?, Effect::from_parts(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
     })?;
     rows.collect()
 }

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS events (
     idx INTEGER NOT NULL,
     idem_key TEXT,
     data TEXT NOT NULL,
+    blob INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     error TEXT
 );

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, params};
 
-use super::{Job, JournalError, Outcome, Reply, Submission};
+use super::{EventRecord, Job, JournalError, Outcome, Reply, RequestRecord, Submission, Target};
 use crate::store::{DataDir, Effect};
 
 const MAX_BATCH: usize = 512;
@@ -20,11 +20,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(conn: Connection, data: Arc<DataDir>) -> Self {
-        Self {
-            conn,
-            data,
-            dirty: BTreeSet::new(),
-        }
+        Self { conn, data, dirty: BTreeSet::new() }
     }
 
     pub fn run(mut self, jobs: mpsc::Receiver<Job>, every: Duration) {
@@ -38,11 +34,7 @@ impl Writer {
             };
             let mut batch = Vec::new();
             let mut checkpoints = Vec::new();
-            for job in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| jobs.try_recv().ok()))
-                .take(MAX_BATCH)
-            {
+            for job in first.into_iter().chain(std::iter::from_fn(|| jobs.try_recv().ok())).take(MAX_BATCH) {
                 match job {
                     Job::Submit(s, reply) => batch.push((*s, reply)),
                     Job::Checkpoint(reply) => checkpoints.push(reply),
@@ -58,12 +50,7 @@ impl Writer {
                 }
                 last_checkpoint = Instant::now();
                 for reply in checkpoints {
-                    let _ = reply.send(
-                        result
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| JournalError::Store(e.to_string())),
-                    );
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Store(e.to_string())));
                 }
             }
         }
@@ -85,12 +72,12 @@ impl Writer {
         };
         let mut failed = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
-        for ((submission, _), request_id) in batch.iter().zip(&ids) {
+        for ((submission, _), recorded) in batch.iter().zip(ids) {
             match self.apply(&submission.effects) {
                 Ok(()) => results.push(Ok(())),
                 Err(e) => {
                     tracing::error!(error = %e, "could not write to the data directory; the request fails");
-                    failed.push((*request_id, e.clone()));
+                    failed.push((recorded, e.clone()));
                     results.push(Err(JournalError::Store(e)));
                 }
             }
@@ -105,8 +92,8 @@ impl Writer {
         }
     }
 
-    /// One transaction for the whole batch; returns the request ids.
-    fn record(&mut self, batch: &[(Submission, Reply)]) -> Result<Vec<i64>, JournalError> {
+    /// One transaction for the whole batch; returns what each submission wrote.
+    fn record(&mut self, batch: &[(Submission, Reply)]) -> Result<Vec<Recorded>, JournalError> {
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
@@ -115,10 +102,7 @@ impl Writer {
             for effect in &s.effects {
                 let path = effect.path();
                 if !self.dirty.contains(path) && !newly_dirty.iter().any(|p| p == path) {
-                    let length = self
-                        .data
-                        .length(path)
-                        .map_err(|e| JournalError::Store(e.to_string()))?;
+                    let length = self.data.length(path).map_err(|e| JournalError::Store(e.to_string()))?;
                     tx.execute(
                         "INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)",
                         params![path, length.map(|l| l as i64).unwrap_or(-1)],
@@ -137,10 +121,7 @@ impl Writer {
         let mut before: BTreeMap<&str, Option<u64>> = BTreeMap::new();
         for effect in effects {
             if !before.contains_key(effect.path()) {
-                before.insert(
-                    effect.path(),
-                    self.data.length(effect.path()).map_err(|e| e.to_string())?,
-                );
+                before.insert(effect.path(), self.data.length(effect.path()).map_err(|e| e.to_string())?);
             }
             if let Err(e) = self.data.apply(effect) {
                 for (path, length) in &before {
@@ -154,21 +135,20 @@ impl Writer {
         Ok(())
     }
 
-    fn mark_failed(&mut self, failed: &[(i64, String)]) -> rusqlite::Result<()> {
+    fn mark_failed(&mut self, failed: &[(Recorded, String)]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
-        for (request_id, error) in failed {
-            tx.execute(
-                "DELETE FROM keys WHERE event_id IN (SELECT id FROM events WHERE request_id = ?1)",
-                params![request_id],
-            )?;
-            tx.execute(
-                "UPDATE events SET status = 'failed', error = ?2 WHERE request_id = ?1 AND status = 'processed'",
-                params![request_id, format!("could not write to the data directory: {error}")],
-            )?;
-            tx.execute(
-                "DELETE FROM effects WHERE request_id = ?1",
-                params![request_id],
-            )?;
+        for (recorded, error) in failed {
+            let error = format!("could not write to the data directory: {error}");
+            for event_id in &recorded.event_ids {
+                tx.execute("DELETE FROM keys WHERE event_id = ?1", params![event_id])?;
+                tx.execute(
+                    "UPDATE events SET status = 'failed', error = ?2 WHERE id = ?1 AND status = 'processed'",
+                    params![event_id, error],
+                )?;
+            }
+            if let Some((first, last)) = recorded.effects {
+                tx.execute("DELETE FROM effects WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
+            }
         }
         tx.commit()
     }
@@ -196,8 +176,37 @@ impl Writer {
     }
 }
 
-fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<i64, JournalError> {
-    let r = &s.request;
+/// What one submission wrote: its event rows and the id range of its effects.
+pub struct Recorded {
+    event_ids: Vec<i64>,
+    effects: Option<(i64, i64)>,
+}
+
+fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<Recorded, JournalError> {
+    let (request_id, event_ids) = match &s.target {
+        Target::New(request) => insert_request(tx, request, &s.events)?,
+        Target::Replay { event_id, request_id } => {
+            update_replayed(tx, *event_id, s.events.first())?;
+            (*request_id, vec![*event_id])
+        }
+    };
+    let mut insert_effect =
+        tx.prepare_cached("INSERT INTO effects (request_id, path, kind, header, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut range: Option<(i64, i64)> = None;
+    for effect in &s.effects {
+        let (kind, header, bytes) = effect.parts();
+        insert_effect.execute(params![request_id, effect.path(), kind, header, bytes])?;
+        let id = tx.last_insert_rowid();
+        range = Some((range.map_or(id, |r| r.0), id));
+    }
+    Ok(Recorded { event_ids, effects: range })
+}
+
+fn insert_request(
+    tx: &Transaction<'_>,
+    r: &RequestRecord,
+    events: &[EventRecord],
+) -> Result<(i64, Vec<i64>), JournalError> {
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
     tx.execute(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -205,35 +214,46 @@ fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<i64, Journa
     )?;
     let request_id = tx.last_insert_rowid();
     let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (request_id, idx, idem_key, data, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for e in &s.events {
+    let mut ids = Vec::with_capacity(events.len());
+    for e in events {
         insert_event.execute(params![
             request_id,
             e.index as i64,
             e.key,
             e.data,
+            e.blob,
             e.outcome.as_str(),
             e.error
         ])?;
+        let event_id = tx.last_insert_rowid();
+        ids.push(event_id);
         if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
-            let event_id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)",
-                params![key, event_id],
-            )?;
-            tx.execute(
-                "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed'",
-                params![key],
-            )?;
+            remember_key(tx, key, event_id)?;
         }
     }
-    let mut insert_effect = tx.prepare_cached(
-        "INSERT INTO effects (request_id, path, kind, header, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    Ok((request_id, ids))
+}
+
+fn update_replayed(tx: &Transaction<'_>, event_id: i64, record: Option<&EventRecord>) -> Result<(), JournalError> {
+    let Some(e) = record else { return Ok(()) };
+    tx.execute(
+        "UPDATE events SET status = ?2, error = ?3 WHERE id = ?1",
+        params![event_id, e.outcome.as_str(), e.error],
     )?;
-    for effect in &s.effects {
-        let (kind, header, bytes) = effect.parts();
-        insert_effect.execute(params![request_id, effect.path(), kind, header, bytes])?;
+    if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
+        remember_key(tx, key, event_id)?;
     }
-    Ok(request_id)
+    Ok(())
+}
+
+/// Records a processed key; earlier failed attempts with it become `superseded`.
+fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64) -> rusqlite::Result<()> {
+    tx.execute("INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)", params![key, event_id])?;
+    tx.execute(
+        "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
+        params![key, event_id],
+    )?;
+    Ok(())
 }

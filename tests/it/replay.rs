@@ -1,0 +1,112 @@
+//! `hookyard replay`: fix the script, then backfill from the journal.
+
+use std::process::{Command, Output};
+
+use hmac::{KeyInit, Mac};
+
+use crate::helpers::ServerProcess;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookyard");
+const CONFIG: &str = "[protocols.gridx]\nsecrets = [\"whsec_replay\"]\n";
+
+const BUGGY: &str = r#"
+fn on_event(event) {
+    if event.data.data.message == "bad" { throw "a bug in the script"; }
+    append_json("gridx/events.jsonl", event.data);
+}
+"#;
+
+fn ping(n: u32, message: &str) -> String {
+    format!(
+        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
+    )
+}
+
+async fn post(server: &ServerProcess, body: String) -> u16 {
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(b"whsec_replay").unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+    let res = reqwest::Client::new()
+        .post(format!("{}/gridx/events", server.base))
+        .header("X-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    res.status().as_u16()
+}
+
+fn replay(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let Output { status, stdout, stderr } =
+        Command::new(BIN).arg("replay").args(args).current_dir(dir).output().unwrap();
+    (status.code(), format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr)))
+}
+
+fn lines(dir: &std::path::Path, file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("data").join(file)).unwrap_or_default();
+    text.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fix_the_script_then_replay_the_failed_events_and_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    for name in ["ai-on-the-edge", "wattmon", "wattsense"] {
+        std::fs::copy(
+            format!("{}/scripts/{name}.rhai", crate::helpers::REPO),
+            dir.path().join(format!("scripts/{name}.rhai")),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("scripts/gridx.rhai"), BUGGY).unwrap();
+    let server = ServerProcess::start(dir.path(), CONFIG);
+    assert_eq!(post(&server, ping(1, "good")).await, 204);
+    assert_eq!(post(&server, ping(2, "bad")).await, 503);
+    let (code, out) = replay(dir.path(), &["--failed"]);
+    assert_ne!(code, Some(0), "a replay must not run beside the server: {out}");
+    assert!(out.contains("stop the server first"), "{out}");
+    let (code, out) = replay(dir.path(), &["--failed", "--dry-run"]);
+    assert_eq!(code, Some(1), "the script still fails: {out}");
+    assert!(out.contains("would fail: script threw: a bug in the script"), "{out}");
+    assert!(server.stop().success());
+
+    std::fs::write(
+        dir.path().join("scripts/gridx.rhai"),
+        "fn on_event(event) { append_json(\"gridx/events.jsonl\", event.data); }",
+    )
+    .unwrap();
+    let (code, out) = replay(dir.path(), &["--failed", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("would write:\n  append ") && out.contains("gridx/events.jsonl"), "{out}");
+    assert_eq!(lines(dir.path(), "gridx/events.jsonl").len(), 1, "a dry run writes nothing");
+
+    let (code, out) = replay(dir.path(), &["--failed"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 event(s): 1 were processed, 0 were failing, 0 skipped"), "{out}");
+    let stored = lines(dir.path(), "gridx/events.jsonl");
+    assert_eq!(stored.len(), 2);
+    assert!(stored[1].contains("000000000002"));
+    let (_, out) = replay(dir.path(), &["--failed"]);
+    assert!(out.contains("0 event(s)"), "nothing is left failing: {out}");
+
+    // Backfill into a new file with a new script, over a time range.
+    std::fs::write(
+        dir.path().join("scripts/gridx.rhai"),
+        "fn on_event(event) { append_json(\"gridx/backfill.jsonl\", event.data.id); }",
+    )
+    .unwrap();
+    let (code, out) = replay(dir.path(), &["--protocol", "gridx", "--since", "2020-01-01T00:00:00Z"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(lines(dir.path(), "gridx/backfill.jsonl").len(), 2, "{out}");
+    let (_, out) = replay(dir.path(), &["--protocol", "gridx", "--until", "2020-01-01T00:00:00Z", "--dry-run"]);
+    assert!(out.contains("0 event(s)"), "{out}");
+    let (_, out) = replay(dir.path(), &["--protocol", "wattmon", "--dry-run"]);
+    assert!(out.contains("0 event(s)"), "{out}");
+
+    // The replayed output survives a restart (it was journaled like any request).
+    let server = ServerProcess::start(dir.path(), CONFIG);
+    assert_eq!(lines(dir.path(), "gridx/events.jsonl").len(), 2);
+    assert_eq!(post(&server, ping(2, "bad")).await, 204, "already processed by the replay: a duplicate now");
+    assert_eq!(lines(dir.path(), "gridx/backfill.jsonl").len(), 2);
+    assert!(server.stop().success());
+}
