@@ -15,6 +15,7 @@ use crate::config::credentials::CredentialNeed;
 use crate::config::{self, Config, CredentialsReport};
 use crate::docs::{self, Document};
 use crate::ingest::{Operation, PathEndpoint, Pipeline};
+use crate::net::{Guarded, Limits};
 use crate::script::ScriptHost;
 use crate::spec::Registry;
 use crate::store::{DataDir, Journal, SeenKeys};
@@ -89,7 +90,8 @@ impl App {
             .at("/docs", get(docs_page).data(Arc::new(page)))
             .at("/openapi/:file", docs::documents_endpoint(documents));
         for (path, ops) in &self.paths {
-            route = route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone() });
+            let body_timeout = Duration::from_millis(self.config.server_limits.body_timeout_ms.max(1));
+            route = route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone(), body_timeout });
         }
         route.nest("/", management)
     }
@@ -145,10 +147,19 @@ pub async fn run(
     let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
     let pipeline = Arc::new(Pipeline { scripts: app.scripts.clone(), seen: Arc::new(seen), journal: journal.clone() });
     listener.set_nonblocking(true)?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
+    let limits = &app.config.server_limits;
+    let acceptor = Guarded::new(
+        TcpAcceptor::from_std(listener)?,
+        Limits {
+            max_connections: limits.max_connections,
+            header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
+        },
+    );
+    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms.max(1));
     let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval));
     let endpoint = app.endpoint(pipeline);
     let result = Server::new_with_acceptor(acceptor)
+        .idle_timeout(idle_timeout)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
         .await;
     watcher.abort();

@@ -12,6 +12,7 @@ pub mod docs;
 pub mod event;
 pub mod form;
 pub mod ingest;
+pub mod net;
 pub mod replay;
 pub mod script;
 pub mod spec;

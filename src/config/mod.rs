@@ -59,6 +59,26 @@ impl Default for ScriptLimits {
     }
 }
 
+/// Limits on connections and slow clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Open connections at most; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request head (request line and headers) must arrive within this time.
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this time, with no pause longer than a third of it.
+    pub body_timeout_ms: u64,
+    /// Keep-alive connections with no traffic for this long are closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self { max_connections: 1024, header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 60_000 }
+    }
+}
+
 /// The settings table of one protocol (`[protocols.<name>]`). Values may be secrets, so
 /// `Debug` prints only the keys.
 #[derive(Clone, Default, Deserialize)]
@@ -87,6 +107,8 @@ struct FileConfig {
     #[serde(default)]
     scripts: ScriptLimits,
     #[serde(default)]
+    server: ServerLimits,
+    #[serde(default)]
     protocols: BTreeMap<String, ProtocolSettings>,
 }
 
@@ -101,6 +123,7 @@ pub struct Config {
     pub scripts_dir: Option<PathBuf>,
     pub reload_interval: Duration,
     pub script_limits: ScriptLimits,
+    pub server_limits: ServerLimits,
     pub protocols: BTreeMap<String, ProtocolSettings>,
 }
 
@@ -114,6 +137,7 @@ impl Config {
             scripts_dir: existing_dir("scripts"),
             reload_interval: Duration::from_millis(500),
             script_limits: ScriptLimits::default(),
+            server_limits: ServerLimits::default(),
             protocols: BTreeMap::new(),
         }
     }
@@ -160,6 +184,7 @@ impl Config {
             config.reload_interval = Duration::from_millis(ms.max(50));
         }
         config.script_limits = file.scripts;
+        config.server_limits = file.server;
         config.protocols = file.protocols;
         Ok(config)
     }

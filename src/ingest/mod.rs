@@ -10,6 +10,7 @@ pub mod reply;
 pub mod split;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::http::header;
 use poem::{Endpoint, Request, Response};
@@ -57,6 +58,8 @@ impl Operation {
 pub struct PathEndpoint {
     pub ops: Vec<Arc<Operation>>,
     pub pipeline: Arc<Pipeline>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Endpoint for PathEndpoint {
@@ -70,8 +73,9 @@ impl Endpoint for PathEndpoint {
         };
         let span = tracing::info_span!("request", protocol = %op.spec.protocol, route = %op.spec.path, method = %req.method(), outcome = tracing::field::Empty);
         let pipeline = self.pipeline.clone();
+        let body_timeout = self.body_timeout;
         let response = async move {
-            match handle(&op, &pipeline, req).await {
+            match handle(&op, &pipeline, req, body_timeout).await {
                 Ok(events) => {
                     tracing::Span::current().record("outcome", "accepted");
                     tracing::info!(events, "request accepted");
@@ -91,13 +95,20 @@ impl Endpoint for PathEndpoint {
 }
 
 /// The whole path of one request; the number of events on success.
-async fn handle(op: &Operation, pipeline: &Pipeline, mut req: Request) -> Result<usize, Rejection> {
+async fn handle(
+    op: &Operation,
+    pipeline: &Pipeline,
+    mut req: Request,
+    body_timeout: Duration,
+) -> Result<usize, Rejection> {
     let spec = &op.spec;
     let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let raw = body::read_limited(req.take_body(), declared, spec.body_limit).await.map_err(|e| match e {
-        body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
-        body::BodyError::Io(why) => Rejection::Invalid(vec![format!("body: could not be read ({why})")]),
-    })?;
+    let raw =
+        body::read_limited(req.take_body(), declared, spec.body_limit, body_timeout).await.map_err(|e| match e {
+            body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
+            body::BodyError::TooSlow => Rejection::Timeout,
+            body::BodyError::Io(why) => Rejection::Invalid(vec![format!("body: could not be read ({why})")]),
+        })?;
     let content_type = req.header(header::CONTENT_TYPE);
     let form = match spec.split.body_kind() {
         BodyKind::Form => Some(

@@ -17,6 +17,8 @@ pub enum Rejection {
         reject: Reject,
     },
     Invalid(Vec<String>),
+    /// The body did not arrive in time (slow client).
+    Timeout,
     /// Processing failed after the request was accepted (script, store): retryable.
     Failed(String),
     MethodNotAllowed(String),
@@ -29,6 +31,7 @@ impl Rejection {
             Rejection::TooLarge(_) => "too_large",
             Rejection::Unauthorized { .. } => "unauthorized",
             Rejection::Invalid(_) => "invalid",
+            Rejection::Timeout => "timeout",
             Rejection::Failed(_) => "failed",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -44,6 +47,7 @@ impl Rejection {
                 format!("invalid request: {} problems: {}", v.len(), v.join("; "))
             }
             Rejection::Failed(why) => why.clone(),
+            Rejection::Timeout => "the request body did not arrive in time".into(),
             Rejection::MethodNotAllowed(allow) => format!("method not allowed (allowed: {allow})"),
         }
     }
@@ -71,6 +75,7 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
         Rejection::TooLarge(_) => s.too_large,
         Rejection::Unauthorized { reject, .. } => reject.status.unwrap_or(s.unauthorized),
         Rejection::Invalid(_) => s.invalid,
+        Rejection::Timeout => s.timeout,
         Rejection::Failed(_) => s.failed,
         Rejection::MethodNotAllowed(_) => s.method_not_allowed,
     };

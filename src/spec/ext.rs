@@ -153,11 +153,12 @@ pub struct Statuses {
     pub too_large: u16,
     pub failed: u16,
     pub method_not_allowed: u16,
+    pub timeout: u16,
 }
 
 impl Default for Statuses {
     fn default() -> Self {
-        Self { unauthorized: 401, invalid: 400, too_large: 413, failed: 500, method_not_allowed: 405 }
+        Self { unauthorized: 401, invalid: 400, too_large: 413, failed: 500, method_not_allowed: 405, timeout: 408 }
     }
 }
 

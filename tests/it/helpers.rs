@@ -112,7 +112,8 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
         .await
         .expect("server runs");
     });
-    let client = reqwest::Client::new();
+    // A new connection per request, as the devices do (and no pooled connection holds a slot).
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let app = TestApp { addr, client, root, _shutdown: tx };
     for _ in 0..100 {
         if app.client.get(app.url("/healthz")).send().await.is_ok() {

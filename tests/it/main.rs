@@ -11,5 +11,6 @@ mod house;
 mod protocols;
 mod replay;
 mod scripts;
+mod slow;
 mod wattmon;
 mod wattsense;
