@@ -55,8 +55,14 @@ impl Form {
 
     fn urlencoded(body: &[u8]) -> Result<Self, FormError> {
         let mut form = Form::default();
-        for (k, v) in form_urlencoded::parse(body) {
-            form.push(k.into_owned(), v.into_owned())?;
+        for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let name = decode(name).map_err(|_| FormError::Utf8(String::from_utf8_lossy(name).into_owned()))?;
+            let value = decode(value).map_err(|_| FormError::Utf8(name.clone()))?;
+            form.push(name, value)?;
         }
         Ok(form)
     }
@@ -74,6 +80,13 @@ impl Form {
         }
         Ok(form)
     }
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space), refusing invalid UTF-8
+/// rather than replacing it.
+fn decode(raw: &[u8]) -> Result<String, std::string::FromUtf8Error> {
+    let spaced: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    String::from_utf8(percent_encoding::percent_decode(&spaced).collect())
 }
 
 #[cfg(test)]
@@ -95,5 +108,8 @@ mod tests {
     async fn duplicate_fields_and_foreign_types_are_refused() {
         assert!(matches!(Form::parse(None, Bytes::from_static(b"a=1&a=2")).await, Err(FormError::Duplicate(_))));
         assert!(matches!(Form::parse(Some("text/csv"), Bytes::new()).await, Err(FormError::ContentType)));
+        assert!(matches!(Form::parse(None, Bytes::from_static(b"data=%FF")).await, Err(FormError::Utf8(_))));
+        let plus = Form::parse(None, Bytes::from_static(b"a=1+2%2B3&flag")).await.unwrap();
+        assert_eq!((plus.get("a"), plus.get("flag")), (Some("1 2+3"), Some("")));
     }
 }

@@ -5,6 +5,7 @@
 //! split into fields first only when its checks travel inside the form).
 
 mod body;
+mod json;
 mod pipeline;
 pub mod reply;
 pub mod split;
@@ -110,6 +111,7 @@ async fn handle(
             body::BodyError::Io(why) => Rejection::Invalid(vec![format!("body: could not be read ({why})")]),
         })?;
     let content_type = req.header(header::CONTENT_TYPE);
+    check_media_type(spec, content_type)?;
     let form = match spec.split.body_kind() {
         BodyKind::Form => Some(
             Form::parse(content_type, raw.clone()).await.map_err(|e| Rejection::Invalid(vec![format!("body: {e}")]))?,
@@ -138,6 +140,17 @@ async fn handle(
     let count = parsed.events.len();
     pipeline.process(&spec.idempotency, request, parsed.events).await?;
     Ok(count)
+}
+
+/// A Content-Type, when sent, must be one the spec lists (a missing one is accepted: some
+/// senders send none).
+fn check_media_type(spec: &OperationSpec, content_type: Option<&str>) -> Result<(), Rejection> {
+    let Some(given) = content_type else { return Ok(()) };
+    let essence = given.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if spec.media_types.is_empty() || spec.media_types.contains(&essence) {
+        return Ok(());
+    }
+    Err(Rejection::UnsupportedMediaType { given: essence, accepted: spec.media_types.join(" or ") })
 }
 
 /// Query pairs; a second `?` (as some devices append) is read as `&`.

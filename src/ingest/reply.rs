@@ -19,6 +19,11 @@ pub enum Rejection {
     Invalid(Vec<String>),
     /// The body did not arrive in time (slow client).
     Timeout,
+    /// The Content-Type is not one the operation takes (the accepted ones listed).
+    UnsupportedMediaType {
+        given: String,
+        accepted: String,
+    },
     /// Processing failed after the request was accepted (script, store): retryable.
     Failed(String),
     MethodNotAllowed(String),
@@ -32,6 +37,7 @@ impl Rejection {
             Rejection::Unauthorized { .. } => "unauthorized",
             Rejection::Invalid(_) => "invalid",
             Rejection::Timeout => "timeout",
+            Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
             Rejection::Failed(_) => "failed",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -48,6 +54,9 @@ impl Rejection {
             }
             Rejection::Failed(why) => why.clone(),
             Rejection::Timeout => "the request body did not arrive in time".into(),
+            Rejection::UnsupportedMediaType { given, accepted } => {
+                format!("Content-Type {given} is not accepted here (send {accepted})")
+            }
             Rejection::MethodNotAllowed(allow) => format!("method not allowed (allowed: {allow})"),
         }
     }
@@ -76,6 +85,7 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
         Rejection::Unauthorized { reject, .. } => reject.status.unwrap_or(s.unauthorized),
         Rejection::Invalid(_) => s.invalid,
         Rejection::Timeout => s.timeout,
+        Rejection::UnsupportedMediaType { .. } => s.unsupported_media_type,
         Rejection::Failed(_) => s.failed,
         Rejection::MethodNotAllowed(_) => s.method_not_allowed,
     };

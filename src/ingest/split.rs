@@ -63,7 +63,7 @@ fn json_events(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(vec!["body: empty (a JSON document is required)".into()]);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| vec![format!("body: not valid JSON ({e})")])?;
+    let value: Value = super::json::parse(body).map_err(|e| vec![format!("body: not valid JSON ({e})")])?;
     let mut unknown_type = None;
     if let Some(check) = &op.body_check {
         let verdict = check.validate(&value);

@@ -154,11 +154,20 @@ pub struct Statuses {
     pub failed: u16,
     pub method_not_allowed: u16,
     pub timeout: u16,
+    pub unsupported_media_type: u16,
 }
 
 impl Default for Statuses {
     fn default() -> Self {
-        Self { unauthorized: 401, invalid: 400, too_large: 413, failed: 500, method_not_allowed: 405, timeout: 408 }
+        Self {
+            unauthorized: 401,
+            invalid: 400,
+            too_large: 413,
+            failed: 500,
+            method_not_allowed: 405,
+            timeout: 408,
+            unsupported_media_type: 415,
+        }
     }
 }
 

@@ -30,6 +30,8 @@ pub struct OperationSpec {
     pub idempotency: Vec<String>,
     /// Validator of the JSON body, or of the form fields as an object of strings.
     pub body_check: Option<Check>,
+    /// Media types the request body may be sent as (lowercase); any when empty.
+    pub media_types: Vec<String>,
     pub query: Vec<QueryParam>,
 }
 
@@ -94,6 +96,7 @@ impl Ctx<'_> {
             body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
             idempotency: idempotency.map(|i| i.key).unwrap_or_default(),
             body_check,
+            media_types: self.media_types(),
             query: self.query_params()?,
         })
     }
@@ -111,6 +114,11 @@ impl Ctx<'_> {
             return Ok(None);
         };
         Check::build(schema, self.components, unknown).map(Some).map_err(|e| e.0)
+    }
+
+    fn media_types(&self) -> Vec<String> {
+        let content = self.request_body().and_then(|b| b.get("content")).and_then(Value::as_object);
+        content.map(|c| c.keys().map(|k| k.to_ascii_lowercase()).collect()).unwrap_or_default()
     }
 
     fn request_body(&self) -> Option<&Value> {

@@ -2,6 +2,7 @@
 //! would check — the status, the reply body, and the bytes that landed on disk.
 
 mod ai_on_the_edge;
+mod bad_input;
 mod cli;
 mod docs;
 mod durability;

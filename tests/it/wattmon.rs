@@ -126,6 +126,9 @@ async fn bad_blocks_get_error_replies_naming_the_field() {
     assert!(files_below(&app.data()).iter().all(|f| !f.starts_with("wattmon")));
     let res =
         app.client.post(app.url("/wattmon/export")).header("Content-Type", "text/csv").body("x").send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().starts_with("ERROR: invalid request: body: Content-Type must be"));
+    assert_eq!(res.status(), 415);
+    assert_eq!(
+        res.text().await.unwrap(),
+        "ERROR: Content-Type text/csv is not accepted here (send application/x-www-form-urlencoded or multipart/form-data)"
+    );
 }
