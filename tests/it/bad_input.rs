@@ -8,8 +8,10 @@ use crate::helpers::{TestApp, spawn_app};
 const CONFIG: &str = "[protocols.ai-on-the-edge]\napi_keys = { \"k\" = \"home\" }\n\
                       [protocols.gridx]\nsecrets = [\"s\"]\n[protocols.wattsense]\nauth = { type = \"none\" }\n";
 
-/// (name, body, content type) of each kind of bad JSON input.
-fn bad_bodies() -> Vec<(&'static str, Vec<u8>, Option<&'static str>, u16, &'static str)> {
+/// One kind of bad JSON input: name, body, content type, expected status and reason.
+type BadBody = (&'static str, Vec<u8>, Option<&'static str>, u16, &'static str);
+
+fn bad_bodies() -> Vec<BadBody> {
     vec![
         ("malformed UTF-8", b"[{\"name\":\"\xff\xfe\"}]".to_vec(), Some("application/json"), 400, "not valid JSON"),
         ("deeply nested", "[".repeat(100_000).into_bytes(), Some("application/json"), 400, "not valid JSON"),
@@ -57,7 +59,8 @@ async fn every_json_protocol_refuses_every_kind_of_bad_body_in_its_own_style() {
 #[tokio::test]
 async fn wattmon_refuses_bad_forms_in_plain_text() {
     let app = spawn_app(CONFIG).await;
-    let cases: [(&str, &[u8], &str, u16, &str); 4] = [
+    type Case<'a> = (&'a str, &'a [u8], &'a str, u16, &'a str);
+    let cases: [Case; 4] = [
         (
             "malformed UTF-8",
             b"key=00:04&data=%FF%FE",
