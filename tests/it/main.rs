@@ -9,6 +9,7 @@ mod durability;
 mod gridx;
 mod helpers;
 mod house;
+mod properties;
 mod protocols;
 mod replay;
 mod scripts;
