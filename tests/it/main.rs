@@ -12,6 +12,7 @@ mod house;
 mod properties;
 mod protocols;
 mod replay;
+mod schemathesis;
 mod scripts;
 mod slow;
 mod wattmon;
