@@ -1,56 +1,133 @@
-//! `hookyard replay`: run the current scripts again over journaled events.
+//! Replay: run the current scripts again over journaled events (CLI and management API).
 //!
 //! The fix-your-script-then-backfill workflow: select events by protocol, time and outcome,
 //! hand each to the protocol's current script, and journal the new outcome and effects like
-//! any request (so a crash during replay is repaired the same way). A dry run prints what the
-//! scripts would write and writes nothing; it only reads the journal, so it works while the
-//! server runs. A real replay needs the data directory to itself (stop the server first).
+//! any request (so a crash during replay is repaired the same way). A failed event whose key a
+//! later attempt already processed is skipped; its key is claimed in the dedup memory while it
+//! is replayed, so a sender's retry cannot process it at the same time. A dry run prints what
+//! the scripts would write and writes nothing; it only reads the journal, so it works while
+//! the server runs. A real CLI replay needs the data directory to itself (stop the server
+//! first); the management API replays inside the running server.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::app::{self, App};
 use crate::config::Config;
-use crate::store::Journal;
+use crate::script::ScriptHost;
 use crate::store::journal::query::{self, Filter, Journaled};
 use crate::store::journal::{EventRecord, Outcome, Submission, Target};
+use crate::store::{Claim, Journal, SeenKeys};
 
-/// Options of one replay.
+/// What became of one replayed event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replayed {
+    Processed,
+    Failed(String),
+    Skipped(String),
+}
+
+/// Replays one journaled event.
+pub async fn replay_event(scripts: &Arc<ScriptHost>, journal: &Journal, seen: &SeenKeys, item: &Journaled) -> Replayed {
+    let claimed = match (&item.key, item.status.as_str()) {
+        (Some(key), "failed") => match seen.claim(key) {
+            Claim::New => Some(key.clone()),
+            Claim::Seen => return Replayed::Skipped("a later attempt already processed it".into()),
+            Claim::InFlight => return Replayed::Skipped("a request with the same data is being processed".into()),
+        },
+        _ => None,
+    };
+    let result = run_and_record(scripts, journal, item).await;
+    if let Some(key) = claimed {
+        match result {
+            Replayed::Processed => seen.commit(std::slice::from_ref(&key)),
+            _ => seen.release(std::slice::from_ref(&key)),
+        }
+    }
+    result
+}
+
+async fn run_and_record(scripts: &Arc<ScriptHost>, journal: &Journal, item: &Journaled) -> Replayed {
+    let (scripts, event) = (scripts.clone(), item.event.clone());
+    let report =
+        match tokio::task::spawn_blocking(move || scripts.run(&event.protocol, std::slice::from_ref(&event))).await {
+            Ok(r) => r,
+            Err(e) => return Replayed::Failed(format!("processing stopped unexpectedly ({e})")),
+        };
+    let error = report.failure.map(|f| f.message);
+    if let (Some(why), "processed") = (&error, item.status.as_str()) {
+        // It stays processed (its earlier output stands); only this attempt failed.
+        return Replayed::Failed(why.clone());
+    }
+    let record = EventRecord {
+        index: item.event.index,
+        key: item.key.clone(),
+        data: String::new(),
+        blob: item.event.blob.is_some(),
+        outcome: if error.is_some() { Outcome::Failed } else { Outcome::Processed },
+        error: error.clone(),
+        logs: report.logs.into_iter().next().unwrap_or_default(),
+    };
+    let target = Target::Replay { event_id: item.event_id, request_id: item.request_id };
+    let submitted = journal.submit(Submission { target, events: vec![record], effects: report.effects }).await;
+    match (error, submitted) {
+        (None, Ok(())) => Replayed::Processed,
+        (Some(why), _) => Replayed::Failed(why),
+        (None, Err(e)) => Replayed::Failed(e.to_string()),
+    }
+}
+
+/// Counts of a replay run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub processed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &Replayed) {
+        match r {
+            Replayed::Processed => self.processed += 1,
+            Replayed::Failed(_) => self.failed += 1,
+            Replayed::Skipped(_) => self.skipped += 1,
+        }
+    }
+}
+
+/// Options of one CLI replay.
 pub struct Options {
     pub filter: Filter,
     pub dry_run: bool,
 }
 
-#[derive(Default)]
-struct Tally {
-    processed: usize,
-    failed: usize,
-    skipped: usize,
-}
-
-/// Runs the replay; exit code 1 when any event failed again.
+/// `hookyard replay`; exit code 1 when any event failed again.
 pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
     let app = App::build(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let mut tally = Tally::default();
     if options.dry_run {
         let conn = crate::store::journal::open_read_only(&app.data)?;
-        each(&conn, &options.filter, |item| dry_run(&app, item, &mut tally))?;
+        each(&conn, &options.filter, |item| {
+            let r = dry_run(&app, item);
+            tally.add(&r);
+        })?;
     } else {
         let _lock =
             app::lock_data_dir(&app.data).context("replay writes to the data directory: stop the server first")?;
         let journal = Journal::open(app.data.clone())?;
+        let seen = SeenKeys::new(journal.processed_keys()?);
         let conn = journal.reader()?;
         each(&conn, &options.filter, |item| {
-            if item.status == "failed"
-                && item.key.as_deref().map(|k| query::key_processed(&conn, k)).transpose()? == Some(true)
-            {
-                println!("{}: skipped, a later attempt already processed it", label(item));
-                tally.skipped += 1;
-                return Ok(());
+            let r = runtime.block_on(replay_event(&app.scripts, &journal, &seen, item));
+            match &r {
+                Replayed::Processed => println!("{}: processed", label(item)),
+                Replayed::Failed(why) => println!("{}: failed: {why}", label(item)),
+                Replayed::Skipped(why) => println!("{}: skipped, {why}", label(item)),
             }
-            runtime.block_on(replay_one(&app, &journal, item, &mut tally))
+            tally.add(&r);
         })?;
         journal.close();
     }
@@ -65,19 +142,14 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
     Ok(if tally.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn each(
-    conn: &rusqlite::Connection,
-    filter: &Filter,
-    mut f: impl FnMut(&Journaled) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+/// Calls `f` on every event matching `filter`, a page at a time.
+pub fn each(conn: &rusqlite::Connection, filter: &Filter, mut f: impl FnMut(&Journaled)) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
         let page = query::page(conn, filter, after)?;
         let Some(last) = page.last() else { return Ok(()) };
         after = last.event_id;
-        for item in &page {
-            f(item)?;
-        }
+        page.iter().for_each(&mut f);
     }
 }
 
@@ -86,57 +158,19 @@ fn label(item: &Journaled) -> String {
     format!("event {} ({} {}, received {}, was {})", item.event_id, e.protocol, e.operation, e.received_at, item.status)
 }
 
-fn dry_run(app: &App, item: &Journaled, tally: &mut Tally) -> anyhow::Result<()> {
+fn dry_run(app: &App, item: &Journaled) -> Replayed {
     let report = app.scripts.run(&item.event.protocol, std::slice::from_ref(&item.event));
     match report.failure {
         Some(f) => {
             println!("{}: would fail: {}", label(item), f.message);
-            tally.failed += 1;
+            Replayed::Failed(f.message)
         }
         None => {
             println!("{}: would write:", label(item));
             for effect in &report.effects {
                 println!("  {}", effect.describe());
             }
-            tally.processed += 1;
+            Replayed::Processed
         }
     }
-    Ok(())
-}
-
-async fn replay_one(app: &App, journal: &Journal, item: &Journaled, tally: &mut Tally) -> anyhow::Result<()> {
-    let report = app.scripts.run(&item.event.protocol, std::slice::from_ref(&item.event));
-    let error = report.failure.map(|f| f.message);
-    if let (Some(why), "processed") = (&error, item.status.as_str()) {
-        // It stays processed (its earlier output stands); only this attempt failed.
-        println!("{}: failed: {why}", label(item));
-        tally.failed += 1;
-        return Ok(());
-    }
-    let outcome = if error.is_some() { Outcome::Failed } else { Outcome::Processed };
-    let record = EventRecord {
-        index: item.event.index,
-        key: item.key.clone(),
-        data: String::new(),
-        blob: item.event.blob.is_some(),
-        outcome,
-        error: error.clone(),
-    };
-    let target = Target::Replay { event_id: item.event_id, request_id: item.request_id };
-    let submitted = journal.submit(Submission { target, events: vec![record], effects: report.effects }).await;
-    match (error, submitted) {
-        (None, Ok(())) => {
-            println!("{}: processed", label(item));
-            tally.processed += 1;
-        }
-        (Some(why), _) => {
-            println!("{}: failed: {why}", label(item));
-            tally.failed += 1;
-        }
-        (None, Err(e)) => {
-            println!("{}: failed: {e}", label(item));
-            tally.failed += 1;
-        }
-    }
-    Ok(())
 }

@@ -54,6 +54,25 @@ impl Checker {
         settings::build(block, settings)
     }
 
+    /// What this check verifies, for the journal (`hmac X-Signature`).
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::ApiKey { header, .. } => format!("api key in {header}"),
+            Kind::Hmac(v) => format!("HMAC signature in {}", v.header),
+            Kind::Integrity(None) => "integrity check (none configured)".into(),
+            Kind::Integrity(Some(v)) => format!("integrity HMAC in {}", v.header),
+            Kind::Header(HeaderAuth::None) => "authentication (none configured)".into(),
+            Kind::Header(HeaderAuth::Basic { .. }) => "basic authentication".into(),
+            Kind::Header(HeaderAuth::Bearer { .. }) => "bearer token".into(),
+            Kind::Header(HeaderAuth::Static { name, .. }) => format!("static header {name}"),
+            Kind::FormChecksum { field, over, .. } => format!("{field} checksum of {over}"),
+            Kind::FormSource { field, allowed } => match allowed {
+                Some(_) => format!("{field} in the allowed list"),
+                None => format!("{field} present (no allowed list)"),
+            },
+        }
+    }
+
     /// The header carrying a signature, worth keeping in the journal (never a credential).
     pub fn signature_header(&self) -> Option<&str> {
         match &self.kind {

@@ -34,6 +34,8 @@ pub struct Operation {
     checkers: Vec<Checker>,
     /// Headers kept in the journal: content type, user agent, signatures.
     keep_headers: Vec<String>,
+    /// What a request that passed has been verified by (for the journal).
+    verification: String,
 }
 
 impl Operation {
@@ -42,7 +44,11 @@ impl Operation {
         let checkers = spec.auth.iter().map(|b| Checker::build(b, settings)).collect::<Result<Vec<_>, _>>()?;
         let mut keep_headers = vec!["content-type".to_owned(), "user-agent".to_owned()];
         keep_headers.extend(checkers.iter().filter_map(|c| c.signature_header()).map(str::to_ascii_lowercase));
-        Ok(Self { spec, checkers, keep_headers })
+        let verification = match checkers.is_empty() {
+            true => "no checks".to_owned(),
+            false => format!("passed: {}", checkers.iter().map(Checker::describe).collect::<Vec<_>>().join("; ")),
+        };
+        Ok(Self { spec, checkers, keep_headers, verification })
     }
 
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
@@ -130,6 +136,7 @@ async fn handle(
         source: origin.source.clone(),
         received_ms: origin.received_ms,
         headers: op.journal_headers(req.headers()),
+        verification: op.verification.clone(),
         body: raw.clone(),
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };

@@ -114,7 +114,7 @@ impl Pipeline {
             let outcome = if run { Outcome::Processed } else { Outcome::Duplicate };
             let blob = event.blob.is_some();
             plan.push(Planned {
-                record: EventRecord { index: event.index, key, data, blob, outcome, error: None },
+                record: EventRecord { index: event.index, key, data, blob, outcome, error: None, logs: Vec::new() },
                 run,
             });
             if run {
@@ -128,6 +128,7 @@ impl Pipeline {
 /// Sets each run event's outcome from the script report.
 fn settle(plan: &mut [Planned], report: &RunReport) {
     for (n, p) in plan.iter_mut().filter(|p| p.run).enumerate() {
+        p.record.logs = report.logs.get(n).cloned().unwrap_or_default();
         if n < report.processed {
             continue;
         }

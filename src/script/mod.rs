@@ -44,7 +44,8 @@ pub struct RunError {
 pub struct RunReport {
     pub processed: usize,
     pub failure: Option<RunError>,
-    pub logs: Vec<String>,
+    /// Log lines, one list per event run (in order).
+    pub logs: Vec<Vec<String>>,
     pub effects: Vec<Effect>,
 }
 
@@ -135,21 +136,23 @@ impl ScriptHost {
     pub fn run(&self, protocol: &str, events: &[Event]) -> RunReport {
         let ast = self.read_scripts().get(protocol).map(|l| l.ast.clone());
         let effects = Arc::new(Mutex::new(Vec::new()));
-        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut logs = Vec::with_capacity(events.len());
         let mut processed = 0;
         let mut failure = None;
         let mut kept = 0;
         for (i, event) in events.iter().enumerate() {
+            let lines = Arc::new(Mutex::new(Vec::new()));
             let host = HostCall {
                 protocol: protocol.to_owned(),
                 effects: effects.clone(),
-                logs: logs.clone(),
+                logs: lines.clone(),
                 blob: event.blob.clone(),
             };
             let result = match &ast {
                 Some(ast) => engine::call_on_event(&self.engine, ast, event, host, self.timeout),
                 None => Err(format!("no script is loaded for protocol {protocol}")),
             };
+            logs.push(std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner())));
             let mut recorded = effects.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok(()) => {
@@ -164,7 +167,6 @@ impl ScriptHost {
             }
         }
         let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
-        let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
         RunReport { processed, failure, logs, effects }
     }
 }

@@ -56,6 +56,8 @@ pub struct RequestRecord {
     pub received_ms: i64,
     /// Headers worth keeping (content type, user agent, signatures); never credentials.
     pub headers: Vec<(String, String)>,
+    /// Which checks the request passed.
+    pub verification: String,
     pub body: Bytes,
 }
 
@@ -88,6 +90,8 @@ pub struct EventRecord {
     pub blob: bool,
     pub outcome: Outcome,
     pub error: Option<String>,
+    /// What the script logged while handling this event.
+    pub logs: Vec<String>,
 }
 
 /// What a submission is about.

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS requests (
     source TEXT NOT NULL,
     received_ms INTEGER NOT NULL,
     headers TEXT NOT NULL,
+    verification TEXT NOT NULL DEFAULT '',
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL,
     blob INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    logs TEXT
 );
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
 CREATE INDEX IF NOT EXISTS events_key ON events(idem_key) WHERE idem_key IS NOT NULL;

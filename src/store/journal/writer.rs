@@ -209,15 +209,18 @@ fn insert_request(
 ) -> Result<(i64, Vec<i64>), JournalError> {
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
     tx.execute(
-        "INSERT INTO requests (protocol, operation, source, received_ms, headers, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![r.protocol, r.operation, r.source, r.received_ms, headers, r.body.as_ref()],
+        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![r.protocol, r.operation, r.source, r.received_ms, headers, r.verification, r.body.as_ref()],
     )?;
     let request_id = tx.last_insert_rowid();
     let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut ids = Vec::with_capacity(events.len());
     for e in events {
+        let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
         insert_event.execute(params![
             request_id,
             e.index as i64,
@@ -225,7 +228,8 @@ fn insert_request(
             e.data,
             e.blob,
             e.outcome.as_str(),
-            e.error
+            e.error,
+            logs
         ])?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
@@ -238,9 +242,10 @@ fn insert_request(
 
 fn update_replayed(tx: &Transaction<'_>, event_id: i64, record: Option<&EventRecord>) -> Result<(), JournalError> {
     let Some(e) = record else { return Ok(()) };
+    let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
     tx.execute(
-        "UPDATE events SET status = ?2, error = ?3 WHERE id = ?1",
-        params![event_id, e.outcome.as_str(), e.error],
+        "UPDATE events SET status = ?2, error = ?3, logs = ?4 WHERE id = ?1",
+        params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
     if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
         remember_key(tx, key, event_id)?;
