@@ -11,10 +11,14 @@ use std::time::Duration;
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Route, Server, get, handler, web::Html};
 
+use sha2::{Digest, Sha256};
+
+use crate::admin::{Admin, AdminState};
 use crate::config::credentials::CredentialNeed;
 use crate::config::{self, Config, CredentialsReport};
 use crate::docs::{self, Document};
 use crate::ingest::{Operation, PathEndpoint, Pipeline};
+use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::net::{Guarded, Limits};
 use crate::script::ScriptHost;
 use crate::spec::Registry;
@@ -76,7 +80,17 @@ impl App {
     /// The poem endpoint serving every route.
     pub fn endpoint(&self, pipeline: Arc<Pipeline>) -> impl poem::Endpoint + 'static {
         let names: Vec<String> = self.documents.keys().cloned().collect();
-        let management = docs::management(names.clone());
+        let token_digest: Option<[u8; 32]> =
+            self.config.admin.token.as_ref().map(|token| Sha256::digest(token.0.as_bytes()).into());
+        let admin = Admin {
+            state: token_digest.map(|token_digest| AdminState {
+                token_digest,
+                journal: pipeline.journal.clone(),
+                scripts: pipeline.scripts.clone(),
+                seen: pipeline.seen.clone(),
+            }),
+        };
+        let management = docs::management(names.clone(), admin);
         let mut documents: BTreeMap<String, Document> = self
             .documents
             .iter()
@@ -88,12 +102,26 @@ impl App {
         let page = docs::swagger_page(&management.swagger_ui_html(), &all_names);
         let mut route = Route::new()
             .at("/docs", get(docs_page).data(Arc::new(page)))
+            .at("/metrics", get(MetricsEndpoint { metrics: pipeline.metrics.clone(), token_digest }))
             .at("/openapi/:file", docs::documents_endpoint(documents));
         for (path, ops) in &self.paths {
             let body_timeout = Duration::from_millis(self.config.server_limits.body_timeout_ms.max(1));
             route = route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone(), body_timeout });
         }
-        route.nest("/", management)
+        // poem-openapi's own refusals (missing token, bad parameter) in the documented JSON shape.
+        route.nest(
+            "/",
+            poem::IntoEndpoint::into_endpoint(management).catch_all_error(|e: poem::Error| async move {
+                let response = e.into_response();
+                if response.content_type().is_some_and(|c| c.starts_with("application/json")) {
+                    return response;
+                }
+                let status = response.status();
+                let text = response.into_body().into_string().await.unwrap_or_default();
+                let body = serde_json::json!({ "message": text }).to_string();
+                poem::Response::builder().status(status).content_type("application/json; charset=utf-8").body(body)
+            }),
+        )
     }
 }
 
@@ -145,7 +173,9 @@ pub async fn run(
     let journal = Journal::open(app.data.clone()).map_err(std::io::Error::other)?;
     let journal = Arc::new(journal);
     let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
-    let pipeline = Arc::new(Pipeline { scripts: app.scripts.clone(), seen: Arc::new(seen), journal: journal.clone() });
+    let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));
+    let pipeline =
+        Arc::new(Pipeline { scripts: app.scripts.clone(), seen: Arc::new(seen), journal: journal.clone(), metrics });
     listener.set_nonblocking(true)?;
     let limits = &app.config.server_limits;
     let acceptor = Guarded::new(

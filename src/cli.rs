@@ -42,10 +42,10 @@ pub enum Command {
         #[arg(long)]
         protocol: Option<String>,
         /// Only requests received at or after this time (RFC 3339, or Unix milliseconds).
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = crate::event::parse_time)]
         since: Option<i64>,
         /// Only requests received before this time (RFC 3339, or Unix milliseconds).
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = crate::event::parse_time)]
         until: Option<i64>,
         /// Only events whose processing failed.
         #[arg(long)]
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => serve(Config::load(config.as_deref())?),
         Command::Check { config } => Ok(check(Config::load(config.as_deref())?)),
         Command::Replay { protocol, since, until, failed, dry_run, config } => {
-            let filter = Filter { protocol, since_ms: since, until_ms: until, failed_only: failed };
+            let filter = Filter { protocol, since_ms: since, until_ms: until, failed_only: failed, only_id: None };
             crate::replay::run(Config::load(config.as_deref())?, crate::replay::Options { filter, dry_run })
         }
         Command::Validate { protocol, method, path, payload, config } => {
@@ -175,16 +175,6 @@ fn validate(config: &Config, protocol: &str, method: &str, path: &str, payload: 
         Ok(parsed) => report(&[], parsed.events.len()),
         Err(violations) => report(&violations, 0),
     })
-}
-
-/// `2026-01-01T00:00:00Z` or `1767225600000` → Unix milliseconds.
-fn parse_time(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("{text:?} is neither RFC 3339 nor Unix milliseconds ({e})"))?;
-    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 fn report(violations: &[String], events: usize) -> ExitCode {

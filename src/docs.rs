@@ -49,9 +49,12 @@ impl Management {
     }
 }
 
-/// The management service (mounted at `/`).
-pub fn management(protocols: Vec<String>) -> OpenApiService<Management, ()> {
-    OpenApiService::new(Management { protocols }, "hookyard management API", env!("CARGO_PKG_VERSION"))
+/// The management service (mounted at `/`): health, and the admin API over the journal.
+pub fn management(
+    protocols: Vec<String>,
+    admin: crate::admin::Admin,
+) -> OpenApiService<(Management, crate::admin::Admin), ()> {
+    OpenApiService::new((Management { protocols }, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// `/docs`: Swagger UI with a selector over `names` (management last).

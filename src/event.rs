@@ -90,6 +90,16 @@ impl Event {
     }
 }
 
+/// `2026-01-01T00:00:00Z` or `1767225600000` → Unix milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{text:?} is neither RFC 3339 nor Unix milliseconds ({e})"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// Formats Unix milliseconds as `2025-09-01T12:00:00.000Z`.
 pub fn rfc3339_millis(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;

@@ -4,6 +4,7 @@
 //! bytes, validated, split into [`event::Event`]s and handed to Rhai scripts that decide where
 //! data lands. See `ARCHITECTURE.md` for the map of the rooms below.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod docs;
 pub mod event;
 pub mod form;
 pub mod ingest;
+pub mod metrics;
 pub mod net;
 pub mod replay;
 pub mod script;

@@ -79,6 +79,24 @@ impl Default for ServerLimits {
     }
 }
 
+/// A secret string: `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The management API (`/api/…`) and `/metrics`; disabled when no token is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token the management API and `/metrics` require.
+    pub token: Option<Secret>,
+}
+
 /// The settings table of one protocol (`[protocols.<name>]`). Values may be secrets, so
 /// `Debug` prints only the keys.
 #[derive(Clone, Default, Deserialize)]
@@ -109,6 +127,8 @@ struct FileConfig {
     #[serde(default)]
     server: ServerLimits,
     #[serde(default)]
+    admin: AdminSettings,
+    #[serde(default)]
     protocols: BTreeMap<String, ProtocolSettings>,
 }
 
@@ -124,6 +144,7 @@ pub struct Config {
     pub reload_interval: Duration,
     pub script_limits: ScriptLimits,
     pub server_limits: ServerLimits,
+    pub admin: AdminSettings,
     pub protocols: BTreeMap<String, ProtocolSettings>,
 }
 
@@ -138,6 +159,7 @@ impl Config {
             reload_interval: Duration::from_millis(500),
             script_limits: ScriptLimits::default(),
             server_limits: ServerLimits::default(),
+            admin: AdminSettings::default(),
             protocols: BTreeMap::new(),
         }
     }
@@ -185,6 +207,7 @@ impl Config {
         }
         config.script_limits = file.scripts;
         config.server_limits = file.server;
+        config.admin = file.admin;
         config.protocols = file.protocols;
         Ok(config)
     }
@@ -195,6 +218,9 @@ impl Config {
         }
         if let Some(dir) = lookup("HOOKYARD_DATA_DIR") {
             self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(token) = lookup("HOOKYARD_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+            self.admin.token = Some(Secret(token));
         }
         Ok(())
     }
@@ -231,6 +257,8 @@ require_md5 = true
 [protocols.wattsense]
 auth = { type = "bearer", token = "t0ken" }
 integrity = { header = "X-Signature", algorithm = "hmac-sha256", encoding = "hex", secret = "s3cret" }
+[admin]
+token = "adm1n"
 "#;
 
     #[test]
@@ -255,6 +283,7 @@ integrity = { header = "X-Signature", algorithm = "hmac-sha256", encoding = "hex
         let c = Config::from_toml(BRIEF_EXAMPLE, lookup).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cr3tKey") && !shown.contains("t0ken") && !shown.contains("whsec_x"));
+        assert!(!shown.contains("adm1n") && c.admin.token.is_some());
         assert!(shown.contains("api_keys"));
     }
 }

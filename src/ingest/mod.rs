@@ -84,11 +84,13 @@ impl Endpoint for PathEndpoint {
         let response = async move {
             match handle(&op, &pipeline, req, body_timeout).await {
                 Ok(events) => {
+                    pipeline.metrics.request(&op.spec.protocol, &op.spec.path, "accepted");
                     tracing::Span::current().record("outcome", "accepted");
                     tracing::info!(events, "request accepted");
                     reply::success(&op.spec.reply, events)
                 }
                 Err(rejection) => {
+                    pipeline.metrics.request(&op.spec.protocol, &op.spec.path, rejection.outcome());
                     tracing::Span::current().record("outcome", rejection.outcome());
                     tracing::warn!(reason = %rejection.reason(), "request rejected");
                     reply::failure(&op.spec.reply, &rejection)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::reply::Rejection;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::script::{RunReport, ScriptHost};
 use crate::store::journal::{EventRecord, Outcome, RequestRecord, Submission, Target};
 use crate::store::{Claim, Journal, SeenKeys};
@@ -20,6 +21,7 @@ pub struct Pipeline {
     pub scripts: Arc<ScriptHost>,
     pub seen: Arc<SeenKeys>,
     pub journal: Arc<Journal>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One event and whether it goes to the script.
@@ -52,6 +54,13 @@ impl Pipeline {
             .filter(|p| p.run && p.record.outcome == Outcome::Processed)
             .filter_map(|p| p.record.key.clone())
             .collect();
+        let count = |o: Outcome| plan.iter().filter(|p| p.record.outcome == o).count();
+        let tallies = [
+            (Outcome::Processed, count(Outcome::Processed)),
+            (Outcome::Failed, count(Outcome::Failed)),
+            (Outcome::Duplicate, count(Outcome::Duplicate)),
+        ];
+        let protocol = request.protocol.clone();
         let submission = Submission {
             target: Target::New(request),
             events: plan.into_iter().map(|p| p.record).collect(),
@@ -64,6 +73,9 @@ impl Pipeline {
         }
         self.seen.commit(&processed);
         self.seen.release(&claimed);
+        for (outcome, n) in tallies {
+            self.metrics.events(&protocol, outcome.as_str(), n);
+        }
         match report.failure {
             None => Ok(()),
             Some(f) => {
@@ -81,10 +93,13 @@ impl Pipeline {
             return Ok(RunReport { processed: 0, failure: None, logs: Vec::new(), effects: Vec::new() });
         }
         let scripts = self.scripts.clone();
-        let protocol = protocol.to_owned();
-        tokio::task::spawn_blocking(move || scripts.run(&protocol, &todo))
+        let name = protocol.to_owned();
+        let started = std::time::Instant::now();
+        let report = tokio::task::spawn_blocking(move || scripts.run(&name, &todo))
             .await
-            .map_err(|e| Rejection::Failed(format!("processing stopped unexpectedly ({e})")))
+            .map_err(|e| Rejection::Failed(format!("processing stopped unexpectedly ({e})")));
+        self.metrics.script_run(protocol, started.elapsed().as_secs_f64());
+        report
     }
 
     /// Plans every event: new ones run (their keys claimed), duplicates do not.

@@ -1,6 +1,7 @@
 //! Integration tests: every protocol through the real HTTP server, asserting what a user
 //! would check — the status, the reply body, and the bytes that landed on disk.
 
+mod admin;
 mod ai_on_the_edge;
 mod bad_input;
 mod cli;

@@ -1,7 +1,7 @@
 //! Reading journaled events back (for replay and inspection).
 
 use bytes::Bytes;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::JournalError;
 use crate::event::Event;
@@ -16,6 +16,8 @@ pub struct Filter {
     pub until_ms: Option<i64>,
     /// Only events whose processing failed.
     pub failed_only: bool,
+    /// Only this event.
+    pub only_id: Option<i64>,
 }
 
 /// One journaled event, ready to be processed again.
@@ -37,11 +39,11 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
          FROM events e JOIN requests r ON r.id = e.request_id
          WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.received_ms >= ?3)
            AND (?4 IS NULL OR r.received_ms < ?4)
-           AND (e.status = 'failed' OR (?5 = 0 AND e.status = 'processed'))
+           AND (e.status = 'failed' OR (?5 = 0 AND e.status = 'processed')) AND (?7 IS NULL OR e.id = ?7)
          ORDER BY e.id LIMIT ?6",
     )?;
     let rows = stmt.query_map(
-        params![after_id, filter.protocol, filter.since_ms, filter.until_ms, filter.failed_only, PAGE],
+        params![after_id, filter.protocol, filter.since_ms, filter.until_ms, filter.failed_only, PAGE, filter.only_id],
         |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -69,4 +71,112 @@ pub fn key_processed(conn: &Connection, key: &str) -> Result<bool, JournalError>
     let found: Option<i64> =
         conn.query_row("SELECT event_id FROM keys WHERE key = ?1", params![key], |r| r.get(0)).ok();
     Ok(found.is_some())
+}
+
+/// Which events to list (management API).
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub protocol: Option<String>,
+    pub source: Option<String>,
+    pub status: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Only events with a larger id (paging).
+    pub after_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// One journaled event, in brief.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub id: i64,
+    pub request_id: i64,
+    pub protocol: String,
+    pub operation: String,
+    pub source: String,
+    pub received_ms: i64,
+    pub index: i64,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+const SUMMARY: &str =
+    "SELECT e.id, e.request_id, r.protocol, r.operation, r.source, r.received_ms, e.idx, e.status, e.error
+     FROM events e JOIN requests r ON r.id = e.request_id";
+
+fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        id: r.get(0)?,
+        request_id: r.get(1)?,
+        protocol: r.get(2)?,
+        operation: r.get(3)?,
+        source: r.get(4)?,
+        received_ms: r.get(5)?,
+        index: r.get(6)?,
+        status: r.get(7)?,
+        error: r.get(8)?,
+    })
+}
+
+/// Events matching `f`, oldest first.
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Summary>, JournalError> {
+    let sql = format!(
+        "{SUMMARY} WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.source = ?3)
+         AND (?4 IS NULL OR e.status = ?4) AND (?5 IS NULL OR r.received_ms >= ?5) AND (?6 IS NULL OR r.received_ms < ?6)
+         ORDER BY e.id LIMIT ?7"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![f.after_id.unwrap_or(0), f.protocol, f.source, f.status, f.since_ms, f.until_ms, f.limit],
+        summary,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Everything the journal knows about one event.
+#[derive(Clone, Debug)]
+pub struct Detail {
+    pub summary: Summary,
+    pub headers: Vec<(String, String)>,
+    pub verification: String,
+    pub body: Vec<u8>,
+    pub data: serde_json::Value,
+    pub logs: Vec<String>,
+    /// What its request's scripts wrote (all events of the request), described.
+    pub effects: Vec<String>,
+}
+
+/// One event in full, or `None` when there is no such event.
+pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError> {
+    let sql = format!("{SUMMARY} WHERE e.id = ?1");
+    let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
+    let (headers, verification, body, data, logs): (String, String, Vec<u8>, String, Option<String>) = conn.query_row(
+        "SELECT r.headers, r.verification, r.body, e.data, e.logs FROM events e JOIN requests r ON r.id = e.request_id
+         WHERE e.id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT path, kind, header, bytes FROM effects WHERE request_id = ?1 ORDER BY id")?;
+    let effects = stmt
+        .query_map(params![summary.request_id], |r| {
+            Ok(crate::store::Effect::from_parts(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?).describe())
+        })?
+        .collect::<Result<_, _>>()?;
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+    Ok(Some(Detail {
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        verification,
+        body,
+        data: data.get("data").cloned().unwrap_or_default(),
+        logs: logs.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default(),
+        effects,
+        summary,
+    }))
+}
+
+/// One event ready to replay (processed or failed), or `None`.
+pub fn journaled(conn: &Connection, id: i64) -> Result<Option<Journaled>, JournalError> {
+    let filter = Filter { only_id: Some(id), ..Filter::default() };
+    Ok(page(conn, &filter, 0)?.pop())
 }

@@ -1,0 +1,304 @@
+//! The management API over the journal: list and inspect events, replay one or many.
+//!
+//! Typed with poem-openapi (so it is in the Swagger UI), protected by the `[admin] token`
+//! bearer token compared in constant time; without a token it answers 404 "disabled".
+//! Replays run inside the server through the same journal writer as requests.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::event::{parse_time, rfc3339_millis};
+use crate::replay::{Replayed, Tally, replay_event};
+use crate::script::ScriptHost;
+use crate::store::journal::query::{self, Detail, Filter, ListFilter, Summary};
+use crate::store::{Journal, SeenKeys};
+
+/// The admin token, as `Authorization: Bearer <token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+pub struct AdminToken(Bearer);
+
+/// What the management API needs from the running server.
+pub struct AdminState {
+    pub token_digest: [u8; 32],
+    pub journal: Arc<Journal>,
+    pub scripts: Arc<ScriptHost>,
+    pub seen: Arc<SeenKeys>,
+}
+
+/// The management API (disabled when `state` is `None`).
+pub struct Admin {
+    pub state: Option<AdminState>,
+}
+
+/// A message explaining a refusal.
+#[derive(Object)]
+pub struct ApiMessage {
+    pub message: String,
+}
+
+/// Why a management call was refused.
+#[derive(ApiResponse)]
+pub enum AdminError {
+    /// The bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiMessage>),
+    /// The management API is disabled (no admin token configured), or there is no such event.
+    #[oai(status = 404)]
+    NotFound(Json<ApiMessage>),
+    /// A parameter is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ApiMessage>),
+    /// The journal could not be read.
+    #[oai(status = 500)]
+    Internal(Json<ApiMessage>),
+}
+
+fn message(text: impl Into<String>) -> Json<ApiMessage> {
+    Json(ApiMessage { message: text.into() })
+}
+
+fn internal(e: impl std::fmt::Display) -> AdminError {
+    tracing::error!(error = %e, "management API could not read the journal");
+    AdminError::Internal(message("the journal could not be read"))
+}
+
+/// One journaled event, in brief.
+#[derive(Object)]
+pub struct EventSummary {
+    pub id: i64,
+    pub request_id: i64,
+    pub protocol: String,
+    pub operation: String,
+    /// Tenant, device or user that sent it (empty when the protocol has none).
+    pub source: String,
+    pub received_at: String,
+    /// Position within its request.
+    pub index: i64,
+    /// processed, failed, duplicate or superseded.
+    pub status: String,
+    pub error: Option<String>,
+}
+
+impl From<Summary> for EventSummary {
+    fn from(s: Summary) -> Self {
+        Self {
+            id: s.id,
+            request_id: s.request_id,
+            protocol: s.protocol,
+            operation: s.operation,
+            source: s.source,
+            received_at: rfc3339_millis(s.received_ms),
+            index: s.index,
+            status: s.status,
+            error: s.error,
+        }
+    }
+}
+
+/// A request header the journal keeps.
+#[derive(Object)]
+pub struct HeaderField {
+    pub name: String,
+    pub value: String,
+}
+
+/// One event in full: the raw request, how it was verified, the event and the script outcome.
+#[derive(Object)]
+pub struct EventDetail {
+    pub event: EventSummary,
+    /// Which checks the request passed.
+    pub verification: String,
+    pub headers: Vec<HeaderField>,
+    /// The raw request body, when it is UTF-8 text.
+    pub body_text: Option<String>,
+    /// The raw request body, base64.
+    pub body_base64: String,
+    /// The event's payload as handed to the script.
+    pub data: serde_json::Value,
+    /// What the script logged while handling this event.
+    pub logs: Vec<String>,
+    /// What the scripts wrote for the event's request.
+    pub effects: Vec<String>,
+}
+
+impl From<Detail> for EventDetail {
+    fn from(d: Detail) -> Self {
+        Self {
+            event: d.summary.into(),
+            verification: d.verification,
+            headers: d.headers.into_iter().map(|(name, value)| HeaderField { name, value }).collect(),
+            body_text: String::from_utf8(d.body.clone()).ok(),
+            body_base64: base64::engine::general_purpose::STANDARD.encode(&d.body),
+            data: d.data,
+            logs: d.logs,
+            effects: d.effects,
+        }
+    }
+}
+
+/// The outcome of replaying one event.
+#[derive(Object)]
+pub struct ReplayResult {
+    pub event_id: i64,
+    /// processed, failed or skipped.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+fn result(event_id: i64, r: Replayed) -> ReplayResult {
+    let (outcome, detail) = match r {
+        Replayed::Processed => ("processed", None),
+        Replayed::Failed(why) => ("failed", Some(why)),
+        Replayed::Skipped(why) => ("skipped", Some(why)),
+    };
+    ReplayResult { event_id, outcome: outcome.into(), detail }
+}
+
+/// Which events to replay.
+#[derive(Object)]
+pub struct ReplayRequest {
+    pub protocol: Option<String>,
+    /// Received at or after (RFC 3339 or Unix milliseconds).
+    pub since: Option<String>,
+    /// Received before (RFC 3339 or Unix milliseconds).
+    pub until: Option<String>,
+    /// Only events whose processing failed.
+    #[oai(default)]
+    pub failed: bool,
+}
+
+/// The outcome of a replay over many events.
+#[derive(Object)]
+pub struct ReplaySummary {
+    pub processed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    /// Per event (the first 1,000).
+    pub results: Vec<ReplayResult>,
+}
+
+fn time(param: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
+    param.map(parse_time).transpose().map_err(|e| AdminError::BadRequest(message(format!("{name}: {e}"))))
+}
+
+impl Admin {
+    fn guard(&self, token: &AdminToken) -> Result<&AdminState, AdminError> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| AdminError::NotFound(message("the management API is disabled: set [admin] token")))?;
+        let given: [u8; 32] = Sha256::digest(token.0.token.as_bytes()).into();
+        if bool::from(given.ct_eq(&state.token_digest)) {
+            Ok(state)
+        } else {
+            Err(AdminError::Unauthorized(message("invalid admin token")))
+        }
+    }
+}
+
+#[OpenApi]
+impl Admin {
+    /// List journaled events, oldest first, filtered by protocol, source, status and time.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/api/events", method = "get")]
+    async fn list_events(
+        &self,
+        token: AdminToken,
+        protocol: Query<Option<String>>,
+        source: Query<Option<String>>,
+        /// processed, failed, duplicate or superseded
+        status: Query<Option<String>>,
+        /// RFC 3339 or Unix milliseconds
+        since: Query<Option<String>>,
+        /// RFC 3339 or Unix milliseconds
+        until: Query<Option<String>>,
+        /// Only events with a larger id (paging)
+        after: Query<Option<i64>>,
+        /// At most this many (default 100, at most 1000)
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Vec<EventSummary>>, AdminError> {
+        let state = self.guard(&token)?;
+        let filter = ListFilter {
+            protocol: protocol.0,
+            source: source.0,
+            status: status.0,
+            since_ms: time(since.0.as_deref(), "since")?,
+            until_ms: time(until.0.as_deref(), "until")?,
+            after_id: after.0,
+            limit: i64::from(limit.0.unwrap_or(100).clamp(1, 1000)),
+        };
+        let conn = state.journal.reader().map_err(internal)?;
+        let events = query::list(&conn, &filter).map_err(internal)?;
+        Ok(Json(events.into_iter().map(EventSummary::from).collect()))
+    }
+
+    /// One event: raw request, verification, payload, script log lines and what was written.
+    #[oai(path = "/api/events/:id", method = "get")]
+    async fn show_event(&self, token: AdminToken, id: Path<i64>) -> Result<Json<EventDetail>, AdminError> {
+        let state = self.guard(&token)?;
+        let conn = state.journal.reader().map_err(internal)?;
+        let detail = query::detail(&conn, id.0).map_err(internal)?;
+        detail.map(|d| Json(d.into())).ok_or_else(|| AdminError::NotFound(message(format!("no event {}", id.0))))
+    }
+
+    /// Run the current script again over one processed or failed event.
+    #[oai(path = "/api/events/:id/replay", method = "post")]
+    async fn replay_one(&self, token: AdminToken, id: Path<i64>) -> Result<Json<ReplayResult>, AdminError> {
+        let state = self.guard(&token)?;
+        let item = {
+            let conn = state.journal.reader().map_err(internal)?;
+            query::journaled(&conn, id.0).map_err(internal)?
+        };
+        let item =
+            item.ok_or_else(|| AdminError::NotFound(message(format!("no processed or failed event {}", id.0))))?;
+        let r = replay_event(&state.scripts, &state.journal, &state.seen, &item).await;
+        Ok(Json(result(item.event_id, r)))
+    }
+
+    /// Run the current scripts again over every event matching the filter.
+    #[oai(path = "/api/replay", method = "post")]
+    async fn replay_many(
+        &self,
+        token: AdminToken,
+        request: Json<ReplayRequest>,
+    ) -> Result<Json<ReplaySummary>, AdminError> {
+        let state = self.guard(&token)?;
+        let filter = Filter {
+            protocol: request.0.protocol.clone(),
+            since_ms: time(request.0.since.as_deref(), "since")?,
+            until_ms: time(request.0.until.as_deref(), "until")?,
+            failed_only: request.0.failed,
+            only_id: None,
+        };
+        let (mut tally, mut results, mut after) = (Tally::default(), Vec::new(), 0);
+        loop {
+            let page = {
+                let conn = state.journal.reader().map_err(internal)?;
+                query::page(&conn, &filter, after).map_err(internal)?
+            };
+            let Some(last) = page.last() else { break };
+            after = last.event_id;
+            for item in &page {
+                let r = replay_event(&state.scripts, &state.journal, &state.seen, item).await;
+                tally.add(&r);
+                if results.len() < 1000 {
+                    results.push(result(item.event_id, r));
+                }
+            }
+        }
+        Ok(Json(ReplaySummary {
+            processed: tally.processed as u64,
+            failed: tally.failed as u64,
+            skipped: tally.skipped as u64,
+            results,
+        }))
+    }
+}
