@@ -170,7 +170,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let _lock = lock_data_dir(&app.data)?;
-    let journal = Journal::open(app.data.clone()).map_err(std::io::Error::other)?;
+    let journal = Journal::open(app.data.clone(), app.config.journal.clone()).map_err(std::io::Error::other)?;
     let journal = Arc::new(journal);
     let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
     let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));

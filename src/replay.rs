@@ -117,7 +117,7 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
     } else {
         let _lock =
             app::lock_data_dir(&app.data).context("replay writes to the data directory: stop the server first")?;
-        let journal = Journal::open(app.data.clone())?;
+        let journal = Journal::open(app.data.clone(), app.config.journal.clone())?;
         let seen = SeenKeys::new(journal.processed_keys()?);
         let conn = journal.reader()?;
         each(&conn, &options.filter, |item| {

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::journal::Retention;
+
 pub use credentials::{CredentialsReport, fill_missing_credentials};
 
 /// Errors while reading or checking the configuration.
@@ -129,6 +131,8 @@ struct FileConfig {
     #[serde(default)]
     admin: AdminSettings,
     #[serde(default)]
+    journal: Retention,
+    #[serde(default)]
     protocols: BTreeMap<String, ProtocolSettings>,
 }
 
@@ -145,6 +149,7 @@ pub struct Config {
     pub script_limits: ScriptLimits,
     pub server_limits: ServerLimits,
     pub admin: AdminSettings,
+    pub journal: Retention,
     pub protocols: BTreeMap<String, ProtocolSettings>,
 }
 
@@ -160,6 +165,7 @@ impl Config {
             script_limits: ScriptLimits::default(),
             server_limits: ServerLimits::default(),
             admin: AdminSettings::default(),
+            journal: Retention::default(),
             protocols: BTreeMap::new(),
         }
     }
@@ -208,6 +214,7 @@ impl Config {
         config.script_limits = file.scripts;
         config.server_limits = file.server;
         config.admin = file.admin;
+        config.journal = file.journal;
         config.protocols = file.protocols;
         Ok(config)
     }

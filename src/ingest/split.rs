@@ -158,6 +158,7 @@ fn blob_event(
         )]);
     }
     meta.insert("size".into(), Value::from(body.len()));
+    meta.insert("sha256".into(), Value::String(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))));
     meta.insert("content_type".into(), Value::String(content_type.unwrap_or_default().to_owned()));
     let mut event = origin.event(0, Value::Object(Map::new()), meta);
     event.blob = Some(body);

@@ -177,3 +177,22 @@ async fn bad_images_and_timestamps_are_refused_and_cannot_choose_a_path() {
     let res = app.client.put(app.url("/ai-on-the-edge/webhook?timestamp=1")).body(jpeg(100)).send().await.unwrap();
     assert_eq!(res.status(), 403);
 }
+
+#[tokio::test]
+async fn the_same_image_twice_is_stored_once_and_a_new_image_for_the_same_timestamp_replaces_it() {
+    let app = spawn_app(CONFIG).await;
+    let (first, second) = (jpeg(5000), jpeg(6000));
+    assert_eq!(put_image(&app, "?timestamp=1723196684", first.clone()).await.0, 200);
+    assert_eq!(put_image(&app, "?timestamp=1723196684", first.clone()).await.0, 200);
+    let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
+    let statuses: Vec<String> = journal
+        .prepare("SELECT status FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(statuses, ["processed", "duplicate"]);
+    assert_eq!(put_image(&app, "?timestamp=1723196684", second.clone()).await.0, 200);
+    assert_eq!(std::fs::read(app.data().join("ai-on-the-edge/vacation-home/1723196684.jpg")).unwrap(), second);
+}

@@ -219,3 +219,76 @@ async fn a_write_failure_gets_a_retryable_reply_and_the_retry_after_the_fix_stor
         .unwrap();
     assert_eq!(statuses, ["superseded", "superseded", "processed", "duplicate"]);
 }
+
+/// A tiny tmpfs (a real file system that fills up), unmounted when dropped.
+struct TinyDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(kib: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "this test mounts a tiny tmpfs and needs root");
+        Self { path, _dir: dir }
+    }
+
+    /// Fills every free byte; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..1]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_gets_retryable_replies_and_the_retries_store_everything_once() {
+    let disk = TinyDisk::mount(16 * 1024);
+    let mut setup = ping_app_setup();
+    setup.data_dir = Some(disk.path.join("data"));
+    let app = spawn_with(setup).await;
+    assert_eq!(post(&app, 1).await, 204);
+    let filler = disk.fill();
+    let mut refused = Vec::new();
+    for n in 2..=30 {
+        match post(&app, n).await {
+            204 => {}
+            503 => refused.push(n),
+            other => panic!("event {n}: unexpected {other}"),
+        }
+    }
+    assert!(!refused.is_empty(), "the full disk never refused anything");
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    std::fs::remove_file(filler).unwrap();
+    // The platform retries what it did not get 2xx for.
+    for n in &refused {
+        assert!(
+            crate::helpers::eventually(5, async || post(&app, *n).await == 204).await,
+            "event {n} after space came back"
+        );
+    }
+    for n in 1..=30 {
+        assert_eq!(post(&app, n).await, 204, "a resend is a duplicate");
+    }
+    let ids = stored_ids(&app.data());
+    assert_eq!(ids.len(), 30, "{} refused while full: {refused:?}", refused.len());
+    assert!(ids.values().all(|c| *c == 1), "{ids:?}");
+    eprintln!("disk full: {} of 29 refused while full, all stored once afterwards", refused.len());
+}

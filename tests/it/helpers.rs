@@ -24,6 +24,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub root: TempDir,
+    data_dir: PathBuf,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -33,7 +34,7 @@ impl TestApp {
     }
 
     pub fn data(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.data_dir.clone()
     }
 
     pub fn scripts(&self) -> PathBuf {
@@ -65,6 +66,8 @@ pub struct Setup<'a> {
     /// `(file name, text)` replacing or adding scripts.
     pub scripts: Vec<(&'a str, &'a str)>,
     pub script_timeout_ms: Option<u64>,
+    /// Where the data directory goes (default: inside the test's temporary directory).
+    pub data_dir: Option<PathBuf>,
 }
 
 pub async fn spawn_app(config: &str) -> TestApp {
@@ -94,7 +97,7 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
         std::fs::write(script_dir.join(name), text).unwrap();
     }
     let mut config = Config::from_toml(setup.config, |k| std::env::var(k).ok()).expect("test config");
-    config.data_dir = root.path().join("data");
+    config.data_dir = setup.data_dir.clone().unwrap_or_else(|| root.path().join("data"));
     config.spec_dir = Some(spec_dir);
     config.scripts_dir = Some(script_dir);
     config.reload_interval = Duration::from_millis(100);
@@ -114,7 +117,8 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
     });
     // A new connection per request, as the devices do (and no pooled connection holds a slot).
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-    let app = TestApp { addr, client, root, _shutdown: tx };
+    let data_dir = app_data_dir(&root, &setup);
+    let app = TestApp { addr, client, root, data_dir, _shutdown: tx };
     for _ in 0..100 {
         if app.client.get(app.url("/healthz")).send().await.is_ok() {
             return app;
@@ -122,6 +126,10 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("server did not come up");
+}
+
+fn app_data_dir(root: &TempDir, setup: &Setup<'_>) -> PathBuf {
+    setup.data_dir.clone().unwrap_or_else(|| root.path().join("data"))
 }
 
 /// Sends raw bytes over a new TCP connection and returns the whole raw response.

@@ -13,6 +13,7 @@ mod house;
 mod properties;
 mod protocols;
 mod replay;
+mod retention;
 mod schemathesis;
 mod scripts;
 mod slow;

@@ -11,6 +11,7 @@
 
 pub mod query;
 mod recover;
+pub mod retention;
 mod schema;
 mod writer;
 
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 
 use super::{DataDir, Effect};
+pub use retention::Retention;
 
 /// A read-only connection to the journal of `data`, without taking it over (for dry runs
 /// and inspection while the server runs).
@@ -130,7 +132,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal of `data`, redoes unapplied effects, and starts
     /// the writer.
-    pub fn open(data: Arc<DataDir>) -> Result<Self, JournalError> {
+    pub fn open(data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
         let dir = data.root().join(".hookyard");
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::Store(e.to_string()))?;
         let path = dir.join("journal.db");
@@ -142,7 +144,7 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer::Writer::new(conn, data).run(rx, Duration::from_secs(1)))
+            .spawn(move || writer::Writer::new(conn, data, retention).run(rx, Duration::from_secs(1)))
             .map_err(|e| JournalError::Store(e.to_string()))?;
         Ok(Self { jobs: Mutex::new(tx), path, worker: Mutex::new(Some(worker)) })
     }

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS keys (
     key TEXT PRIMARY KEY,
     event_id INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS keys_event ON keys(event_id);
 CREATE TABLE IF NOT EXISTS effects (
     id INTEGER PRIMARY KEY,
     request_id INTEGER NOT NULL,
@@ -64,7 +65,11 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // After a WAL checkpoint, shrink the WAL file back to at most 64 MiB.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Before the first table exists: lets retention hand freed pages back (new journals only).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, params};
 
+use super::retention::{self, Retention};
 use super::{EventRecord, Job, JournalError, Outcome, Reply, RequestRecord, Submission, Target};
 use crate::store::{DataDir, Effect};
 
@@ -16,15 +17,31 @@ pub struct Writer {
     data: Arc<DataDir>,
     /// Files written since the last checkpoint (their pre-checkpoint length is recorded).
     dirty: BTreeSet<String>,
+    retention: Retention,
+    /// Failed applies whose "mark failed" could not be written yet (disk full): retried.
+    unmarked: Vec<(Recorded, String)>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, data: Arc<DataDir>) -> Self {
-        Self { conn, data, dirty: BTreeSet::new() }
+    pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention) -> Self {
+        Self { conn, data, dirty: BTreeSet::new(), retention, unmarked: Vec::new() }
+    }
+
+    /// Prunes done requests as the retention rules say (after a checkpoint, so the effects of
+    /// what it removes are safely in the files).
+    fn prune(&mut self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64);
+        match retention::prune(&mut self.conn, &self.retention, now.unwrap_or_default()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(requests = n, "journal retention pruned old processed requests"),
+            Err(e) => tracing::error!(error = %e, "journal retention failed; will retry"),
+        }
     }
 
     pub fn run(mut self, jobs: mpsc::Receiver<Job>, every: Duration) {
         let mut last_checkpoint = Instant::now();
+        let mut last_prune = Instant::now();
+        let prune_every = Duration::from_millis(self.retention.prune_interval_ms.max(10));
         loop {
             let wait = every.saturating_sub(last_checkpoint.elapsed());
             let first = match jobs.recv_timeout(wait) {
@@ -52,6 +69,10 @@ impl Writer {
                 for reply in checkpoints {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Store(e.to_string())));
                 }
+                if result.is_ok() && last_prune.elapsed() >= prune_every {
+                    self.prune();
+                    last_prune = Instant::now();
+                }
             }
         }
         if let Err(e) = self.checkpoint() {
@@ -59,7 +80,20 @@ impl Writer {
         }
     }
 
+    /// Marks failed applies as failed in the journal (retried until the disk takes it).
+    fn retry_unmarked(&mut self) {
+        if self.unmarked.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.unmarked);
+        if let Err(e) = self.mark_failed(&pending) {
+            tracing::error!(error = %e, "could not mark failed requests yet; will retry");
+            self.unmarked = pending;
+        }
+    }
+
     fn commit_batch(&mut self, batch: Vec<(Submission, Reply)>) {
+        self.retry_unmarked();
         let ids = match self.record(&batch) {
             Ok(ids) => ids,
             Err(e) => {
@@ -82,11 +116,8 @@ impl Writer {
                 }
             }
         }
-        if !failed.is_empty()
-            && let Err(e) = self.mark_failed(&failed)
-        {
-            tracing::error!(error = %e, "could not mark failed requests; they will be redone at start-up");
-        }
+        self.unmarked.extend(failed);
+        self.retry_unmarked();
         for ((_, reply), result) in batch.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -155,6 +186,7 @@ impl Writer {
 
     /// Syncs every dirty file, then records their lengths and the last applied effect.
     fn checkpoint(&mut self) -> Result<(), String> {
+        self.retry_unmarked();
         if self.dirty.is_empty() {
             return Ok(());
         }
@@ -177,6 +209,7 @@ impl Writer {
 }
 
 /// What one submission wrote: its event rows and the id range of its effects.
+#[derive(Clone, Debug)]
 pub struct Recorded {
     event_ids: Vec<i64>,
     effects: Option<(i64, i64)>,

@@ -1,0 +1,96 @@
+//! Retention: pruning old requests from the journal, only ones fully done.
+//!
+//! A request may go when every event of it is `processed`, `duplicate` or `superseded` (never
+//! a `failed` one, which still waits for a retry or a replay) and all its effects are
+//! checkpointed. By age: requests received before `max_age_days` ago. By size: the oldest
+//! such requests until the journal's used pages fit `max_size_mb`. Their idempotency keys go
+//! with them, so the dedup window is the retention window. Freed pages are returned to the
+//! file system (incremental vacuum).
+
+use rusqlite::{Connection, params};
+use serde::Deserialize;
+
+/// `[journal]` settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Prune done requests older than this many days (unset: keep).
+    pub max_age_days: Option<f64>,
+    /// Prune the oldest done requests while the journal uses more than this (unset: no limit).
+    pub max_size_mb: Option<f64>,
+    /// How often to prune.
+    pub prune_interval_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { max_age_days: Some(30.0), max_size_mb: None, prune_interval_ms: 60_000 }
+    }
+}
+
+const BATCH: i64 = 1000;
+/// At most this many batches per pruning pass, so the writer is never held for long.
+const MAX_BATCHES: usize = 20;
+
+const DONE: &str = "NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.status = 'failed')
+     AND NOT EXISTS (SELECT 1 FROM effects f WHERE f.request_id = r.id
+                     AND f.id > (SELECT effect_id FROM checkpoint WHERE id = 1))";
+
+/// One pruning pass; returns how many requests were removed.
+pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite::Result<usize> {
+    let mut removed = 0;
+    if let Some(days) = rules.max_age_days {
+        let cutoff = now_ms - (days * 86_400_000.0) as i64;
+        for _ in 0..MAX_BATCHES {
+            let n = remove_batch(conn, Some(cutoff))?;
+            removed += n;
+            if n < BATCH as usize {
+                break;
+            }
+        }
+    }
+    if let Some(mb) = rules.max_size_mb {
+        let limit = (mb * 1024.0 * 1024.0) as i64;
+        for _ in 0..MAX_BATCHES {
+            if used_bytes(conn)? <= limit {
+                break;
+            }
+            let n = remove_batch(conn, None)?;
+            removed += n;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    if removed > 0 {
+        conn.execute_batch("PRAGMA incremental_vacuum;")?;
+    }
+    Ok(removed)
+}
+
+/// Removes up to one batch of the oldest done requests (received before `cutoff`, if given).
+fn remove_batch(conn: &mut Connection, cutoff: Option<i64>) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let ids: Vec<i64> = {
+        let sql = format!(
+            "SELECT r.id FROM requests r WHERE (?1 IS NULL OR r.received_ms < ?1) AND {DONE} ORDER BY r.id LIMIT ?2"
+        );
+        let mut stmt = tx.prepare(&sql)?;
+        stmt.query_map(params![cutoff, BATCH], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    for id in &ids {
+        tx.execute("DELETE FROM keys WHERE event_id IN (SELECT id FROM events WHERE request_id = ?1)", params![id])?;
+        tx.execute("DELETE FROM events WHERE request_id = ?1", params![id])?;
+        tx.execute("DELETE FROM effects WHERE request_id = ?1", params![id])?;
+        tx.execute("DELETE FROM requests WHERE id = ?1", params![id])?;
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
+fn used_bytes(conn: &Connection) -> rusqlite::Result<i64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok((pages - free) * size)
+}

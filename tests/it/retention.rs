@@ -1,0 +1,63 @@
+//! Retention prunes old processed requests from the journal, never failed ones.
+
+use hmac::{KeyInit, Mac};
+
+use crate::helpers::{Setup, TestApp, eventually, spawn_with};
+
+const SCRIPT: &str = r#"
+fn on_event(event) {
+    if event.data.data.message == "bad" { throw "not now"; }
+    append_json("gridx/events.jsonl", event.data);
+}
+"#;
+
+fn ping(n: u32, message: &str) -> String {
+    format!(
+        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
+    )
+}
+
+async fn post(app: &TestApp, body: String) -> u16 {
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(b"s").unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+    app.client
+        .post(app.url("/gridx/events"))
+        .header("X-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn journal_statuses(app: &TestApp) -> Vec<String> {
+    let conn = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT status FROM events ORDER BY id").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+async fn pruned_to_the_failed_one(journal: &str) {
+    let config = format!("[protocols.gridx]\nsecrets = [\"s\"]\n[journal]\n{journal}prune_interval_ms = 100\n");
+    let app = spawn_with(Setup { config: &config, scripts: vec![("gridx.rhai", SCRIPT)], ..Setup::default() }).await;
+    assert_eq!(post(&app, ping(1, "ok")).await, 204);
+    assert_eq!(post(&app, ping(2, "bad")).await, 503);
+    assert_eq!(post(&app, ping(1, "ok")).await, 204);
+    assert_eq!(journal_statuses(&app), ["processed", "failed", "duplicate"]);
+    let pruned = eventually(10, async || journal_statuses(&app) == ["failed"]).await;
+    assert!(pruned, "left in the journal: {:?}", journal_statuses(&app));
+    assert_eq!(app.lines("gridx/events.jsonl").len(), 1, "pruning the journal leaves the output alone");
+    assert_eq!(post(&app, ping(1, "ok")).await, 204);
+    assert_eq!(app.lines("gridx/events.jsonl").len(), 1, "the running server still knows the key");
+}
+
+#[tokio::test]
+async fn old_processed_requests_are_pruned_and_failed_ones_kept() {
+    pruned_to_the_failed_one("max_age_days = 0\n").await;
+}
+
+#[tokio::test]
+async fn a_size_limit_prunes_the_oldest_processed_requests_first() {
+    pruned_to_the_failed_one("max_age_days = 3650\nmax_size_mb = 0\n").await;
+}
