@@ -5,28 +5,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{KeyInit, Mac};
-
-use crate::helpers::{ServerProcess, Setup, TestApp, spawn_with};
+use crate::helpers::{ServerProcess, Setup, TestApp, gridx_ping, post_gridx, spawn_with};
 
 const SECRET: &str = "whsec_durability";
 
-fn event(n: u64) -> String {
-    format!(
-        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"m{n}"}}}}"#
-    )
-}
-
-fn sign(body: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    format!("sha512={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 async fn send(client: &reqwest::Client, base: &str, n: u64) -> Result<u16, reqwest::Error> {
-    let body = event(n);
-    let res = client.post(format!("{base}/gridx/events")).header("X-Signature", sign(&body)).body(body).send().await?;
-    Ok(res.status().as_u16())
+    post_gridx(client, base, SECRET, gridx_ping(n, &format!("m{n}"))).await
 }
 
 /// `id → how many lines` of gridx/events.jsonl.

@@ -1,10 +1,9 @@
 //! gridX: X-Signature vectors and cases, every example event, per-type paths, dispatch.
 
 use base64::Engine as _;
-use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, read_reference, spawn_app};
+use crate::helpers::{TestApp, gridx_signature as sign, read_reference, spawn_app};
 
 const SECRET: &str = "whsec_89d31d45a90e309f4e24b7";
 
@@ -18,12 +17,6 @@ fn examples() -> Vec<String> {
 
 fn config(secrets: &[&str]) -> String {
     format!("[protocols.gridx]\nsecrets = {secrets:?}\n")
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha512={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 async fn send(app: &TestApp, path: &str, signature: Option<&str>, body: Vec<u8>) -> (u16, String) {

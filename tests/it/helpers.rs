@@ -245,3 +245,30 @@ fn healthy(port: u16) -> bool {
     let _ = stream.read_to_string(&mut reply);
     reply.starts_with("HTTP/1.1 200")
 }
+
+/// A gridX `ping` event whose id ends in `n`.
+pub fn gridx_ping(n: u64, message: &str) -> String {
+    format!(
+        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
+    )
+}
+
+/// `sha512=<hex>` of `body` under `secret`, as gridX signs.
+pub fn gridx_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha512={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs `body` signed with `secret` to `<base>/gridx/events`; the status.
+pub async fn post_gridx(
+    client: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    body: String,
+) -> Result<u16, reqwest::Error> {
+    let signature = gridx_signature(secret, body.as_bytes());
+    let res = client.post(format!("{base}/gridx/events")).header("X-Signature", signature).body(body).send().await?;
+    Ok(res.status().as_u16())
+}

@@ -2,9 +2,7 @@
 
 use std::process::{Command, Output};
 
-use hmac::{KeyInit, Mac};
-
-use crate::helpers::ServerProcess;
+use crate::helpers::{ServerProcess, gridx_ping as ping, post_gridx};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookyard");
 const CONFIG: &str = "[protocols.gridx]\nsecrets = [\"whsec_replay\"]\n";
@@ -16,24 +14,8 @@ fn on_event(event) {
 }
 "#;
 
-fn ping(n: u32, message: &str) -> String {
-    format!(
-        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
-    )
-}
-
 async fn post(server: &ServerProcess, body: String) -> u16 {
-    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(b"whsec_replay").unwrap();
-    mac.update(body.as_bytes());
-    let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
-    let res = reqwest::Client::new()
-        .post(format!("{}/gridx/events", server.base))
-        .header("X-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    res.status().as_u16()
+    post_gridx(&reqwest::Client::new(), &server.base, "whsec_replay", body).await.unwrap()
 }
 
 fn replay(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {

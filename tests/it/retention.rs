@@ -1,8 +1,6 @@
 //! Retention prunes old processed requests from the journal, never failed ones.
 
-use hmac::{KeyInit, Mac};
-
-use crate::helpers::{Setup, TestApp, eventually, spawn_with};
+use crate::helpers::{Setup, TestApp, eventually, gridx_ping as ping, post_gridx, spawn_with};
 
 const SCRIPT: &str = r#"
 fn on_event(event) {
@@ -11,25 +9,8 @@ fn on_event(event) {
 }
 "#;
 
-fn ping(n: u32, message: &str) -> String {
-    format!(
-        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
-    )
-}
-
 async fn post(app: &TestApp, body: String) -> u16 {
-    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(b"s").unwrap();
-    mac.update(body.as_bytes());
-    let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
-    app.client
-        .post(app.url("/gridx/events"))
-        .header("X-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    post_gridx(&app.client, &format!("http://{}", app.addr), "s", body).await.unwrap()
 }
 
 fn journal_statuses(app: &TestApp) -> Vec<String> {

@@ -2,27 +2,21 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{KeyInit, Mac};
-
-use crate::helpers::{Setup, TestApp, eventually, files_below, spawn_app, spawn_with};
+use crate::helpers::{Setup, TestApp, eventually, files_below, gridx_ping, gridx_signature, spawn_app, spawn_with};
 
 const SECRET: &str = "whsec_test";
 const GRIDX: &str =
     "[protocols.gridx]\nsecrets = [\"whsec_test\"]\n[protocols.wattsense]\nauth = { type = \"none\" }\n";
 
-fn ping(n: u32) -> String {
-    format!(
-        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"m{n}"}}}}"#
-    )
-}
-
-async fn post_ping(app: &TestApp, n: u32) -> (u16, String) {
+async fn post_ping(app: &TestApp, n: u64) -> (u16, String) {
     let body = ping(n);
-    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+    let sig = gridx_signature(SECRET, body.as_bytes());
     let res = app.client.post(app.url("/gridx/events")).header("X-Signature", sig).body(body).send().await.unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
+}
+
+fn ping(n: u64) -> String {
+    gridx_ping(n, &format!("m{n}"))
 }
 
 #[tokio::test]
