@@ -4,6 +4,7 @@
 mod admin;
 mod ai_on_the_edge;
 mod bad_input;
+mod bench_smoke;
 mod cli;
 mod docs;
 mod durability;

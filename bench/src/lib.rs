@@ -1,0 +1,263 @@
+//! Load generation for hookyard's benchmarks: unique, correctly signed or keyed requests per
+//! protocol, latency histograms, and a check that every acknowledged event landed.
+//!
+//! Every request carries new data (fresh gridX ids, new reading timestamps, new CSV rows), so
+//! the server's dedup never short-circuits the work being measured.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+use md5::{Digest, Md5};
+
+/// What to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Signed gridX events (one event per request), keep-alive.
+    Gridx,
+    /// AI-on-the-edge readings (one per request), keep-alive.
+    Ai,
+    /// AI-on-the-edge readings with a new connection per request, as the device does.
+    AiNewConnection,
+    /// Wattmon blocks of 100 CSV rows, keep-alive.
+    Wattmon,
+    /// Wattsense arrays of 10 values, keep-alive.
+    Wattsense,
+}
+
+impl Scenario {
+    /// Events per request.
+    pub fn events_per_request(self) -> u64 {
+        match self {
+            Scenario::Gridx | Scenario::Ai | Scenario::AiNewConnection => 1,
+            Scenario::Wattmon => 100,
+            Scenario::Wattsense => 10,
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Scenario::Gridx => "/gridx/events",
+            Scenario::Ai | Scenario::AiNewConnection => "/ai-on-the-edge/webhook",
+            Scenario::Wattmon => "/wattmon/export",
+            Scenario::Wattsense => "/wattsense/values",
+        }
+    }
+}
+
+/// Credentials the generated requests use (they must match the server's config).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub gridx_secret: String,
+    pub api_key: String,
+    pub wattmon_key: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            gridx_secret: "bench-secret".into(),
+            api_key: "bench-key".into(),
+            wattmon_key: "00:04:A3:00:00:01".into(),
+        }
+    }
+}
+
+/// The config section a server needs to accept these requests.
+pub fn server_config(c: &Credentials) -> String {
+    format!(
+        "[protocols.ai-on-the-edge]\napi_keys = {{ \"{}\" = \"bench\" }}\n[protocols.gridx]\nsecrets = [\"{}\"]\n\
+         [protocols.wattmon]\nallowed_keys = [\"{}\"]\n[protocols.wattsense]\nauth = {{ type = \"none\" }}\n",
+        c.api_key, c.gridx_secret, c.wattmon_key
+    )
+}
+
+/// One run's settings.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub base: String,
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// Total requests per second across workers (`None`: as fast as possible).
+    pub rate: Option<u32>,
+    pub credentials: Credentials,
+    /// Where numbering starts (keep runs against one data directory unique).
+    pub first: u64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Report {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency: hdrhistogram::Histogram<u64>,
+    pub events_per_request: u64,
+}
+
+impl Report {
+    pub fn requests_per_second(&self) -> f64 {
+        self.acknowledged as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn events_per_second(&self) -> f64 {
+        self.requests_per_second() * self.events_per_request as f64
+    }
+
+    /// Latency at quantile `q`, in milliseconds.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1000.0
+    }
+}
+
+/// Builds the body and headers of request number `n`.
+pub fn request(scenario: Scenario, c: &Credentials, n: u64) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    match scenario {
+        Scenario::Gridx => {
+            let body = format!(
+                r#"{{"id":"{:08x}-0000-4000-8000-{:012x}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/systems/bench","type":"ping","data":{{"message":"bench {n}"}}}}"#,
+                n >> 48,
+                n & 0xffff_ffff_ffff
+            );
+            let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(c.gridx_secret.as_bytes()).expect("any key");
+            mac.update(body.as_bytes());
+            let sig = format!("sha512={}", hex::encode(mac.finalize().into_bytes()));
+            (body.into_bytes(), vec![("X-Signature", sig), ("Content-Type", "application/json".into())])
+        }
+        Scenario::Ai | Scenario::AiNewConnection => {
+            let body = format!(
+                r#"[{{"timestamp":"2026-01-01T00:00:00+0000","timestampLong":"{}","name":"main","rawValue":"{n}","value":"{n}","preValue":"{n}","rate":"0.000120","changeAbsolute":"0.0006","error":"no error"}}]"#,
+                1_700_000_000 + n
+            );
+            let headers = vec![
+                ("User-Agent", "ESP32 Meter reader".into()),
+                ("Content-Type", "application/json".into()),
+                ("APIKEY", c.api_key.clone()),
+            ];
+            (body.into_bytes(), headers)
+        }
+        Scenario::Wattmon => {
+            let mut data = String::from("Time,Voltage,Current\n");
+            for i in 0..100 {
+                data.push_str(&format!("{},52.{},3.{}\n", n * 100 + i, i % 10, i % 7));
+            }
+            let md5 = hex::encode(Md5::digest(data.as_bytes()));
+            let body = form_urlencoded::Serializer::new(String::new())
+                .append_pair("key", &c.wattmon_key)
+                .append_pair("md5sum", &md5)
+                .append_pair("data", &data)
+                .finish();
+            (body.into_bytes(), vec![("Content-Type", "application/x-www-form-urlencoded".into())])
+        }
+        Scenario::Wattsense => {
+            let values: Vec<String> = (0..10)
+                .map(|i| {
+                    format!(
+                        r#"{{"deviceId":"bench","property":"p{i}","timestamp":{},"payload":{i},"unit":"W"}}"#,
+                        1_700_000_000_000 + n * 10 + i
+                    )
+                })
+                .collect();
+            (format!("[{}]", values.join(",")).into_bytes(), vec![("Content-Type", "application/json".into())])
+        }
+    }
+}
+
+fn client(scenario: Scenario) -> reqwest::Client {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let builder = if scenario == Scenario::AiNewConnection { builder.pool_max_idle_per_host(0) } else { builder };
+    builder.build().expect("client")
+}
+
+/// Runs the load; every worker sends until the duration is over.
+pub async fn run(load: Load) -> Report {
+    let counter = Arc::new(AtomicU64::new(load.first));
+    let until = Instant::now() + load.duration;
+    let started = Instant::now();
+    let per_worker_interval = load.rate.map(|r| Duration::from_secs_f64(load.concurrency as f64 / f64::from(r.max(1))));
+    let mut workers = Vec::new();
+    for _ in 0..load.concurrency {
+        let (load, counter) = (load.clone(), counter.clone());
+        workers.push(tokio::spawn(async move { worker(load, counter, until, per_worker_interval).await }));
+    }
+    let mut report = Report {
+        sent: 0,
+        acknowledged: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+        events_per_request: load.scenario.events_per_request(),
+    };
+    for w in workers {
+        let (sent, ok, errors, hist) = w.await.expect("worker");
+        report.sent += sent;
+        report.acknowledged += ok;
+        report.errors += errors;
+        report.latency.add(hist).expect("same bounds");
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+async fn worker(
+    load: Load,
+    counter: Arc<AtomicU64>,
+    until: Instant,
+    interval: Option<Duration>,
+) -> (u64, u64, u64, hdrhistogram::Histogram<u64>) {
+    let client = client(load.scenario);
+    let url = format!("{}{}", load.base, load.scenario.path());
+    let mut hist = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut sent, mut ok, mut errors) = (0, 0, 0);
+    let mut ticker = interval.map(tokio::time::interval);
+    while Instant::now() < until {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let (body, headers) = request(load.scenario, &load.credentials, n);
+        let mut req = client.post(&url).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let t0 = Instant::now();
+        sent += 1;
+        let acknowledged = match req.send().await {
+            Ok(res) => acknowledged(load.scenario, res).await,
+            Err(_) => false,
+        };
+        if acknowledged {
+            ok += 1;
+            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+        } else {
+            errors += 1;
+        }
+    }
+    (sent, ok, errors, hist)
+}
+
+/// A 2xx, and for Wattmon (which answers 200 with `ERROR: …`) the body `OK`.
+async fn acknowledged(scenario: Scenario, res: reqwest::Response) -> bool {
+    let success = res.status().is_success();
+    let body = res.bytes().await.unwrap_or_default();
+    success && (scenario != Scenario::Wattmon || body.as_ref() == b"OK")
+}
+
+/// How many events of `scenario` landed in the default scripts' output under `data`.
+pub fn landed(scenario: Scenario, data: &Path, c: &Credentials) -> u64 {
+    let lines = |rel: &str| std::fs::read_to_string(data.join(rel)).map(|t| t.lines().count() as u64).unwrap_or(0);
+    match scenario {
+        Scenario::Gridx => lines("gridx/events.jsonl"),
+        Scenario::Ai | Scenario::AiNewConnection => lines("ai-on-the-edge/bench/webhook_log.csv").saturating_sub(1),
+        Scenario::Wattmon => lines(&format!("wattmon/{}.csv", c.wattmon_key)).saturating_sub(1),
+        Scenario::Wattsense => lines("wattsense/values.jsonl"),
+    }
+}
