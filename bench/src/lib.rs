@@ -86,6 +86,8 @@ pub struct Load {
     pub credentials: Credentials,
     /// Where numbering starts (keep runs against one data directory unique).
     pub first: u64,
+    /// Path to post to instead of the scenario's hookyard route (for other receivers).
+    pub path: Option<String>,
 }
 
 /// What a run measured.
@@ -214,7 +216,7 @@ async fn worker(
     interval: Option<Duration>,
 ) -> (u64, u64, u64, hdrhistogram::Histogram<u64>) {
     let client = client(load.scenario);
-    let url = format!("{}{}", load.base, load.scenario.path());
+    let url = format!("{}{}", load.base, load.path.as_deref().unwrap_or(load.scenario.path()));
     let mut hist = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let (mut sent, mut ok, mut errors) = (0, 0, 0);
     let mut ticker = interval.map(tokio::time::interval);

@@ -20,6 +20,7 @@ async fn every_scenario_runs_and_loses_nothing() {
             rate: None,
             credentials: credentials.clone(),
             first: 1_000_000 * scenario as u64,
+            path: None,
         };
         let before = landed(scenario, &app.data(), &credentials);
         let report = run(load).await;

@@ -9,10 +9,13 @@ use hookyard_bench::{Credentials, Load, Scenario, landed, run};
 #[derive(Parser)]
 #[command(about = "Sends unique, signed/keyed requests and reports throughput and latency")]
 struct Args {
-    /// Server base URL, e.g. http://127.0.0.1:8080
+    /// Print the hookyard config section these requests need, and exit.
     #[arg(long)]
+    print_config: bool,
+    /// Server base URL, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     base: String,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, default_value = "gridx")]
     scenario: Scenario,
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -21,6 +24,9 @@ struct Args {
     /// Total requests per second (default: as fast as possible).
     #[arg(long)]
     rate: Option<u32>,
+    /// Path to post to (default: the scenario's hookyard route).
+    #[arg(long)]
+    path: Option<String>,
     /// First request number (keep runs against one data directory unique).
     #[arg(long, default_value_t = 0)]
     first: u64,
@@ -33,6 +39,10 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let credentials = Credentials::default();
+    if args.print_config {
+        print!("{}", hookyard_bench::server_config(&credentials));
+        return std::process::ExitCode::SUCCESS;
+    }
     let load = Load {
         base: args.base,
         scenario: args.scenario,
@@ -41,9 +51,11 @@ async fn main() -> std::process::ExitCode {
         rate: args.rate,
         credentials: credentials.clone(),
         first: args.first,
+        path: args.path,
     };
+    let before = args.verify.as_ref().map(|dir| landed(args.scenario, dir, &credentials)).unwrap_or(0);
     let r = run(load).await;
-    let landed = args.verify.as_ref().map(|dir| landed(args.scenario, dir, &credentials));
+    let landed = args.verify.as_ref().map(|dir| landed(args.scenario, dir, &credentials) - before);
     let acknowledged_events = r.acknowledged * r.events_per_request;
     let report = serde_json::json!({
         "scenario": format!("{:?}", args.scenario),
