@@ -67,13 +67,13 @@ impl Event {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// The idempotency key made of the values at `pointers` (JSON pointers into `to_json`),
+    /// The idempotency key made of the values at `pointers` (JSON pointers into `json`, this
+    /// event's [`Event::to_json`] form, passed in so callers serialize the event only once),
     /// or `None` when any of them is missing or empty.
-    pub fn idempotency_key(&self, pointers: &[String]) -> Option<String> {
+    pub fn idempotency_key(&self, json: &Value, pointers: &[String]) -> Option<String> {
         if pointers.is_empty() {
             return None;
         }
-        let json = self.to_json();
         let mut parts = Vec::with_capacity(pointers.len() + 2);
         parts.push(self.protocol.clone());
         parts.push(self.operation.clone());
@@ -136,9 +136,9 @@ mod tests {
         let mut meta = Map::new();
         meta.insert("timestamp".into(), json!("2025-09-01 12:00"));
         let e = origin().event(3, json!({"V": "1"}), meta);
-        let key = e.idempotency_key(&["/source".into(), "/meta/timestamp".into()]).unwrap();
+        let key = e.idempotency_key(&e.to_json(), &["/source".into(), "/meta/timestamp".into()]).unwrap();
         assert_eq!(key, r#"["wattmon","export","00:04:A3:12:34:56","2025-09-01 12:00"]"#);
-        assert_eq!(e.idempotency_key(&["/data/missing".into()]), None);
-        assert_eq!(e.idempotency_key(&[]), None);
+        assert_eq!(e.idempotency_key(&e.to_json(), &["/data/missing".into()]), None);
+        assert_eq!(e.idempotency_key(&e.to_json(), &[]), None);
     }
 }

@@ -108,7 +108,8 @@ impl Pipeline {
         let mut plan: Vec<Planned> = Vec::with_capacity(events.len());
         let mut in_request = HashSet::new();
         for event in events {
-            let key = event.idempotency_key(key_spec);
+            let json = event.to_json();
+            let key = event.idempotency_key(&json, key_spec);
             let run = match &key {
                 None => true,
                 Some(k) if !in_request.insert(k.clone()) => false,
@@ -125,7 +126,7 @@ impl Pipeline {
                     }
                 },
             };
-            let data = serde_json::to_string(&event).unwrap_or_default();
+            let data = json.to_string();
             let outcome = if run { Outcome::Processed } else { Outcome::Duplicate };
             let blob = event.blob.is_some();
             plan.push(Planned {

@@ -184,15 +184,7 @@ async fn the_same_image_twice_is_stored_once_and_a_new_image_for_the_same_timest
     let (first, second) = (jpeg(5000), jpeg(6000));
     assert_eq!(put_image(&app, "?timestamp=1723196684", first.clone()).await.0, 200);
     assert_eq!(put_image(&app, "?timestamp=1723196684", first.clone()).await.0, 200);
-    let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
-    let statuses: Vec<String> = journal
-        .prepare("SELECT status FROM events ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(statuses, ["processed", "duplicate"]);
+    assert_eq!(crate::helpers::journal_statuses(&app, "ORDER BY id"), ["processed", "duplicate"]);
     assert_eq!(put_image(&app, "?timestamp=1723196684", second.clone()).await.0, 200);
     assert_eq!(std::fs::read(app.data().join("ai-on-the-edge/vacation-home/1723196684.jpg")).unwrap(), second);
 }

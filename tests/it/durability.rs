@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{ServerProcess, Setup, TestApp, gridx_ping, post_gridx, spawn_with};
+use crate::helpers::{ServerProcess, Setup, TestApp, gridx_ping, journal_statuses, post_gridx, spawn_with};
 
 const SECRET: &str = "whsec_durability";
 
@@ -164,14 +164,7 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
         .unwrap();
     assert_eq!((source.as_str(), raw), ("home", body));
     assert!(headers.contains("ESP32 Meter reader") && !headers.contains("s3cr3tKey"), "{headers}");
-    let outcomes: Vec<String> = journal
-        .prepare("SELECT status FROM events ORDER BY idx")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(outcomes, ["processed", "processed"]);
+    assert_eq!(journal_statuses(&app, "ORDER BY idx"), ["processed", "processed"]);
 }
 
 #[tokio::test]
@@ -193,14 +186,7 @@ async fn a_write_failure_gets_a_retryable_reply_and_the_retry_after_the_fix_stor
     let ids = stored_ids(&app.data());
     assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), [id(1), id(2)]);
     assert!(ids.values().all(|n| *n == 1));
-    let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
-    let statuses: Vec<String> = journal
-        .prepare("SELECT status FROM events WHERE idem_key LIKE '%000000000002%' ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let statuses = journal_statuses(&app, "WHERE idem_key LIKE '%000000000002%' ORDER BY id");
     assert_eq!(statuses, ["superseded", "superseded", "processed", "duplicate"]);
 }
 

@@ -272,3 +272,10 @@ pub async fn post_gridx(
     let res = client.post(format!("{base}/gridx/events")).header("X-Signature", signature).body(body).send().await?;
     Ok(res.status().as_u16())
 }
+
+/// The `status` column of the journal's events (`clause`: e.g. `ORDER BY id`).
+pub fn journal_statuses(app: &TestApp, clause: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
+    let mut stmt = conn.prepare(&format!("SELECT status FROM events {clause}")).unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}

@@ -14,9 +14,7 @@ async fn post(app: &TestApp, body: String) -> u16 {
 }
 
 fn journal_statuses(app: &TestApp) -> Vec<String> {
-    let conn = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
-    let mut stmt = conn.prepare("SELECT status FROM events ORDER BY id").unwrap();
-    stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    crate::helpers::journal_statuses(app, "ORDER BY id")
 }
 
 async fn pruned_to_the_failed_one(journal: &str) {
