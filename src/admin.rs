@@ -31,6 +31,7 @@ pub struct AdminState {
     pub journal: Arc<Journal>,
     pub scripts: Arc<ScriptHost>,
     pub seen: Arc<SeenKeys>,
+    pub outputs: Arc<crate::output::Outputs>,
 }
 
 /// The management API (disabled when `state` is `None`).
@@ -259,7 +260,7 @@ impl Admin {
         };
         let item =
             item.ok_or_else(|| AdminError::NotFound(message(format!("no processed or failed event {}", id.0))))?;
-        let r = replay_event(&state.scripts, &state.journal, &state.seen, &item).await;
+        let r = replay_event(&state.scripts, &state.journal, &state.seen, &state.outputs, &item).await;
         Ok(Json(result(item.event_id, r)))
     }
 
@@ -287,7 +288,7 @@ impl Admin {
             let Some(last) = page.last() else { break };
             after = last.event_id;
             for item in &page {
-                let r = replay_event(&state.scripts, &state.journal, &state.seen, item).await;
+                let r = replay_event(&state.scripts, &state.journal, &state.seen, &state.outputs, item).await;
                 tally.add(&r);
                 if results.len() < 1000 {
                     results.push(result(item.event_id, r));

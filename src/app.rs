@@ -20,7 +20,9 @@ use crate::docs::{self, Document};
 use crate::ingest::{Operation, PathEndpoint, Pipeline};
 use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::net::{Guarded, Limits};
-use crate::script::ScriptHost;
+use crate::output::{Catalog, Outputs};
+use crate::plugin::Plugins;
+use crate::script::{Extensions, ScriptHost};
 use crate::spec::Registry;
 use crate::store::{DataDir, Journal, SeenKeys};
 
@@ -32,6 +34,8 @@ pub struct App {
     paths: BTreeMap<String, Vec<Arc<Operation>>>,
     documents: BTreeMap<String, Document>,
     pub data: Arc<DataDir>,
+    /// What scripts may send to (the outputs connect when the server starts).
+    pub catalog: Arc<Catalog>,
 }
 
 impl App {
@@ -44,8 +48,21 @@ impl App {
             .map_err(|e| vec![format!("data directory {}: {e}", config.data_dir.display())])?;
         let data = Arc::new(data);
         let names: Vec<String> = registry.protocols.iter().map(|p| p.name.clone()).collect();
-        let scripts = ScriptHost::load(config.scripts_dir.as_deref(), &names, &config.script_limits);
-        let mut errors = scripts.as_ref().err().map(|e| strings(e.iter().collect::<Vec<_>>())).unwrap_or_default();
+        let mut errors = Vec::new();
+        let plugins = Plugins::load(&config.plugins).unwrap_or_else(|e| {
+            errors.extend(strings(e));
+            Plugins::default()
+        });
+        for protocol in plugins.handled_protocols().filter(|p| !names.contains(p)) {
+            errors.push(format!("[plugins] handles = [{protocol:?}]: there is no protocol {protocol}"));
+        }
+        let catalog = Catalog::from_settings(&config.outputs).map(Arc::new).unwrap_or_else(|e| {
+            errors.push(e);
+            Arc::new(Catalog::default())
+        });
+        let ext = Arc::new(Extensions { plugins, catalog: Some(catalog.clone()) });
+        let scripts = ScriptHost::load(config.scripts_dir.as_deref(), &names, &config.script_limits, ext);
+        errors.extend(scripts.as_ref().err().map(|e| strings(e.iter().collect::<Vec<_>>())).unwrap_or_default());
         let mut paths: BTreeMap<String, Vec<Arc<Operation>>> = BTreeMap::new();
         let mut documents = BTreeMap::new();
         for protocol in registry.protocols {
@@ -69,7 +86,14 @@ impl App {
             Ok(s) if errors.is_empty() => Arc::new(s),
             _ => return Err(errors),
         };
-        Ok(Self { config, credentials, scripts, paths, documents, data })
+        Ok(Self { config, credentials, scripts, paths, documents, data, catalog })
+    }
+
+    /// Connects the outputs of `[outputs]` (inside a Tokio runtime).
+    pub fn open_outputs(&self) -> std::io::Result<Arc<Outputs>> {
+        Outputs::open(&self.config.outputs, self.data.root(), self.catalog.clone())
+            .map(Arc::new)
+            .map_err(std::io::Error::other)
     }
 
     /// How many protocols are served.
@@ -88,6 +112,7 @@ impl App {
                 journal: pipeline.journal.clone(),
                 scripts: pipeline.scripts.clone(),
                 seen: pipeline.seen.clone(),
+                outputs: pipeline.outputs.clone(),
             }),
         };
         let management = docs::management(names.clone(), admin);
@@ -174,8 +199,14 @@ pub async fn run(
     let journal = Arc::new(journal);
     let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
     let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));
-    let pipeline =
-        Arc::new(Pipeline { scripts: app.scripts.clone(), seen: Arc::new(seen), journal: journal.clone(), metrics });
+    let outputs = app.open_outputs()?;
+    let pipeline = Arc::new(Pipeline {
+        scripts: app.scripts.clone(),
+        seen: Arc::new(seen),
+        journal: journal.clone(),
+        metrics,
+        outputs,
+    });
     listener.set_nonblocking(true)?;
     let limits = &app.config.server_limits;
     let acceptor = Guarded::new(

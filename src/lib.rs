@@ -15,6 +15,8 @@ pub mod form;
 pub mod ingest;
 pub mod metrics;
 pub mod net;
+pub mod output;
+pub mod plugin;
 pub mod replay;
 pub mod script;
 pub mod spec;

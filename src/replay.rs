@@ -16,6 +16,7 @@ use anyhow::Context;
 
 use crate::app::{self, App};
 use crate::config::Config;
+use crate::output::Outputs;
 use crate::script::ScriptHost;
 use crate::store::journal::query::{self, Filter, Journaled};
 use crate::store::journal::{EventRecord, Outcome, Submission, Target};
@@ -30,7 +31,13 @@ pub enum Replayed {
 }
 
 /// Replays one journaled event.
-pub async fn replay_event(scripts: &Arc<ScriptHost>, journal: &Journal, seen: &SeenKeys, item: &Journaled) -> Replayed {
+pub async fn replay_event(
+    scripts: &Arc<ScriptHost>,
+    journal: &Journal,
+    seen: &SeenKeys,
+    outputs: &Outputs,
+    item: &Journaled,
+) -> Replayed {
     let claimed = match (&item.key, item.status.as_str()) {
         (Some(key), "failed") => match seen.claim(key) {
             Claim::New => Some(key.clone()),
@@ -39,7 +46,7 @@ pub async fn replay_event(scripts: &Arc<ScriptHost>, journal: &Journal, seen: &S
         },
         _ => None,
     };
-    let result = run_and_record(scripts, journal, item).await;
+    let result = run_and_record(scripts, journal, outputs, item).await;
     if let Some(key) = claimed {
         match result {
             Replayed::Processed => seen.commit(std::slice::from_ref(&key)),
@@ -49,13 +56,14 @@ pub async fn replay_event(scripts: &Arc<ScriptHost>, journal: &Journal, seen: &S
     result
 }
 
-async fn run_and_record(scripts: &Arc<ScriptHost>, journal: &Journal, item: &Journaled) -> Replayed {
+async fn run_and_record(scripts: &Arc<ScriptHost>, journal: &Journal, outputs: &Outputs, item: &Journaled) -> Replayed {
     let (scripts, event) = (scripts.clone(), item.event.clone());
-    let report =
+    let mut report =
         match tokio::task::spawn_blocking(move || scripts.run(&event.protocol, std::slice::from_ref(&event))).await {
             Ok(r) => r,
             Err(e) => return Replayed::Failed(format!("processing stopped unexpectedly ({e})")),
         };
+    crate::ingest::deliver(outputs, std::slice::from_ref(&item.key), &mut report).await;
     let error = report.failure.map(|f| f.message);
     if let (Some(why), "processed") = (&error, item.status.as_str()) {
         // It stays processed (its earlier output stands); only this attempt failed.
@@ -106,7 +114,7 @@ pub struct Options {
 /// `hookyard replay`; exit code 1 when any event failed again.
 pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
     let app = App::build(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut tally = Tally::default();
     if options.dry_run {
         let conn = crate::store::journal::open_read_only(&app.data)?;
@@ -119,9 +127,13 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
             app::lock_data_dir(&app.data).context("replay writes to the data directory: stop the server first")?;
         let journal = Journal::open(app.data.clone(), app.config.journal.clone())?;
         let seen = SeenKeys::new(journal.processed_keys()?);
+        let outputs = {
+            let _entered = runtime.enter();
+            app.open_outputs()?
+        };
         let conn = journal.reader()?;
         each(&conn, &options.filter, |item| {
-            let r = runtime.block_on(replay_event(&app.scripts, &journal, &seen, item));
+            let r = runtime.block_on(replay_event(&app.scripts, &journal, &seen, &outputs, item));
             match &r {
                 Replayed::Processed => println!("{}: processed", label(item)),
                 Replayed::Failed(why) => println!("{}: failed: {why}", label(item)),
@@ -169,6 +181,9 @@ fn dry_run(app: &App, item: &Journaled) -> Replayed {
             println!("{}: would write:", label(item));
             for effect in &report.effects {
                 println!("  {}", effect.describe());
+            }
+            for output in report.outputs.iter().flatten() {
+                println!("  {}", output.describe());
             }
             Replayed::Processed
         }

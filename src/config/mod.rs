@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::output::OutputSettings;
+use crate::plugin::PluginSettings;
 use crate::store::journal::Retention;
 
 pub use credentials::{CredentialsReport, fill_missing_credentials};
@@ -134,6 +136,10 @@ struct FileConfig {
     journal: Retention,
     #[serde(default)]
     protocols: BTreeMap<String, ProtocolSettings>,
+    #[serde(default)]
+    plugins: BTreeMap<String, PluginSettings>,
+    #[serde(default)]
+    outputs: OutputSettings,
 }
 
 /// The whole configuration of one hookyard process.
@@ -151,6 +157,10 @@ pub struct Config {
     pub admin: AdminSettings,
     pub journal: Retention,
     pub protocols: BTreeMap<String, ProtocolSettings>,
+    /// `[plugins.<name>]`: native plugins to load.
+    pub plugins: BTreeMap<String, PluginSettings>,
+    /// `[outputs]`: SQL, MQTT and HTTP outputs of scripts.
+    pub outputs: OutputSettings,
 }
 
 impl Config {
@@ -167,6 +177,8 @@ impl Config {
             admin: AdminSettings::default(),
             journal: Retention::default(),
             protocols: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            outputs: OutputSettings::default(),
         }
     }
 
@@ -216,6 +228,8 @@ impl Config {
         config.admin = file.admin;
         config.journal = file.journal;
         config.protocols = file.protocols;
+        config.plugins = file.plugins;
+        config.outputs = file.outputs;
         Ok(config)
     }
 

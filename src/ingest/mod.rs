@@ -25,7 +25,7 @@ use crate::spec::OperationSpec;
 use crate::spec::ext::BodyKind;
 use crate::store::journal::RequestRecord;
 
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, deliver};
 use reply::Rejection;
 
 /// One operation, ready to serve.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::reply::Rejection;
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::output::Outputs;
 use crate::script::{RunReport, ScriptHost};
 use crate::store::journal::{EventRecord, Outcome, RequestRecord, Submission, Target};
 use crate::store::{Claim, Journal, SeenKeys};
@@ -22,6 +23,7 @@ pub struct Pipeline {
     pub seen: Arc<SeenKeys>,
     pub journal: Arc<Journal>,
     pub metrics: Arc<Metrics>,
+    pub outputs: Arc<Outputs>,
 }
 
 /// One event and whether it goes to the script.
@@ -41,13 +43,15 @@ impl Pipeline {
         let (todo, mut plan) = self.claim(key_spec, events)?;
         let claimed: Vec<String> = plan.iter().filter(|p| p.run).filter_map(|p| p.record.key.clone()).collect();
         let report = self.run(&request.protocol, todo).await;
-        let report = match report {
+        let mut report = match report {
             Ok(r) => r,
             Err(e) => {
                 self.seen.release(&claimed);
                 return Err(e);
             }
         };
+        let keys: Vec<Option<String>> = plan.iter().filter(|p| p.run).map(|p| p.record.key.clone()).collect();
+        deliver(&self.outputs, &keys, &mut report).await;
         settle(&mut plan, &report);
         let processed: Vec<String> = plan
             .iter()
@@ -90,7 +94,7 @@ impl Pipeline {
 
     async fn run(&self, protocol: &str, todo: Vec<Event>) -> Result<RunReport, Rejection> {
         if todo.is_empty() {
-            return Ok(RunReport { processed: 0, failure: None, logs: Vec::new(), effects: Vec::new() });
+            return Ok(RunReport::empty());
         }
         let scripts = self.scripts.clone();
         let name = protocol.to_owned();
@@ -138,6 +142,24 @@ impl Pipeline {
             }
         }
         Ok((todo, plan))
+    }
+}
+
+/// Delivers the outputs of the processed events (keys: the run events' idempotency keys, in
+/// order); an output failure fails its event and the later ones, dropping their effects.
+pub async fn deliver(outputs: &Outputs, keys: &[Option<String>], report: &mut RunReport) {
+    if report.outputs.iter().all(Vec::is_empty) {
+        return;
+    }
+    let events: Vec<(Option<String>, Vec<crate::output::Output>)> =
+        report.outputs.iter().zip(keys).map(|(outs, key)| (key.clone(), outs.clone())).collect();
+    let delivery = outputs.deliver(&events).await;
+    for (lines, extra) in report.logs.iter_mut().zip(delivery.logs) {
+        lines.extend(extra);
+    }
+    if let Some(message) = delivery.failure {
+        tracing::warn!(error = %message, "an output failed; the event fails and can be retried or replayed");
+        report.cut_at(delivery.delivered, message);
     }
 }
 

@@ -9,16 +9,28 @@ use std::sync::{Arc, Mutex};
 
 use rhai::plugin::*;
 
+use crate::output::{Catalog, Output};
+use crate::plugin::Plugins;
 use crate::store::files::csv_record;
 use crate::store::{Effect, safe_relative_path};
+
+/// What scripts can reach beyond the data directory: plugins and outputs.
+#[derive(Default)]
+pub struct Extensions {
+    pub plugins: Plugins,
+    /// The declared outputs; `None` when the host runs without them (dry runs).
+    pub catalog: Option<Arc<Catalog>>,
+}
 
 /// Per-request state the host functions reach through the call tag.
 #[derive(Clone)]
 pub struct HostCall {
     pub(super) protocol: String,
     pub(super) effects: Arc<Mutex<Vec<Effect>>>,
+    pub(super) outputs: Arc<Mutex<Vec<Output>>>,
     pub(super) logs: Arc<Mutex<Vec<String>>>,
     pub(super) blob: Option<bytes::Bytes>,
+    pub(super) ext: Arc<Extensions>,
 }
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -34,6 +46,80 @@ fn record(ctx: &NativeCallContext, effect: Effect) -> Res<()> {
     safe_relative_path(effect.path()).map_err(|e| e.to_string())?;
     host.effects.lock().unwrap_or_else(|e| e.into_inner()).push(effect);
     Ok(())
+}
+
+fn send(ctx: &NativeCallContext, output: Output) -> Res<()> {
+    let host = call(ctx)?;
+    host.outputs.lock().unwrap_or_else(|e| e.into_inner()).push(output);
+    Ok(())
+}
+
+fn catalog(host: &HostCall) -> Res<Arc<Catalog>> {
+    host.ext.catalog.clone().ok_or_else(|| "outputs are not available here".into())
+}
+
+fn json_of(value: &Dynamic) -> Res<serde_json::Value> {
+    rhai::serde::from_dynamic(value)
+}
+
+/// Text stays text; anything else becomes compact JSON.
+fn payload(value: &Dynamic) -> Res<(Vec<u8>, &'static str)> {
+    if value.is_string() {
+        return Ok((value.clone().into_string()?.into_bytes(), "text/plain; charset=utf-8"));
+    }
+    let json = json_of(value)?;
+    Ok((serde_json::to_vec(&json).map_err(|e| e.to_string())?, "application/json"))
+}
+
+fn option<'a>(options: &'a rhai::Map, name: &str) -> Option<&'a Dynamic> {
+    options.get(name).filter(|v| !v.is_unit())
+}
+
+fn int_option(options: &rhai::Map, name: &str) -> Res<Option<i64>> {
+    match option(options, name) {
+        None => Ok(None),
+        Some(v) => v.as_int().map(Some).map_err(|_| format!("option {name} must be an integer").into()),
+    }
+}
+
+fn mqtt_output(host: &HostCall, topic: &str, value: &Dynamic, options: &rhai::Map) -> Res<Output> {
+    if !catalog(host)?.mqtt {
+        return Err("mqtt_publish: no broker is configured ([outputs.mqtt])".into());
+    }
+    if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+        return Err(format!("mqtt_publish: {topic:?} is not a topic to publish to").into());
+    }
+    let qos = int_option(options, "qos")?.unwrap_or(1);
+    if !(0..=1).contains(&qos) {
+        return Err("mqtt_publish: qos must be 0 or 1".into());
+    }
+    let retain = match option(options, "retain") {
+        None => false,
+        Some(v) => v.as_bool().map_err(|_| "mqtt_publish: retain must be true or false")?,
+    };
+    let (payload, _) = payload(value)?;
+    Ok(Output::Mqtt { topic: topic.to_owned(), payload, qos: qos as u8, retain })
+}
+
+fn http_output(url: &str, value: &Dynamic, options: &rhai::Map) -> Res<Output> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("http_post: {url:?} is not an http:// or https:// URL").into());
+    }
+    let (body, content_type) = payload(value)?;
+    let mut headers = Vec::new();
+    if let Some(h) = option(options, "headers") {
+        let map = h.clone().try_cast::<rhai::Map>().ok_or("http_post: headers must be a map")?;
+        for (name, value) in map {
+            headers.push((name.to_string(), value.to_string()));
+        }
+    }
+    let timeout_ms = int_option(options, "timeout_ms")?.map(|n| n.max(1) as u64);
+    let retries = int_option(options, "retries")?.map(|n| n.clamp(0, 10) as u32);
+    let content_type = match option(options, "content_type") {
+        Some(c) => c.to_string(),
+        None => content_type.to_owned(),
+    };
+    Ok(Output::Http { url: url.to_owned(), body, content_type, headers, timeout_ms, retries })
 }
 
 fn cell(value: &Dynamic) -> String {
@@ -112,6 +198,130 @@ pub mod host_api {
     pub fn write_blob(ctx: NativeCallContext, path: &str) -> Res<()> {
         let blob = call(&ctx)?.blob.ok_or("this event has no binary body")?;
         record(&ctx, Effect::Write { path: path.into(), bytes: blob.to_vec() })
+    }
+
+    /// Calls the native plugin configured as `[plugins.<name>]` with `value` and returns its
+    /// result. A plugin error fails the event.
+    ///
+    /// ```rhai
+    /// let q = plugin("quality", #{ meter: event.data.name, value: event.data.value, time: event.data.timestampLong });
+    /// if q.status != "ok" { log_warn(q.message); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn plugin(ctx: NativeCallContext, name: &str, value: Dynamic) -> Res<Dynamic> {
+        let host = call(&ctx)?;
+        let input = json_of(&value)?;
+        let out = host.ext.plugins.call(name, &input)?;
+        rhai::serde::to_dynamic(out)
+    }
+
+    /// Inserts one row into a table declared under `[outputs.sql.tables.<table>]` (the
+    /// embedded SQLite database, or PostgreSQL when `[outputs.sql] url` is set). Keys are
+    /// column names; numbers sent as text are converted for numeric columns, `""` is NULL.
+    ///
+    /// ```rhai
+    /// sql_insert("readings", #{ meter: event.data.name, value: event.data.value, time: event.data.timestampLong });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn sql_insert(ctx: NativeCallContext, table: &str, row: rhai::Map) -> Res<()> {
+        let host = call(&ctx)?;
+        let row = match json_of(&Dynamic::from_map(row))? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err("sql_insert: the row must be a map".into()),
+        };
+        catalog(&host)?.check_row(table, &row)?;
+        send(&ctx, Output::Sql { table: table.to_owned(), row })
+    }
+
+    /// Publishes `payload` (text as is, anything else as JSON) to `topic` on the broker of
+    /// `[outputs.mqtt]`, QoS 1, not retained.
+    ///
+    /// ```rhai
+    /// mqtt_publish(`meters/${event.data.name}`, event.data.value);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn mqtt_publish(ctx: NativeCallContext, topic: &str, payload: Dynamic) -> Res<()> {
+        let output = mqtt_output(&call(&ctx)?, topic, &payload, &rhai::Map::new())?;
+        send(&ctx, output)
+    }
+
+    /// Publishes with options `qos` (0 or 1) and `retain` (true/false).
+    ///
+    /// ```rhai
+    /// mqtt_publish("meters/water", event.data, #{ qos: 0, retain: true });
+    /// ```
+    #[rhai_fn(name = "mqtt_publish", return_raw)]
+    pub fn mqtt_publish_with(ctx: NativeCallContext, topic: &str, payload: Dynamic, options: rhai::Map) -> Res<()> {
+        let output = mqtt_output(&call(&ctx)?, topic, &payload, &options)?;
+        send(&ctx, output)
+    }
+
+    /// Makes a reading appear in Home Assistant as a sensor (MQTT discovery): publishes the
+    /// sensor's retained discovery config to `<prefix>/sensor/hookyard/<id>/config` and
+    /// `value` (retained) to `hookyard/<id>/state`. Options: `unit`, `device_class`,
+    /// `state_class` (default `total_increasing` when a unit is given), `icon`, `device`
+    /// (the device name shown in Home Assistant, default `hookyard`).
+    ///
+    /// ```rhai
+    /// ha_sensor(`water_${safe_name(event.data.name)}`, "Water meter", event.data.value,
+    ///           #{ unit: "m³", device_class: "water" });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ha_sensor(ctx: NativeCallContext, id: &str, name: &str, value: Dynamic, options: rhai::Map) -> Res<()> {
+        let host = call(&ctx)?;
+        let catalog = catalog(&host)?;
+        if !catalog.mqtt {
+            return Err("ha_sensor: no broker is configured ([outputs.mqtt])".into());
+        }
+        let id = safe_name(id).replace([':', '.'], "_");
+        let text = |key: &str| option(&options, key).map(|v| v.to_string());
+        let state_topic = format!("hookyard/{id}/state");
+        let mut config = serde_json::json!({
+            "name": name,
+            "unique_id": format!("hookyard_{id}"),
+            "object_id": format!("hookyard_{id}"),
+            "state_topic": state_topic,
+            "device": { "identifiers": [format!("hookyard_{}", text("device").unwrap_or_else(|| "hookyard".into()))],
+                        "name": text("device").unwrap_or_else(|| "hookyard".into()),
+                        "manufacturer": "hookyard" },
+        });
+        for (key, field) in [("unit", "unit_of_measurement"), ("device_class", "device_class"), ("icon", "icon")] {
+            if let Some(v) = text(key) {
+                config[field] = v.into();
+            }
+        }
+        match text("state_class") {
+            Some(v) => config["state_class"] = v.into(),
+            None if text("unit").is_some() => config["state_class"] = "total_increasing".into(),
+            None => {}
+        }
+        let prefix = &catalog.discovery_prefix;
+        let config_topic = format!("{prefix}/sensor/hookyard/{id}/config");
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
+        send(&ctx, Output::Mqtt { topic: config_topic, payload: config_bytes, qos: 1, retain: true })?;
+        let (state, _) = payload(&value)?;
+        send(&ctx, Output::Mqtt { topic: state_topic, payload: state, qos: 1, retain: true })
+    }
+
+    /// POSTs `body` (text as `text/plain`, anything else as JSON) to `url`, with the
+    /// `[outputs.http]` timeout and retries. A final failure (or a 4xx answer) fails the event.
+    ///
+    /// ```rhai
+    /// http_post("http://127.0.0.1:8123/api/webhook/meter", event.data);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn http_post(ctx: NativeCallContext, url: &str, body: Dynamic) -> Res<()> {
+        send(&ctx, http_output(url, &body, &rhai::Map::new())?)
+    }
+
+    /// POSTs with options: `timeout_ms`, `retries`, `headers` (a map), `content_type`.
+    ///
+    /// ```rhai
+    /// http_post("https://example.org/hook", event.data, #{ timeout_ms: 2000, retries: 3, headers: #{ "X-Token": "…" } });
+    /// ```
+    #[rhai_fn(name = "http_post", return_raw)]
+    pub fn http_post_with(ctx: NativeCallContext, url: &str, body: Dynamic, options: rhai::Map) -> Res<()> {
+        send(&ctx, http_output(url, &body, &options)?)
     }
 
     /// Logs a message (to the server log, tagged with the protocol).

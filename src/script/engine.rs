@@ -38,15 +38,24 @@ pub fn build(limits: &ScriptLimits) -> Engine {
     engine
 }
 
-/// Calls `on_event(event)` with `host` as the call tag, under the per-event deadline.
+/// Calls `on_event(event)` with `host` as the call tag, under the per-event deadline. The
+/// results of handler `plugins` are added as `event.plugins.<name>`.
 pub fn call_on_event(
     engine: &Engine,
     ast: &AST,
     event: &Event,
+    plugins: Vec<(String, serde_json::Value)>,
     host: HostCall,
     timeout: Duration,
 ) -> Result<(), String> {
-    let value = rhai::serde::to_dynamic(event).map_err(|e| e.to_string())?;
+    let mut value = rhai::serde::to_dynamic(event).map_err(|e| e.to_string())?;
+    if !plugins.is_empty() {
+        let notes: serde_json::Map<String, serde_json::Value> = plugins.into_iter().collect();
+        let notes = rhai::serde::to_dynamic(notes).map_err(|e| e.to_string())?;
+        if let Some(mut map) = value.write_lock::<rhai::Map>() {
+            map.insert("plugins".into(), notes);
+        }
+    }
     DEADLINE.with(|d| d.set(Some(Instant::now() + timeout)));
     let options = CallFnOptions::new().eval_ast(false).rewind_scope(true).with_tag(host);
     let result = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, "on_event", (value,));

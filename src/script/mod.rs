@@ -20,7 +20,8 @@ use crate::config::ScriptLimits;
 use crate::event::Event;
 use crate::store::Effect;
 
-pub use api::HostCall;
+use crate::output::Output;
+pub use api::{Extensions, HostCall};
 
 /// A script that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,38 @@ pub struct RunReport {
     /// Log lines, one list per event run (in order).
     pub logs: Vec<Vec<String>>,
     pub effects: Vec<Effect>,
+    /// Outputs (SQL rows, MQTT messages, HTTP calls), one list per processed event.
+    pub outputs: Vec<Vec<Output>>,
+    /// How many of `effects` the first n+1 processed events made.
+    pub effect_ends: Vec<usize>,
+}
+
+impl RunReport {
+    /// Nothing ran.
+    pub fn empty() -> Self {
+        Self {
+            processed: 0,
+            failure: None,
+            logs: Vec::new(),
+            effects: Vec::new(),
+            outputs: Vec::new(),
+            effect_ends: Vec::new(),
+        }
+    }
+
+    /// Keeps only the first `n` processed events (their outputs could not all be delivered):
+    /// event `n` failed with `message`, and the effects of the later ones are dropped.
+    pub fn cut_at(&mut self, n: usize, message: String) {
+        if n >= self.processed {
+            return;
+        }
+        let keep = if n == 0 { 0 } else { self.effect_ends[n - 1] };
+        self.effects.truncate(keep);
+        self.effect_ends.truncate(n);
+        self.outputs.truncate(n);
+        self.processed = n;
+        self.failure = Some(RunError { index: n, message });
+    }
 }
 
 struct Loaded {
@@ -62,11 +95,17 @@ pub struct ScriptHost {
     /// Last source that failed to compile, per protocol (so a broken edit is reported once).
     broken: Mutex<HashMap<String, String>>,
     timeout: Duration,
+    ext: Arc<Extensions>,
 }
 
 impl ScriptHost {
     /// Compiles the script of every protocol in `protocols`, from `dir` or the built-ins.
-    pub fn load(dir: Option<&Path>, protocols: &[String], limits: &ScriptLimits) -> Result<Self, Vec<ScriptError>> {
+    pub fn load(
+        dir: Option<&Path>,
+        protocols: &[String],
+        limits: &ScriptLimits,
+        ext: Arc<Extensions>,
+    ) -> Result<Self, Vec<ScriptError>> {
         let engine = engine::build(limits);
         let mut scripts = HashMap::new();
         let mut errors = Vec::new();
@@ -90,6 +129,7 @@ impl ScriptHost {
             scripts: RwLock::new(scripts),
             broken: Mutex::default(),
             timeout,
+            ext,
         })
     }
 
@@ -140,17 +180,26 @@ impl ScriptHost {
         let mut processed = 0;
         let mut failure = None;
         let mut kept = 0;
+        let mut outputs = Vec::new();
+        let mut effect_ends = Vec::new();
+        let handled = self.ext.plugins.handles(protocol);
         for (i, event) in events.iter().enumerate() {
             let lines = Arc::new(Mutex::new(Vec::new()));
+            let sent = Arc::new(Mutex::new(Vec::new()));
             let host = HostCall {
                 protocol: protocol.to_owned(),
                 effects: effects.clone(),
+                outputs: sent.clone(),
                 logs: lines.clone(),
                 blob: event.blob.clone(),
+                ext: self.ext.clone(),
             };
-            let result = match &ast {
-                Some(ast) => engine::call_on_event(&self.engine, ast, event, host, self.timeout),
-                None => Err(format!("no script is loaded for protocol {protocol}")),
+            let annotations =
+                if handled { self.ext.plugins.handle(protocol, &event.to_json()) } else { Ok(Vec::new()) };
+            let result = match (&ast, annotations) {
+                (_, Err(e)) => Err(e),
+                (Some(ast), Ok(notes)) => engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout),
+                (None, _) => Err(format!("no script is loaded for protocol {protocol}")),
             };
             logs.push(std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner())));
             let mut recorded = effects.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,6 +207,8 @@ impl ScriptHost {
                 Ok(()) => {
                     processed += 1;
                     kept = recorded.len();
+                    outputs.push(std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner())));
+                    effect_ends.push(kept);
                 }
                 Err(message) => {
                     recorded.truncate(kept);
@@ -167,7 +218,7 @@ impl ScriptHost {
             }
         }
         let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
-        RunReport { processed, failure, logs, effects }
+        RunReport { processed, failure, logs, effects, outputs, effect_ends }
     }
 }
 

@@ -1,0 +1,356 @@
+//! The SQL output: declared tables in the embedded SQLite database or in PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use super::Catalog;
+
+/// Where the tables live.
+#[derive(Clone, Debug)]
+pub enum SqlUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// A declared column type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Real,
+    Boolean,
+    Json,
+    Timestamp,
+}
+
+impl FromStr for ColumnType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "text" => Self::Text,
+            "integer" => Self::Integer,
+            "real" => Self::Real,
+            "boolean" => Self::Boolean,
+            "json" => Self::Json,
+            "timestamp" => Self::Timestamp,
+            other => {
+                return Err(format!(
+                    "unknown column type {other:?} (use text, integer, real, boolean, json or timestamp)"
+                ));
+            }
+        })
+    }
+}
+
+/// A value converted for its column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Text(String),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Json(Value),
+    Time(OffsetDateTime),
+}
+
+impl ColumnType {
+    fn sqlite(self) -> &'static str {
+        match self {
+            Self::Text | Self::Json | Self::Timestamp => "TEXT",
+            Self::Integer | Self::Boolean => "INTEGER",
+            Self::Real => "REAL",
+        }
+    }
+
+    fn postgres(self) -> &'static str {
+        match self {
+            Self::Text => "TEXT",
+            Self::Integer => "BIGINT",
+            Self::Real => "DOUBLE PRECISION",
+            Self::Boolean => "BOOLEAN",
+            Self::Json => "JSONB",
+            Self::Timestamp => "TIMESTAMPTZ",
+        }
+    }
+
+    /// Converts a script value for this column. Numbers given as text (as meters send them)
+    /// are accepted; an empty text is NULL for every type but `text`.
+    pub fn convert(self, value: &Value) -> Result<SqlValue, String> {
+        let blank = matches!(value, Value::String(s) if s.trim().is_empty());
+        if value.is_null() || (blank && self != Self::Text) {
+            return Ok(SqlValue::Null);
+        }
+        let text = match value {
+            Value::String(s) => s.trim().to_owned(),
+            other => other.to_string(),
+        };
+        match self {
+            Self::Text => Ok(SqlValue::Text(match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })),
+            Self::Json => Ok(SqlValue::Json(value.clone())),
+            Self::Integer => match text.parse::<i64>() {
+                Ok(n) => Ok(SqlValue::Int(n)),
+                Err(_) => match text.parse::<f64>() {
+                    Ok(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(SqlValue::Int(f as i64)),
+                    _ => Err(format!("{value} is not an integer")),
+                },
+            },
+            Self::Real => text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(SqlValue::Real)
+                .ok_or_else(|| format!("{value} is not a number")),
+            Self::Boolean => match text.as_str() {
+                "true" | "1" => Ok(SqlValue::Bool(true)),
+                "false" | "0" => Ok(SqlValue::Bool(false)),
+                _ => Err(format!("{value} is not a boolean")),
+            },
+            Self::Timestamp => parse_time(&text)
+                .map(SqlValue::Time)
+                .ok_or_else(|| format!("{value} is not a time (RFC 3339 text, or seconds/milliseconds since 1970)")),
+        }
+    }
+}
+
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    if let Ok(n) = text.parse::<f64>() {
+        let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
+        return OffsetDateTime::from_unix_timestamp_nanos((ms as i128) * 1_000_000).ok();
+    }
+    OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| OffsetDateTime::parse(text, &Iso8601::DEFAULT).ok())
+}
+
+/// Table and column names: letters, digits and `_`, not starting with a digit, ≤ 63 bytes.
+pub fn check_identifier(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.to_ascii_lowercase().starts_with("hookyard_");
+    if ok { Ok(()) } else { Err(format!("{name:?} is not a usable name (letters, digits, _; not hookyard_…)")) }
+}
+
+fn create_statements(tables: &BTreeMap<String, BTreeMap<String, ColumnType>>, postgres: bool) -> Vec<String> {
+    let mut out = vec![if postgres {
+        "CREATE TABLE IF NOT EXISTS hookyard_applied (key TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())".to_owned()
+    } else {
+        "CREATE TABLE IF NOT EXISTS hookyard_applied (key TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))".to_owned()
+    }];
+    for (table, columns) in tables {
+        let id = if postgres { "id BIGSERIAL PRIMARY KEY" } else { "id INTEGER PRIMARY KEY AUTOINCREMENT" };
+        let cols: Vec<String> = columns
+            .iter()
+            .map(|(c, t)| format!("\"{c}\" {}", if postgres { t.postgres() } else { t.sqlite() }))
+            .collect();
+        out.push(format!("CREATE TABLE IF NOT EXISTS \"{table}\" ({id}, {})", cols.join(", ")));
+    }
+    out
+}
+
+fn insert_statement(table: &str, columns: &[&String], postgres: bool) -> String {
+    let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+    let marks: Vec<String> =
+        (1..=columns.len()).map(|i| if postgres { format!("${i}") } else { format!("?{i}") }).collect();
+    if columns.is_empty() {
+        return format!("INSERT INTO \"{table}\" DEFAULT VALUES");
+    }
+    format!("INSERT INTO \"{table}\" ({}) VALUES ({})", names.join(", "), marks.join(", "))
+}
+
+/// Rows of one event (with its idempotency key).
+pub type EventRows = (Option<String>, Vec<(String, Map<String, Value>)>);
+
+enum Backend {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>),
+}
+
+pub struct Sql {
+    backend: Option<Arc<Backend>>,
+}
+
+impl Sql {
+    /// Connects and creates the declared tables (nothing is opened when none are declared).
+    pub fn open(url: SqlUrl, tables: &BTreeMap<String, BTreeMap<String, ColumnType>>) -> Result<Self, String> {
+        if tables.is_empty() {
+            return Ok(Self { backend: None });
+        }
+        let backend = match url {
+            SqlUrl::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(&path)
+                    .map_err(|e| format!("sql output: cannot open {}: {e}", path.display()))?;
+                conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
+                    .map_err(|e| format!("sql output: {e}"))?;
+                for stmt in create_statements(tables, false) {
+                    conn.execute(&stmt, []).map_err(|e| format!("sql output: {stmt}: {e}"))?;
+                }
+                Backend::Sqlite(Mutex::new(conn))
+            }
+            SqlUrl::Postgres(url) => {
+                let config: postgres::Config =
+                    url.parse().map_err(|e| format!("sql output: the PostgreSQL url is not valid: {e}"))?;
+                let manager = r2d2_postgres::PostgresConnectionManager::new(config, postgres::NoTls);
+                let pool = r2d2::Pool::builder()
+                    .max_size(8)
+                    .connection_timeout(std::time::Duration::from_secs(5))
+                    .build(manager)
+                    .map_err(|e| format!("sql output: cannot connect to PostgreSQL: {e}"))?;
+                let mut client = pool.get().map_err(|e| format!("sql output: cannot connect to PostgreSQL: {e}"))?;
+                for stmt in create_statements(tables, true) {
+                    client.batch_execute(&stmt).map_err(|e| format!("sql output: {stmt}: {e}"))?;
+                }
+                Backend::Postgres(pool)
+            }
+        };
+        Ok(Self { backend: Some(Arc::new(backend)) })
+    }
+
+    /// Inserts every event's rows in one transaction; returns how many events were skipped
+    /// because their key was applied before.
+    pub async fn insert(&self, catalog: Arc<Catalog>, events: Vec<EventRows>) -> Result<usize, String> {
+        let Some(backend) = self.backend.clone() else {
+            return Err("sql: no tables are declared ([outputs.sql.tables.…])".into());
+        };
+        tokio::task::spawn_blocking(move || match &*backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                insert_sqlite(&mut conn, &catalog, &events).map_err(|e| format!("sql (SQLite): {e}"))
+            }
+            Backend::Postgres(pool) => {
+                let mut client = pool.get().map_err(|e| format!("sql (PostgreSQL): cannot connect: {e}"))?;
+                insert_postgres(&mut client, &catalog, &events).map_err(|e| format!("sql (PostgreSQL): {e}"))
+            }
+        })
+        .await
+        .map_err(|e| format!("sql: stopped unexpectedly ({e})"))?
+    }
+}
+
+fn converted<'a>(
+    catalog: &Catalog,
+    table: &str,
+    row: &'a Map<String, Value>,
+) -> Result<(Vec<&'a String>, Vec<SqlValue>), String> {
+    let columns = catalog.tables.get(table).ok_or_else(|| format!("no table {table:?} is declared"))?;
+    let mut names = Vec::with_capacity(row.len());
+    let mut values = Vec::with_capacity(row.len());
+    for (name, value) in row {
+        let kind = columns.get(name).ok_or_else(|| format!("table {table} has no column {name:?}"))?;
+        names.push(name);
+        values.push(kind.convert(value).map_err(|e| format!("{table}.{name}: {e}"))?);
+    }
+    Ok((names, values))
+}
+
+fn insert_sqlite(conn: &mut rusqlite::Connection, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
+    use rusqlite::types::Value as V;
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    let mut skipped = 0;
+    for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
+        if let Some(key) = key {
+            let fresh = tx
+                .execute("INSERT INTO hookyard_applied (key) VALUES (?1) ON CONFLICT DO NOTHING", [key])
+                .map_err(|e| e.to_string())?;
+            if fresh == 0 {
+                skipped += 1;
+                continue;
+            }
+        }
+        for (table, row) in rows {
+            let (names, values) = converted(catalog, table, row)?;
+            let params: Vec<V> = values
+                .into_iter()
+                .map(|v| match v {
+                    SqlValue::Null => V::Null,
+                    SqlValue::Text(s) => V::Text(s),
+                    SqlValue::Int(n) => V::Integer(n),
+                    SqlValue::Real(f) => V::Real(f),
+                    SqlValue::Bool(b) => V::Integer(b as i64),
+                    SqlValue::Json(j) => V::Text(j.to_string()),
+                    SqlValue::Time(t) => {
+                        V::Text(crate::event::rfc3339_millis((t.unix_timestamp_nanos() / 1_000_000) as i64))
+                    }
+                })
+                .collect();
+            let mut stmt = tx.prepare_cached(&insert_statement(table, &names, false)).map_err(|e| e.to_string())?;
+            stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| format!("insert into {table}: {e}"))?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(skipped)
+}
+
+fn insert_postgres(client: &mut postgres::Client, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
+    use postgres::types::ToSql;
+    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+    let mut skipped = 0;
+    for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
+        if let Some(key) = key {
+            let fresh = tx
+                .execute("INSERT INTO hookyard_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", &[key])
+                .map_err(|e| e.to_string())?;
+            if fresh == 0 {
+                skipped += 1;
+                continue;
+            }
+        }
+        for (table, row) in rows {
+            let (names, values) = converted(catalog, table, row)?;
+            let params: Vec<Box<dyn ToSql + Sync>> = values
+                .into_iter()
+                .map(|v| -> Box<dyn ToSql + Sync> {
+                    match v {
+                        SqlValue::Null => Box::new(Option::<String>::None),
+                        SqlValue::Text(s) => Box::new(s),
+                        SqlValue::Int(n) => Box::new(n),
+                        SqlValue::Real(f) => Box::new(f),
+                        SqlValue::Bool(b) => Box::new(b),
+                        SqlValue::Json(j) => Box::new(j),
+                        SqlValue::Time(t) => Box::new(t),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|b| b.as_ref()).collect();
+            let stmt = tx.prepare(&insert_statement(table, &names, true)).map_err(|e| e.to_string())?;
+            tx.execute(&stmt, &refs).map_err(|e| format!("insert into {table}: {e}"))?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn meter_values_given_as_text_convert() {
+        assert_eq!(ColumnType::Real.convert(&json!("123.456")).unwrap(), SqlValue::Real(123.456));
+        assert_eq!(ColumnType::Real.convert(&json!("")).unwrap(), SqlValue::Null);
+        assert_eq!(ColumnType::Integer.convert(&json!("1725194400")).unwrap(), SqlValue::Int(1_725_194_400));
+        assert_eq!(ColumnType::Text.convert(&json!("")).unwrap(), SqlValue::Text(String::new()));
+        assert!(ColumnType::Real.convert(&json!("12,5")).unwrap_err().contains("not a number"));
+        let t = ColumnType::Timestamp.convert(&json!("1725194400")).unwrap();
+        assert_eq!(t, SqlValue::Time(OffsetDateTime::from_unix_timestamp(1_725_194_400).unwrap()));
+        assert!(matches!(ColumnType::Timestamp.convert(&json!("2024-08-09T11:44:44+02:00")), Ok(SqlValue::Time(_))));
+    }
+
+    #[test]
+    fn identifiers_cannot_inject_sql() {
+        assert!(check_identifier("readings").is_ok());
+        for bad in ["", "1abc", "a b", "a\"b", "x;drop", "hookyard_applied"] {
+            assert!(check_identifier(bad).is_err(), "{bad}");
+        }
+    }
+}
