@@ -194,7 +194,7 @@ fn classify(query: &Query, previous: Option<Reading>) -> Verdict {
     {
         return verdict("spike", Some(consumption), rate_per_hour, format!("{r:.3} per hour is above {max}"));
     }
-    if let (Some(max), None) = (query.max_rate_per_hour, rate_per_hour)
+    if let (Some(_), None) = (query.max_rate_per_hour, rate_per_hour)
         && consumption > 0.0
     {
         return verdict("spike", Some(consumption), None, "the counter moved with no time passing".into());
