@@ -177,24 +177,27 @@ enum Backend {
 
 pub struct Sql {
     backend: Option<Arc<Backend>>,
+    /// CREATE TABLE statements, run until they succeed once (PostgreSQL may be down at start).
+    creates: Arc<Vec<String>>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sql {
     /// Connects and creates the declared tables (nothing is opened when none are declared).
+    /// A PostgreSQL server that is down at start-up is not fatal: the tables are created by
+    /// the first insert that reaches it.
     pub fn open(url: SqlUrl, tables: &BTreeMap<String, BTreeMap<String, ColumnType>>) -> Result<Self, String> {
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if tables.is_empty() {
-            return Ok(Self { backend: None });
+            return Ok(Self { backend: None, creates: Arc::default(), ready });
         }
-        let backend = match url {
+        let (backend, creates) = match url {
             SqlUrl::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(&path)
                     .map_err(|e| format!("sql output: cannot open {}: {e}", path.display()))?;
                 conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
                     .map_err(|e| format!("sql output: {e}"))?;
-                for stmt in create_statements(tables, false) {
-                    conn.execute(&stmt, []).map_err(|e| format!("sql output: {stmt}: {e}"))?;
-                }
-                Backend::Sqlite(Mutex::new(conn))
+                (Backend::Sqlite(Mutex::new(conn)), create_statements(tables, false))
             }
             SqlUrl::Postgres(url) => {
                 let config: postgres::Config =
@@ -202,17 +205,27 @@ impl Sql {
                 let manager = r2d2_postgres::PostgresConnectionManager::new(config, postgres::NoTls);
                 let pool = r2d2::Pool::builder()
                     .max_size(8)
+                    .min_idle(Some(0))
                     .connection_timeout(std::time::Duration::from_secs(5))
-                    .build(manager)
-                    .map_err(|e| format!("sql output: cannot connect to PostgreSQL: {e}"))?;
-                let mut client = pool.get().map_err(|e| format!("sql output: cannot connect to PostgreSQL: {e}"))?;
-                for stmt in create_statements(tables, true) {
-                    client.batch_execute(&stmt).map_err(|e| format!("sql output: {stmt}: {e}"))?;
-                }
-                Backend::Postgres(pool)
+                    .build_unchecked(manager);
+                (Backend::Postgres(pool), create_statements(tables, true))
             }
         };
-        Ok(Self { backend: Some(Arc::new(backend)) })
+        let postgres = matches!(backend, Backend::Postgres(_));
+        let (backend, creates) = (Arc::new(backend), Arc::new(creates));
+        let sql = Self { backend: Some(backend.clone()), creates: creates.clone(), ready: ready.clone() };
+        if !postgres {
+            ensure_tables(&backend, &creates, &ready)?;
+            return Ok(sql);
+        }
+        // The synchronous PostgreSQL client must not run on an async thread: create the
+        // tables from a thread of its own.
+        std::thread::spawn(move || {
+            if let Err(e) = ensure_tables(&backend, &creates, &ready) {
+                tracing::warn!(error = %e, "sql output: PostgreSQL is not reachable yet; tables will be created on first use");
+            }
+        });
+        Ok(sql)
     }
 
     /// Inserts every event's rows in one transaction; returns how many events were skipped
@@ -221,19 +234,69 @@ impl Sql {
         let Some(backend) = self.backend.clone() else {
             return Err("sql: no tables are declared ([outputs.sql.tables.…])".into());
         };
-        tokio::task::spawn_blocking(move || match &*backend {
-            Backend::Sqlite(conn) => {
-                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                insert_sqlite(&mut conn, &catalog, &events).map_err(|e| format!("sql (SQLite): {e}"))
-            }
-            Backend::Postgres(pool) => {
-                let mut client = pool.get().map_err(|e| format!("sql (PostgreSQL): cannot connect: {e}"))?;
-                insert_postgres(&mut client, &catalog, &events).map_err(|e| format!("sql (PostgreSQL): {e}"))
+        let (creates, ready) = (self.creates.clone(), self.ready.clone());
+        tokio::task::spawn_blocking(move || {
+            ensure_tables(&backend, &creates, &ready)?;
+            match &*backend {
+                Backend::Sqlite(conn) => {
+                    let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    insert_sqlite(&mut conn, &catalog, &events).map_err(|e| format!("sql (SQLite): {e}"))
+                }
+                Backend::Postgres(pool) => {
+                    let mut client = pool.get().map_err(|e| format!("sql (PostgreSQL): cannot connect: {e}"))?;
+                    insert_postgres(&mut client, &catalog, &events).map_err(|e| format!("sql (PostgreSQL): {e}"))
+                }
             }
         })
         .await
         .map_err(|e| format!("sql: stopped unexpectedly ({e})"))?
     }
+}
+
+impl Drop for Sql {
+    fn drop(&mut self) {
+        // Closing PostgreSQL connections blocks: never on an async thread.
+        if let Some(backend) = self.backend.take() {
+            let _ = std::thread::Builder::new().name("sql-close".into()).spawn(move || drop(backend));
+        }
+    }
+}
+
+fn ensure_tables(backend: &Backend, creates: &[String], ready: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    if ready.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    match backend {
+        Backend::Sqlite(conn) => {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            for stmt in creates {
+                conn.execute(stmt, []).map_err(|e| format!("sql output: {stmt}: {e}"))?;
+            }
+        }
+        Backend::Postgres(pool) => {
+            let mut client = pool.get().map_err(|e| format!("sql (PostgreSQL): cannot connect: {e}"))?;
+            let mut tx = client.transaction().map_err(|e| format!("sql (PostgreSQL): {e}"))?;
+            // Concurrent CREATE TABLE IF NOT EXISTS can collide (other threads, other
+            // instances): one at a time.
+            tx.execute("SELECT pg_advisory_xact_lock(726172001)", &[]).map_err(|e| format!("sql (PostgreSQL): {e}"))?;
+            for stmt in creates {
+                tx.batch_execute(stmt).map_err(|e| format!("sql (PostgreSQL): {stmt}: {e}"))?;
+            }
+            tx.commit().map_err(|e| format!("sql (PostgreSQL): {e}"))?;
+        }
+    }
+    ready.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// What `hookyard_applied` records for an event: its key and the tables it writes to (so a
+/// replay after the script gained a table fills the new table).
+fn marker(key: Option<&str>, rows: &[(String, Map<String, Value>)]) -> Option<String> {
+    let mut tables: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    key.map(|k| format!("{k} -> {}", tables.join(",")))
 }
 
 fn converted<'a>(
@@ -257,9 +320,9 @@ fn insert_sqlite(conn: &mut rusqlite::Connection, catalog: &Catalog, events: &[E
     let tx = conn.transaction().map_err(|e| e.to_string())?;
     let mut skipped = 0;
     for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
-        if let Some(key) = key {
+        if let Some(key) = marker(key.as_deref(), rows) {
             let fresh = tx
-                .execute("INSERT INTO hookyard_applied (key) VALUES (?1) ON CONFLICT DO NOTHING", [key])
+                .execute("INSERT INTO hookyard_applied (key) VALUES (?1) ON CONFLICT DO NOTHING", [&key])
                 .map_err(|e| e.to_string())?;
             if fresh == 0 {
                 skipped += 1;
@@ -295,9 +358,9 @@ fn insert_postgres(client: &mut postgres::Client, catalog: &Catalog, events: &[E
     let mut tx = client.transaction().map_err(|e| e.to_string())?;
     let mut skipped = 0;
     for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
-        if let Some(key) = key {
+        if let Some(key) = marker(key.as_deref(), rows) {
             let fresh = tx
-                .execute("INSERT INTO hookyard_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", &[key])
+                .execute("INSERT INTO hookyard_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", &[&key])
                 .map_err(|e| e.to_string())?;
             if fresh == 0 {
                 skipped += 1;
