@@ -24,7 +24,7 @@ use crate::output::{Catalog, Outputs};
 use crate::plugin::Plugins;
 use crate::script::{Extensions, ScriptHost};
 use crate::spec::Registry;
-use crate::store::{DataDir, Journal, SeenKeys};
+use crate::store::{DataDir, Journal, SeenKeys, Shared};
 
 /// A fully loaded server, not yet listening.
 pub struct App {
@@ -200,12 +200,15 @@ pub async fn run(
     let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
     let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));
     let outputs = app.open_outputs()?;
+    let shared = open_shared(&app, &journal).await?;
+    let settler = shared.clone().map(|s| tokio::spawn(settle_stale_claims(s, journal.clone())));
     let pipeline = Arc::new(Pipeline {
         scripts: app.scripts.clone(),
         seen: Arc::new(seen),
         journal: journal.clone(),
         metrics,
         outputs,
+        shared,
     });
     listener.set_nonblocking(true)?;
     let limits = &app.config.server_limits;
@@ -224,9 +227,62 @@ pub async fn run(
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
         .await;
     watcher.abort();
+    if let Some(settler) = settler {
+        settler.abort();
+    }
     let closing = journal.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     result
+}
+
+/// Connects the shared journal of `[journal] postgres_url` and settles this instance's claims
+/// left from before (a crash, a lost connection).
+async fn open_shared(app: &App, journal: &Arc<Journal>) -> std::io::Result<Option<Arc<Shared>>> {
+    let Some(url) = app.config.journal.postgres_url.clone().filter(|u| !u.0.is_empty()) else {
+        return Ok(None);
+    };
+    let instance = app.config.journal.instance.clone().unwrap_or_else(|| default_instance(&app.data));
+    let journal = journal.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let shared = Shared::open(&url.0, &instance)?;
+        let settled = settle_with(&shared, &journal, Duration::ZERO)?;
+        Ok::<_, String>((shared, settled))
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    let (shared, (done, released)) = opened.map_err(std::io::Error::other)?;
+    tracing::info!(instance = %shared.instance, settled_done = done, released, "shared journal (PostgreSQL) connected");
+    Ok(Some(Arc::new(shared)))
+}
+
+fn settle_with(shared: &Shared, journal: &Journal, min_age: Duration) -> Result<(usize, usize), String> {
+    let reader = journal.reader().map_err(|e| e.to_string())?;
+    shared.settle_stale(min_age, |key| crate::store::journal::query::key_processed(&reader, key).unwrap_or(false))
+}
+
+/// Every 30 s: settle claims this instance has held for over two minutes.
+async fn settle_stale_claims(shared: Arc<Shared>, journal: Arc<Journal>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (s, j) = (shared.clone(), journal.clone());
+        match tokio::task::spawn_blocking(move || settle_with(&s, &j, Duration::from_secs(120))).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((done, released))) => tracing::info!(done, released, "settled stale claims in the shared journal"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot settle stale claims yet"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Host name and data directory: unique per instance unless configured.
+fn default_instance(data: &DataDir) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{}:{}", host.trim(), data.root().display())
 }
 
 /// Holds `<data>/.hookyard/lock` exclusively: one process per data directory.

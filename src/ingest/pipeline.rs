@@ -15,7 +15,8 @@ use crate::metrics::Metrics;
 use crate::output::Outputs;
 use crate::script::{RunReport, ScriptHost};
 use crate::store::journal::{EventRecord, Outcome, RequestRecord, Submission, Target};
-use crate::store::{Claim, Journal, SeenKeys};
+use crate::store::shared::{LedgerRow, SharedClaim};
+use crate::store::{Claim, Journal, SeenKeys, Shared};
 
 /// Scripts, the dedup memory and the journal.
 pub struct Pipeline {
@@ -24,6 +25,8 @@ pub struct Pipeline {
     pub journal: Arc<Journal>,
     pub metrics: Arc<Metrics>,
     pub outputs: Arc<Outputs>,
+    /// The journal shared with other instances (PostgreSQL), when configured.
+    pub shared: Option<Arc<Shared>>,
 }
 
 /// One event and whether it goes to the script.
@@ -40,13 +43,17 @@ impl Pipeline {
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
-        let (todo, mut plan) = self.claim(key_spec, events)?;
+        let (mut todo, mut plan) = self.claim(key_spec, events)?;
+        if let Some(shared) = &self.shared {
+            self.claim_shared(shared, &mut todo, &mut plan).await?;
+        }
         let claimed: Vec<String> = plan.iter().filter(|p| p.run).filter_map(|p| p.record.key.clone()).collect();
         let report = self.run(&request.protocol, todo).await;
         let mut report = match report {
             Ok(r) => r,
             Err(e) => {
                 self.seen.release(&claimed);
+                self.settle_shared(Vec::new(), claimed, Vec::new()).await;
                 return Err(e);
             }
         };
@@ -65,6 +72,22 @@ impl Pipeline {
             (Outcome::Duplicate, count(Outcome::Duplicate)),
         ];
         let protocol = request.protocol.clone();
+        let ledger: Vec<LedgerRow> = match &self.shared {
+            None => Vec::new(),
+            Some(_) => plan
+                .iter()
+                .map(|p| LedgerRow {
+                    protocol: request.protocol.clone(),
+                    operation: request.operation.clone(),
+                    source: request.source.clone(),
+                    received_ms: request.received_ms,
+                    key: p.record.key.clone(),
+                    status: p.record.outcome.as_str().into(),
+                    error: p.record.error.clone(),
+                    data: p.record.data.clone(),
+                })
+                .collect(),
+        };
         let submission = Submission {
             target: Target::New(request),
             events: plan.into_iter().map(|p| p.record).collect(),
@@ -72,11 +95,14 @@ impl Pipeline {
         };
         if let Err(e) = self.journal.submit(submission).await {
             self.seen.release(&claimed);
+            self.settle_shared(Vec::new(), claimed, Vec::new()).await;
             tracing::error!(error = %e, "the request could not be journaled or written");
             return Err(Rejection::Failed("processing failed: data could not be stored".into()));
         }
         self.seen.commit(&processed);
         self.seen.release(&claimed);
+        let released: Vec<String> = claimed.into_iter().filter(|k| !processed.contains(k)).collect();
+        self.settle_shared(processed, released, ledger).await;
         for (outcome, n) in tallies {
             self.metrics.events(&protocol, outcome.as_str(), n);
         }
@@ -89,6 +115,71 @@ impl Pipeline {
                     f.index
                 )))
             }
+        }
+    }
+
+    /// Claims the locally new keys in the shared journal: keys another instance processed
+    /// become duplicates; a key another instance is processing makes the request retry.
+    async fn claim_shared(
+        &self,
+        shared: &Arc<Shared>,
+        todo: &mut Vec<Event>,
+        plan: &mut [Planned],
+    ) -> Result<(), Rejection> {
+        let keys: Vec<String> = plan.iter().filter(|p| p.run).filter_map(|p| p.record.key.clone()).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (client, asked) = (shared.clone(), keys.clone());
+        let answer = tokio::task::spawn_blocking(move || client.claim(&asked)).await;
+        let answers = match answer {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.seen.release(&keys);
+                tracing::error!(error = %e, "cannot claim keys in the shared journal");
+                return Err(Rejection::Failed("processing failed: the shared journal is unreachable; retry".into()));
+            }
+            Err(e) => {
+                self.seen.release(&keys);
+                return Err(Rejection::Failed(format!("processing stopped unexpectedly ({e})")));
+            }
+        };
+        if answers.contains(&SharedClaim::Claimed) {
+            let ours: Vec<String> =
+                keys.iter().zip(&answers).filter(|(_, a)| **a == SharedClaim::New).map(|(k, _)| k.clone()).collect();
+            self.seen.release(&keys);
+            self.settle_shared(Vec::new(), ours, Vec::new()).await;
+            return Err(Rejection::Failed("the same data is being processed by another instance; retry".into()));
+        }
+        let done: Vec<&String> =
+            keys.iter().zip(&answers).filter(|(_, a)| **a == SharedClaim::Done).map(|(k, _)| k).collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut skipped = HashSet::new();
+        for p in plan.iter_mut().filter(|p| p.run) {
+            if p.record.key.as_ref().is_some_and(|k| done.contains(&k)) {
+                p.run = false;
+                p.record.outcome = Outcome::Duplicate;
+                skipped.insert(p.record.index);
+            }
+        }
+        todo.retain(|e| !skipped.contains(&e.index));
+        let done: Vec<String> = done.into_iter().cloned().collect();
+        self.seen.commit(&done);
+        Ok(())
+    }
+
+    /// Tells the shared journal (if any) what became of claimed keys; failures are left to
+    /// the stale-claim settling.
+    async fn settle_shared(&self, done: Vec<String>, released: Vec<String>, ledger: Vec<LedgerRow>) {
+        let Some(shared) = self.shared.clone() else { return };
+        if done.is_empty() && released.is_empty() && ledger.is_empty() {
+            return;
+        }
+        let result = tokio::task::spawn_blocking(move || shared.settle(&done, &released, &ledger)).await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "could not settle keys in the shared journal; will retry from the local journal");
         }
     }
 

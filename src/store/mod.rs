@@ -4,8 +4,10 @@ pub mod dedup;
 pub mod effects;
 pub mod files;
 pub mod journal;
+pub mod shared;
 
 pub use dedup::{Claim, SeenKeys};
 pub use effects::Effect;
 pub use files::{DataDir, StoreError, safe_relative_path};
 pub use journal::Journal;
+pub use shared::Shared;

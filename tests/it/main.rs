@@ -17,6 +17,7 @@ mod properties;
 mod protocols;
 mod replay;
 mod retention;
+mod scale_out;
 mod schemathesis;
 mod scripts;
 mod slow;

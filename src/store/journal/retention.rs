@@ -20,11 +20,22 @@ pub struct Retention {
     pub max_size_mb: Option<f64>,
     /// How often to prune.
     pub prune_interval_ms: u64,
+    /// `postgres://…`: share idempotency keys and the event ledger with other instances
+    /// (see `store::shared`). Unset: this instance is alone.
+    pub postgres_url: Option<crate::config::Secret>,
+    /// This instance's name in the shared journal (default: host name + data directory).
+    pub instance: Option<String>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_age_days: Some(30.0), max_size_mb: None, prune_interval_ms: 60_000 }
+        Self {
+            max_age_days: Some(30.0),
+            max_size_mb: None,
+            prune_interval_ms: 60_000,
+            postgres_url: None,
+            instance: None,
+        }
     }
 }
 
