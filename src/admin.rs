@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::event::{parse_time, rfc3339_millis};
-use crate::replay::{Replayed, Tally, replay_event};
+use crate::replay::{Replayed, Replayer, Tally, replay_event};
 use crate::script::ScriptHost;
 use crate::store::journal::query::{self, Detail, Filter, ListFilter, Summary};
 use crate::store::{Journal, SeenKeys};
@@ -32,6 +32,20 @@ pub struct AdminState {
     pub scripts: Arc<ScriptHost>,
     pub seen: Arc<SeenKeys>,
     pub outputs: Arc<crate::output::Outputs>,
+    pub shared: Option<Arc<crate::store::Shared>>,
+    pub pipeline: Arc<crate::ingest::Pipeline>,
+}
+
+impl AdminState {
+    fn replayer(&self) -> Replayer<'_> {
+        Replayer {
+            scripts: &self.scripts,
+            journal: &self.journal,
+            seen: &self.seen,
+            outputs: &self.outputs,
+            shared: self.shared.as_ref(),
+        }
+    }
 }
 
 /// The management API (disabled when `state` is `None`).
@@ -148,7 +162,12 @@ impl From<Detail> for EventDetail {
 /// The outcome of replaying one event.
 #[derive(Object)]
 pub struct ReplayResult {
+    /// The event in this instance's journal (0 for an event of another instance).
     pub event_id: i64,
+    /// With a shared journal: the event in the cluster-wide ledger, when it came from there.
+    pub ledger_id: Option<i64>,
+    /// With a shared journal: the instance that received the event.
+    pub instance: Option<String>,
     /// processed, failed or skipped.
     pub outcome: String,
     pub detail: Option<String>,
@@ -160,7 +179,7 @@ fn result(event_id: i64, r: Replayed) -> ReplayResult {
         Replayed::Failed(why) => ("failed", Some(why)),
         Replayed::Skipped(why) => ("skipped", Some(why)),
     };
-    ReplayResult { event_id, outcome: outcome.into(), detail }
+    ReplayResult { event_id, ledger_id: None, instance: None, outcome: outcome.into(), detail }
 }
 
 /// Which events to replay.
@@ -260,7 +279,7 @@ impl Admin {
         };
         let item =
             item.ok_or_else(|| AdminError::NotFound(message(format!("no processed or failed event {}", id.0))))?;
-        let r = replay_event(&state.scripts, &state.journal, &state.seen, &state.outputs, &item).await;
+        let r = replay_event(&state.replayer(), &item).await;
         Ok(Json(result(item.event_id, r)))
     }
 
@@ -288,10 +307,32 @@ impl Admin {
             let Some(last) = page.last() else { break };
             after = last.event_id;
             for item in &page {
-                let r = replay_event(&state.scripts, &state.journal, &state.seen, &state.outputs, item).await;
+                let r = replay_event(&state.replayer(), item).await;
                 tally.add(&r);
                 if results.len() < 1000 {
                     results.push(result(item.event_id, r));
+                }
+            }
+        }
+        // With a shared journal, failed events other instances recorded are replayed here.
+        if let (Some(shared), true) = (state.shared.clone(), request.0.failed) {
+            let mut after = 0;
+            loop {
+                let (client, protocol) = (shared.clone(), request.0.protocol.clone());
+                let page = tokio::task::spawn_blocking(move || client.failed_events(protocol.as_deref(), after, 500))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for item in page.iter().filter(|e| e.instance != shared.instance) {
+                    let r = crate::replay::replay_foreign(&state.pipeline, item).await;
+                    tally.add(&r);
+                    if results.len() < 1000 {
+                        let mut shown = result(0, r);
+                        (shown.ledger_id, shown.instance) = (Some(item.id), Some(item.instance.clone()));
+                        results.push(shown);
+                    }
                 }
             }
         }

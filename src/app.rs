@@ -113,6 +113,8 @@ impl App {
                 scripts: pipeline.scripts.clone(),
                 seen: pipeline.seen.clone(),
                 outputs: pipeline.outputs.clone(),
+                shared: pipeline.shared.clone(),
+                pipeline: pipeline.clone(),
             }),
         };
         let management = docs::management(names.clone(), admin);
@@ -277,7 +279,7 @@ async fn settle_stale_claims(shared: Arc<Shared>, journal: Arc<Journal>) {
 }
 
 /// Host name and data directory: unique per instance unless configured.
-fn default_instance(data: &DataDir) -> String {
+pub fn default_instance(data: &DataDir) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

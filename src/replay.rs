@@ -16,11 +16,15 @@ use anyhow::Context;
 
 use crate::app::{self, App};
 use crate::config::Config;
+use crate::event::Event;
+use crate::ingest::Pipeline;
 use crate::output::Outputs;
 use crate::script::ScriptHost;
+use crate::store::journal::RequestRecord;
 use crate::store::journal::query::{self, Filter, Journaled};
 use crate::store::journal::{EventRecord, Outcome, Submission, Target};
-use crate::store::{Claim, Journal, SeenKeys};
+use crate::store::shared::{LedgerEvent, SharedClaim};
+use crate::store::{Claim, Journal, SeenKeys, Shared};
 
 /// What became of one replayed event.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,27 +34,97 @@ pub enum Replayed {
     Skipped(String),
 }
 
+/// What a replay needs from the server.
+pub struct Replayer<'a> {
+    pub scripts: &'a Arc<ScriptHost>,
+    pub journal: &'a Journal,
+    pub seen: &'a SeenKeys,
+    pub outputs: &'a Outputs,
+    /// The journal shared with other instances: a failed event's key is claimed there too,
+    /// so an event another instance processed meanwhile is not processed again.
+    pub shared: Option<&'a Arc<Shared>>,
+}
+
 /// Replays one journaled event.
-pub async fn replay_event(
-    scripts: &Arc<ScriptHost>,
-    journal: &Journal,
-    seen: &SeenKeys,
-    outputs: &Outputs,
-    item: &Journaled,
-) -> Replayed {
+pub async fn replay_event(ctx: &Replayer<'_>, item: &Journaled) -> Replayed {
     let claimed = match (&item.key, item.status.as_str()) {
-        (Some(key), "failed") => match seen.claim(key) {
+        (Some(key), "failed") => match ctx.seen.claim(key) {
             Claim::New => Some(key.clone()),
             Claim::Seen => return Replayed::Skipped("a later attempt already processed it".into()),
             Claim::InFlight => return Replayed::Skipped("a request with the same data is being processed".into()),
         },
         _ => None,
     };
-    let result = run_and_record(scripts, journal, outputs, item).await;
+    if let (Some(key), Some(shared)) = (&claimed, ctx.shared) {
+        let (client, keys) = (shared.clone(), vec![key.clone()]);
+        let answer = tokio::task::spawn_blocking(move || client.claim(&keys)).await;
+        let skip = match answer {
+            Ok(Ok(a)) if a == [SharedClaim::New] => None,
+            Ok(Ok(a)) if a == [SharedClaim::Done] => Some("another instance already processed it"),
+            Ok(Ok(_)) => Some("another instance is processing the same data"),
+            _ => Some("the shared journal is unreachable; try again"),
+        };
+        if let Some(why) = skip {
+            ctx.seen.release(std::slice::from_ref(key));
+            return Replayed::Skipped(why.into());
+        }
+    }
+    let result = run_and_record(ctx.scripts, ctx.journal, ctx.outputs, item).await;
     if let Some(key) = claimed {
-        match result {
-            Replayed::Processed => seen.commit(std::slice::from_ref(&key)),
-            _ => seen.release(std::slice::from_ref(&key)),
+        let keys = vec![key];
+        let processed = result == Replayed::Processed;
+        if processed {
+            ctx.seen.commit(&keys)
+        } else {
+            ctx.seen.release(&keys)
+        }
+        if let Some(shared) = ctx.shared.cloned() {
+            let (done, released) = if processed { (keys, Vec::new()) } else { (Vec::new(), keys) };
+            let settled = tokio::task::spawn_blocking(move || shared.settle(&done, &released, &[])).await;
+            if let Ok(Err(e)) = settled {
+                tracing::warn!(error = %e, "could not settle a replayed key in the shared journal; will retry");
+            }
+        }
+    }
+    result
+}
+
+/// Replays a failed event another instance recorded in the shared ledger: processed here as
+/// a new request (its key claimed cluster-wide, so it cannot be processed twice), and the
+/// ledger row marked superseded. Events with a binary body (images) stay on their instance.
+pub async fn replay_foreign(pipeline: &Pipeline, item: &LedgerEvent) -> Replayed {
+    let mut event: Event = match serde_json::from_str(&item.data) {
+        Ok(e) => e,
+        Err(e) => return Replayed::Failed(format!("ledger event {} cannot be read back: {e}", item.id)),
+    };
+    if event.meta.contains_key("size") && event.operation == "image" {
+        return Replayed::Skipped(format!("binary uploads are replayed on their instance ({})", item.instance));
+    }
+    event.blob = None;
+    let request = RequestRecord {
+        protocol: event.protocol.clone(),
+        operation: event.operation.clone(),
+        source: event.source.clone(),
+        received_ms: event.received_ms,
+        headers: Vec::new(),
+        verification: format!("replay of event {} of instance {}", item.id, item.instance),
+        body: bytes::Bytes::from(item.data.clone().into_bytes()),
+    };
+    let keys: std::collections::HashMap<usize, String> = item.key.iter().map(|k| (event.index, k.clone())).collect();
+    let outcome = pipeline.process_keyed(&keys, request, vec![event]).await;
+    let result = match outcome {
+        Ok(()) => Replayed::Processed,
+        Err(crate::ingest::Rejection::Failed(why)) => Replayed::Failed(why),
+        Err(other) => Replayed::Failed(format!("{other:?}")),
+    };
+    if let Some(shared) = pipeline.shared.clone() {
+        let (id, processed) = (item.id, result == Replayed::Processed);
+        let marked = tokio::task::spawn_blocking(move || {
+            shared.mark_replayed(id, if processed { "processed" } else { "failed" }, None)
+        })
+        .await;
+        if let Ok(Err(e)) = marked {
+            tracing::warn!(error = %e, "could not mark a replayed ledger event");
         }
     }
     result
@@ -131,9 +205,23 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
             let _entered = runtime.enter();
             app.open_outputs()?
         };
+        let shared = match app.config.journal.postgres_url.as_ref().filter(|u| !u.0.is_empty()) {
+            Some(url) => {
+                let instance = app.config.journal.instance.clone().unwrap_or_else(|| app::default_instance(&app.data));
+                Some(Arc::new(Shared::open(&url.0, &instance).map_err(anyhow::Error::msg)?))
+            }
+            None => None,
+        };
+        let ctx = Replayer {
+            scripts: &app.scripts,
+            journal: &journal,
+            seen: &seen,
+            outputs: &outputs,
+            shared: shared.as_ref(),
+        };
         let conn = journal.reader()?;
         each(&conn, &options.filter, |item| {
-            let r = runtime.block_on(replay_event(&app.scripts, &journal, &seen, &outputs, item));
+            let r = runtime.block_on(replay_event(&ctx, item));
             match &r {
                 Replayed::Processed => println!("{}: processed", label(item)),
                 Replayed::Failed(why) => println!("{}: failed: {why}", label(item)),

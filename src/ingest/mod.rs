@@ -26,7 +26,7 @@ use crate::spec::ext::BodyKind;
 use crate::store::journal::RequestRecord;
 
 pub use pipeline::{Pipeline, deliver};
-use reply::Rejection;
+pub use reply::Rejection;
 
 /// One operation, ready to serve.
 pub struct Operation {

@@ -43,7 +43,27 @@ impl Pipeline {
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
-        let (mut todo, mut plan) = self.claim(key_spec, events)?;
+        self.process_with(|event, json| event.idempotency_key(json, key_spec), request, events).await
+    }
+
+    /// Processes `events` whose idempotency keys are known already (a replay of events
+    /// recorded by another instance), by event index.
+    pub async fn process_keyed(
+        &self,
+        keys: &std::collections::HashMap<usize, String>,
+        request: RequestRecord,
+        events: Vec<Event>,
+    ) -> Result<(), Rejection> {
+        self.process_with(|event, _| keys.get(&event.index).cloned(), request, events).await
+    }
+
+    async fn process_with(
+        &self,
+        key_of: impl Fn(&Event, &serde_json::Value) -> Option<String>,
+        request: RequestRecord,
+        events: Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let (mut todo, mut plan) = self.claim(key_of, events)?;
         if let Some(shared) = &self.shared {
             self.claim_shared(shared, &mut todo, &mut plan).await?;
         }
@@ -198,13 +218,17 @@ impl Pipeline {
     }
 
     /// Plans every event: new ones run (their keys claimed), duplicates do not.
-    fn claim(&self, key_spec: &[String], events: Vec<Event>) -> Result<(Vec<Event>, Vec<Planned>), Rejection> {
+    fn claim(
+        &self,
+        key_of: impl Fn(&Event, &serde_json::Value) -> Option<String>,
+        events: Vec<Event>,
+    ) -> Result<(Vec<Event>, Vec<Planned>), Rejection> {
         let mut todo = Vec::with_capacity(events.len());
         let mut plan: Vec<Planned> = Vec::with_capacity(events.len());
         let mut in_request = HashSet::new();
         for event in events {
             let json = event.to_json();
-            let key = event.idempotency_key(&json, key_spec);
+            let key = key_of(&event, &json);
             let run = match &key {
                 None => true,
                 Some(k) if !in_request.insert(k.clone()) => false,

@@ -89,3 +89,52 @@ async fn two_instances_on_one_postgresql_process_every_event_exactly_once() {
 fn rand_offset() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 % 9_000_000
 }
+
+async fn replay_failed(app: &TestApp) -> serde_json::Value {
+    let res = reqwest::Client::new()
+        .post(app.url("/api/replay"))
+        .bearer_auth("adm1n")
+        .json(&serde_json::json!({ "failed": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_event_is_replayed_from_another_instance_and_never_twice() {
+    let run = unique("replay");
+    let with_admin = |name: &str| format!("{}[admin]\ntoken = \"adm1n\"\n", config(&format!("{run}-{name}")));
+    let broken = r#"fn on_event(event) { if event.data.data.message == "boom" { throw "refusing"; } append_json("gridx/events.jsonl", event.data); }"#;
+    let a =
+        spawn_with(Setup { config: &with_admin("a"), scripts: vec![("gridx.rhai", broken)], ..Setup::default() }).await;
+    let b = spawn_with(Setup { config: &with_admin("b"), ..Setup::default() }).await;
+    let id = (std::process::id() as u64 % 90_000 + 10_000) * 10_000_000 + rand_offset();
+    let body = gridx_ping(id, "boom");
+    let client = reqwest::Client::new();
+    assert_eq!(post_gridx(&client, &a.url(""), "whsec_scale", body).await.unwrap(), 503);
+    // Instance b replays what failed anywhere in the cluster: a's event is processed on b.
+    let summary = replay_failed(&b).await;
+    let ours: Vec<&serde_json::Value> = summary["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["instance"] == format!("{run}-a").as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "{summary}");
+    assert_eq!(ours[0]["outcome"], "processed", "{summary}");
+    assert_eq!(ids_in(&b), vec![format!("00000000-0000-4000-8000-{id:012}")]);
+    // Instance a's own replay of the same failed event is refused: b processed it.
+    let summary = replay_failed(&a).await;
+    let mine = &summary["results"].as_array().unwrap()[0];
+    assert_eq!(mine["outcome"], "skipped", "{summary}");
+    assert_eq!(mine["detail"], "another instance already processed it");
+    assert!(ids_in(&a).is_empty());
+    // And b's next replay does not pick it up again (the ledger row is superseded).
+    let again = replay_failed(&b).await;
+    assert!(
+        !again["results"].as_array().unwrap().iter().any(|r| r["instance"] == format!("{run}-a").as_str()),
+        "{again}"
+    );
+}
