@@ -16,7 +16,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # PostgreSQL: the Debian cluster, listening on 127.0.0.1:5432 only.
-version=$(ls /etc/postgresql | sort -n | tail -1)
+version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if [ ! -d "/etc/postgresql/$version/main" ]; then
+    as_root pg_createcluster "$version" main >/dev/null
+fi
 if ! as_root pg_ctlcluster "$version" main status >/dev/null 2>&1; then
     as_root pg_ctlcluster "$version" main start -- -o "-c listen_addresses=127.0.0.1 -c max_connections=200"
 fi
