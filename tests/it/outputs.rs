@@ -416,3 +416,46 @@ fn on_event(event) {
     assert!(errors[1].contains("mqtt_publish: no broker is configured ([outputs.mqtt])"), "{errors:?}");
     assert!(errors[2].contains("http_post: \"ftp://example.org/\" is not an http:// or https:// URL"), "{errors:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_output_holds_up_only_its_own_requests() {
+    use poem::{Route, handler};
+    #[handler]
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        "late"
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/slow", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(Route::new().at("/slow", poem::post(slow))));
+    let script = format!(r#"fn on_event(event) {{ http_post("{url}", event.data, #{{ timeout_ms: 10000 }}); }}"#);
+    let config = http_app_config("[protocols.gridx]\nsecrets = [\"whsec_slow\"]\n");
+    let app =
+        spawn_with(Setup { config: &config, scripts: vec![("ai-on-the-edge.rhai", &script)], ..Setup::default() })
+            .await;
+    let app = Arc::new(app);
+    let slow_app = app.clone();
+    let reading_started = std::time::Instant::now();
+    let slow_request = tokio::spawn(async move { post(&slow_app, reading("main", "1", 1_723_196_684)).await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile gridX events are processed and acknowledged at once.
+    for n in 0..5 {
+        let started = std::time::Instant::now();
+        let status = crate::helpers::post_gridx(
+            &reqwest::Client::new(),
+            &app.url(""),
+            "whsec_slow",
+            crate::helpers::gridx_ping(n, "meanwhile"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 204);
+        assert!(started.elapsed() < Duration::from_secs(1), "gridX waited {:?}", started.elapsed());
+    }
+    assert!(!slow_request.is_finished(), "the reading's forward is still under way");
+    assert_eq!(slow_request.await.unwrap(), 200);
+    assert!(reading_started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(app.lines("gridx/events.jsonl").len(), 5);
+}
