@@ -279,3 +279,31 @@ pub fn journal_statuses(app: &TestApp, clause: &str) -> Vec<String> {
     let mut stmt = conn.prepare(&format!("SELECT status FROM events {clause}")).unwrap();
     stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
 }
+
+/// One AI-on-the-edge reading as the device sends it (every value a string).
+pub fn ai_reading(name: &str, value: &str, time: u64) -> String {
+    format!(
+        r#"[{{"timestamp":"","timestampLong":"{time}","name":"{name}","rawValue":"{value}","value":"{value}","preValue":"","rate":"","changeAbsolute":"","error":"no error"}}]"#
+    )
+}
+
+/// POSTs AI-on-the-edge readings with the API key `k`; (status, body).
+pub async fn post_ai(app: &TestApp, body: String) -> (u16, String) {
+    let res = app
+        .client
+        .post(app.url("/ai-on-the-edge/webhook"))
+        .header("Content-Type", "application/json")
+        .header("APIKEY", "k")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// The `error` column of the journal's failed events, in order.
+pub fn journal_errors(app: &TestApp) -> Vec<String> {
+    let conn = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT error FROM events WHERE error IS NOT NULL ORDER BY id").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::helpers::{Setup, TestApp, eventually, journal_statuses, spawn_with};
+use crate::helpers::{Setup, ai_reading, eventually, journal_errors, journal_statuses, post_ai, spawn_with};
 
 pub fn postgres_url() -> String {
     std::env::var("HOOKYARD_TEST_POSTGRES")
@@ -43,25 +43,6 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     (t % 1_000_000_000) * 100 + N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn reading(name: &str, value: &str, time: u64) -> String {
-    format!(
-        r#"[{{"timestamp":"","timestampLong":"{time}","name":"{name}","rawValue":"{value}","value":"{value}","preValue":"","rate":"","changeAbsolute":"","error":"no error"}}]"#
-    )
-}
-
-async fn post(app: &TestApp, body: String) -> (u16, String) {
-    let res = app
-        .client
-        .post(app.url("/ai-on-the-edge/webhook"))
-        .header("Content-Type", "application/json")
-        .header("APIKEY", "k")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.text().await.unwrap())
 }
 
 fn sql_config(table: &str, url: Option<&str>) -> String {
@@ -100,12 +81,12 @@ async fn readings_become_rows_of_the_embedded_sqlite_database_once() {
         ..Setup::default()
     })
     .await;
-    assert_eq!(post(&app, reading("main", "345.4264", 1_723_196_684)).await.0, 200);
-    assert_eq!(post(&app, reading("main", "345.5", 1_723_197_000)).await.0, 200);
+    assert_eq!(post_ai(&app, ai_reading("main", "345.4264", 1_723_196_684)).await.0, 200);
+    assert_eq!(post_ai(&app, ai_reading("main", "345.5", 1_723_197_000)).await.0, 200);
     // The device's resend of the same reading is a duplicate: no second row.
-    assert_eq!(post(&app, reading("main", "345.5", 1_723_197_000)).await.0, 200);
+    assert_eq!(post_ai(&app, ai_reading("main", "345.5", 1_723_197_000)).await.0, 200);
     // Error rounds carry "" as the value: NULL, not a failure.
-    assert_eq!(post(&app, reading("main", "", 1_723_197_300)).await.0, 200);
+    assert_eq!(post_ai(&app, ai_reading("main", "", 1_723_197_300)).await.0, 200);
     let db = rusqlite::Connection::open(app.data().join("hookyard.db")).unwrap();
     let mut stmt =
         db.prepare("SELECT meter, value, time, json_extract(raw, '$.rawValue') FROM readings ORDER BY id").unwrap();
@@ -120,12 +101,9 @@ async fn readings_become_rows_of_the_embedded_sqlite_database_once() {
         ]
     );
     // A value that is no number fails the event, naming table and column; nothing is inserted.
-    let (status, body) = post(&app, reading("main", "34x", 1_723_197_600)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "34x", 1_723_197_600)).await;
     assert_eq!(status, 500, "{body}");
-    let error: String = rusqlite::Connection::open(app.data().join(".hookyard/journal.db"))
-        .unwrap()
-        .query_row("SELECT error FROM events WHERE status = 'failed'", [], |r| r.get(0))
-        .unwrap();
+    let error = journal_errors(&app).remove(0);
     assert!(error.contains("sql_insert: readings.value: \"34x\" is not a number"), "{error}");
     assert_eq!(db.query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
 }
@@ -143,8 +121,8 @@ async fn the_same_script_writes_rows_to_postgresql() {
     .await;
     // Fresh times: the database outlives test runs, and it remembers applied events.
     let t = 1_700_000_000 + rand_suffix() % 100_000_000;
-    assert_eq!(post(&app, reading("main", "12.5", t)).await.0, 200);
-    assert_eq!(post(&app, reading("garage", "7", t + 16)).await.0, 200);
+    assert_eq!(post_ai(&app, ai_reading("main", "12.5", t)).await.0, 200);
+    assert_eq!(post_ai(&app, ai_reading("garage", "7", t + 16)).await.0, 200);
     let mut pg = postgres().await;
     let query =
         format!("SELECT meter, value, extract(epoch from time)::bigint, raw->>'name' FROM \"{table}\" ORDER BY id");
@@ -175,13 +153,10 @@ async fn with_postgresql_down_the_event_fails_and_is_kept_for_replay() {
         ..Setup::default()
     })
     .await;
-    let (status, body) = post(&app, reading("main", "1", 1_723_196_684)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "1", 1_723_196_684)).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(journal_statuses(&app, ""), vec!["failed"]);
-    let error: String = rusqlite::Connection::open(app.data().join(".hookyard/journal.db"))
-        .unwrap()
-        .query_row("SELECT error FROM events", [], |r| r.get(0))
-        .unwrap();
+    let error = journal_errors(&app).remove(0);
     assert!(error.starts_with("output failed: sql (PostgreSQL): cannot connect"), "{error}");
     assert!(!error.contains("nothing"), "the password must not be shown: {error}");
 }
@@ -256,7 +231,7 @@ fn on_event(event) {{
         ..Setup::default()
     })
     .await;
-    let (status, body) = post(&app, reading("main", "345.4264", 1_723_196_684)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "345.4264", 1_723_196_684)).await;
     assert_eq!(status, 200, "{body}");
     assert!(eventually(5, async || !live.lock().unwrap().is_empty()).await);
     assert_eq!(live.lock().unwrap()[0], (format!("{prefix}/meters/main"), "345.4264".into(), false));
@@ -295,13 +270,10 @@ async fn with_the_broker_down_the_event_fails_within_the_timeout() {
     })
     .await;
     let started = std::time::Instant::now();
-    let (status, body) = post(&app, reading("main", "1", 1_723_196_684)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "1", 1_723_196_684)).await;
     assert_eq!(status, 500, "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let error: String = rusqlite::Connection::open(app.data().join(".hookyard/journal.db"))
-        .unwrap()
-        .query_row("SELECT error FROM events", [], |r| r.get(0))
-        .unwrap();
+    let error = journal_errors(&app).remove(0);
     assert_eq!(error, "output failed: mqtt: broker 127.0.0.1:1 did not take meters/x within 400 ms");
 }
 
@@ -345,7 +317,7 @@ async fn events_are_forwarded_over_http_with_retries() {
         ..Setup::default()
     })
     .await;
-    let (status, body) = post(&app, reading("main", "1.5", 1_723_196_684)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "1.5", 1_723_196_684)).await;
     assert_eq!(status, 200, "{body}");
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 3, "two failed attempts, then success: {got:?}");
@@ -371,15 +343,12 @@ fn on_event(event) {{
         ..Setup::default()
     })
     .await;
-    let (status, body) = post(&app, reading("main", "2.5", 1_723_196_684)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "2.5", 1_723_196_684)).await;
     assert_eq!(status, 500, "{body}");
-    let error: String = rusqlite::Connection::open(app.data().join(".hookyard/journal.db"))
-        .unwrap()
-        .query_row("SELECT error FROM events", [], |r| r.get(0))
-        .unwrap();
+    let error = journal_errors(&app).remove(0);
     assert_eq!(error, format!("output failed: http: {url} answered 404 Not Found"));
     // The sender retries: the row written by the first attempt is not written again.
-    let (status, body) = post(&app, reading("main", "2.5", 1_723_196_684)).await;
+    let (status, body) = post_ai(&app, ai_reading("main", "2.5", 1_723_196_684)).await;
     assert_eq!(status, 200, "{body}");
     let db = rusqlite::Connection::open(app.data().join("hookyard.db")).unwrap();
     assert_eq!(db.query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0)).unwrap(), 1);
@@ -404,11 +373,9 @@ fn on_event(event) {
     })
     .await;
     for name in ["a", "b", "c"] {
-        assert_eq!(post(&app, reading(name, "1", 1_723_196_684)).await.0, 500);
+        assert_eq!(post_ai(&app, ai_reading(name, "1", 1_723_196_684)).await.0, 500);
     }
-    let conn = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
-    let mut stmt = conn.prepare("SELECT error FROM events ORDER BY id").unwrap();
-    let errors: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let errors = journal_errors(&app);
     assert!(
         errors[0].contains("sql_insert: no table \"nowhere\" is declared ([outputs.sql.tables.nowhere])"),
         "{errors:?}"
@@ -438,7 +405,7 @@ async fn a_slow_output_holds_up_only_its_own_requests() {
     let app = Arc::new(app);
     let slow_app = app.clone();
     let reading_started = std::time::Instant::now();
-    let slow_request = tokio::spawn(async move { post(&slow_app, reading("main", "1", 1_723_196_684)).await.0 });
+    let slow_request = tokio::spawn(async move { post_ai(&slow_app, ai_reading("main", "1", 1_723_196_684)).await.0 });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Meanwhile gridX events are processed and acknowledged at once.
     for n in 0..5 {

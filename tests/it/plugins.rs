@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::helpers::{REPO, Setup, TestApp, journal_statuses, spawn_with};
+use crate::helpers::{REPO, Setup, ai_reading, journal_errors, journal_statuses, post_ai, spawn_with};
 
 /// Builds `plugins/quality` once (own target dir: the outer `cargo test` may hold the lock of
 /// the main one) and returns the library's path.
@@ -31,25 +31,6 @@ pub fn quality_plugin() -> PathBuf {
             lib
         })
         .clone()
-}
-
-fn reading(name: &str, value: &str, time: u64) -> String {
-    format!(
-        r#"[{{"timestamp":"","timestampLong":"{time}","name":"{name}","rawValue":"{value}","value":"{value}","preValue":"","rate":"","changeAbsolute":"","error":"no error"}}]"#
-    )
-}
-
-async fn post(app: &TestApp, body: String) -> (u16, String) {
-    let res = app
-        .client
-        .post(app.url("/ai-on-the-edge/webhook"))
-        .header("Content-Type", "application/json")
-        .header("APIKEY", "k")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.text().await.unwrap())
 }
 
 const SCRIPT: &str = r#"
@@ -80,7 +61,7 @@ options = {{ rollover = 1000.0 }}
         spawn_with(Setup { config: &config, scripts: vec![("ai-on-the-edge.rhai", SCRIPT)], ..Setup::default() }).await;
     let hour = 3600;
     for (value, t) in [("990.5", 0), ("995.0", hour), ("2.0", 2 * hour), ("1.0", 3 * hour), ("500.0", 4 * hour)] {
-        let (status, body) = post(&app, reading("main", value, 1_700_000_000 + t)).await;
+        let (status, body) = post_ai(&app, ai_reading("main", value, 1_700_000_000 + t)).await;
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(
@@ -109,16 +90,13 @@ async fn a_plugin_error_fails_the_event_and_the_server_stays_up() {
     let app =
         spawn_with(Setup { config: &config, scripts: vec![("ai-on-the-edge.rhai", SCRIPT)], ..Setup::default() }).await;
     // (Another meter than the other test's: both load the same library, one memory.)
-    let (status, body) = post(&app, reading("second", "12O.5", 1_700_000_000)).await;
+    let (status, body) = post_ai(&app, ai_reading("second", "12O.5", 1_700_000_000)).await;
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("processing failed"), "{body}");
     assert_eq!(journal_statuses(&app, ""), vec!["failed"]);
-    let error: String = rusqlite::Connection::open(app.data().join(".hookyard/journal.db"))
-        .unwrap()
-        .query_row("SELECT error FROM events", [], |r| r.get(0))
-        .unwrap();
+    let error = journal_errors(&app).remove(0);
     assert_eq!(error, r#"plugin quality: /data/value: "12O.5" is not a number"#);
-    let (status, _) = post(&app, reading("second", "120.5", 1_700_000_000)).await;
+    let (status, _) = post_ai(&app, ai_reading("second", "120.5", 1_700_000_000)).await;
     assert_eq!(status, 200);
     assert_eq!(app.lines("quality.csv"), vec!["second,120.5,first,,first"]);
 }
