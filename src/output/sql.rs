@@ -315,79 +315,92 @@ fn converted<'a>(
     Ok((names, values))
 }
 
-fn insert_sqlite(conn: &mut rusqlite::Connection, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
-    use rusqlite::types::Value as V;
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+/// The two things one transaction does, on either database.
+trait RowSink {
+    /// Records `marker` in `hookyard_applied`; false when it was recorded before.
+    fn mark(&mut self, marker: &str) -> Result<bool, String>;
+    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), String>;
+}
+
+/// Writes every event's rows into `sink` (one transaction, committed by the caller); returns
+/// how many events were skipped as written before.
+fn write_events(sink: &mut impl RowSink, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
     let mut skipped = 0;
     for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
-        if let Some(key) = marker(key.as_deref(), rows) {
-            let fresh = tx
-                .execute("INSERT INTO hookyard_applied (key) VALUES (?1) ON CONFLICT DO NOTHING", [&key])
-                .map_err(|e| e.to_string())?;
-            if fresh == 0 {
-                skipped += 1;
-                continue;
-            }
+        if let Some(marker) = marker(key.as_deref(), rows)
+            && !sink.mark(&marker)?
+        {
+            skipped += 1;
+            continue;
         }
         for (table, row) in rows {
             let (names, values) = converted(catalog, table, row)?;
-            let params: Vec<V> = values
-                .into_iter()
-                .map(|v| match v {
-                    SqlValue::Null => V::Null,
-                    SqlValue::Text(s) => V::Text(s),
-                    SqlValue::Int(n) => V::Integer(n),
-                    SqlValue::Real(f) => V::Real(f),
-                    SqlValue::Bool(b) => V::Integer(b as i64),
-                    SqlValue::Json(j) => V::Text(j.to_string()),
-                    SqlValue::Time(t) => {
-                        V::Text(crate::event::rfc3339_millis((t.unix_timestamp_nanos() / 1_000_000) as i64))
-                    }
-                })
-                .collect();
-            let mut stmt = tx.prepare_cached(&insert_statement(table, &names, false)).map_err(|e| e.to_string())?;
-            stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| format!("insert into {table}: {e}"))?;
+            sink.insert(table, &names, values).map_err(|e| format!("insert into {table}: {e}"))?;
         }
     }
+    Ok(skipped)
+}
+
+impl RowSink for rusqlite::Transaction<'_> {
+    fn mark(&mut self, marker: &str) -> Result<bool, String> {
+        let sql = "INSERT INTO hookyard_applied (key) VALUES (?1) ON CONFLICT DO NOTHING";
+        self.execute(sql, [marker]).map(|n| n > 0).map_err(|e| e.to_string())
+    }
+
+    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), String> {
+        use rusqlite::types::Value as V;
+        let params = values.into_iter().map(|v| match v {
+            SqlValue::Null => V::Null,
+            SqlValue::Text(s) => V::Text(s),
+            SqlValue::Int(n) => V::Integer(n),
+            SqlValue::Real(f) => V::Real(f),
+            SqlValue::Bool(b) => V::Integer(b as i64),
+            SqlValue::Json(j) => V::Text(j.to_string()),
+            SqlValue::Time(t) => V::Text(crate::event::rfc3339_millis((t.unix_timestamp_nanos() / 1_000_000) as i64)),
+        });
+        let mut stmt = self.prepare_cached(&insert_statement(table, names, false)).map_err(|e| e.to_string())?;
+        stmt.execute(rusqlite::params_from_iter(params)).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+impl RowSink for postgres::Transaction<'_> {
+    fn mark(&mut self, marker: &str) -> Result<bool, String> {
+        let sql = "INSERT INTO hookyard_applied (key) VALUES ($1) ON CONFLICT DO NOTHING";
+        self.execute(sql, &[&marker]).map(|n| n > 0).map_err(|e| e.to_string())
+    }
+
+    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), String> {
+        use postgres::types::ToSql;
+        let params: Vec<Box<dyn ToSql + Sync>> = values
+            .into_iter()
+            .map(|v| -> Box<dyn ToSql + Sync> {
+                match v {
+                    SqlValue::Null => Box::new(Option::<String>::None),
+                    SqlValue::Text(s) => Box::new(s),
+                    SqlValue::Int(n) => Box::new(n),
+                    SqlValue::Real(f) => Box::new(f),
+                    SqlValue::Bool(b) => Box::new(b),
+                    SqlValue::Json(j) => Box::new(j),
+                    SqlValue::Time(t) => Box::new(t),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|b| b.as_ref()).collect();
+        let stmt = self.prepare(&insert_statement(table, names, true)).map_err(|e| e.to_string())?;
+        self.execute(&stmt, &refs).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+fn insert_sqlite(conn: &mut rusqlite::Connection, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
+    let mut tx = conn.transaction().map_err(|e| e.to_string())?;
+    let skipped = write_events(&mut tx, catalog, events)?;
     tx.commit().map_err(|e| e.to_string())?;
     Ok(skipped)
 }
 
 fn insert_postgres(client: &mut postgres::Client, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
-    use postgres::types::ToSql;
     let mut tx = client.transaction().map_err(|e| e.to_string())?;
-    let mut skipped = 0;
-    for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
-        if let Some(key) = marker(key.as_deref(), rows) {
-            let fresh = tx
-                .execute("INSERT INTO hookyard_applied (key) VALUES ($1) ON CONFLICT DO NOTHING", &[&key])
-                .map_err(|e| e.to_string())?;
-            if fresh == 0 {
-                skipped += 1;
-                continue;
-            }
-        }
-        for (table, row) in rows {
-            let (names, values) = converted(catalog, table, row)?;
-            let params: Vec<Box<dyn ToSql + Sync>> = values
-                .into_iter()
-                .map(|v| -> Box<dyn ToSql + Sync> {
-                    match v {
-                        SqlValue::Null => Box::new(Option::<String>::None),
-                        SqlValue::Text(s) => Box::new(s),
-                        SqlValue::Int(n) => Box::new(n),
-                        SqlValue::Real(f) => Box::new(f),
-                        SqlValue::Bool(b) => Box::new(b),
-                        SqlValue::Json(j) => Box::new(j),
-                        SqlValue::Time(t) => Box::new(t),
-                    }
-                })
-                .collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|b| b.as_ref()).collect();
-            let stmt = tx.prepare(&insert_statement(table, &names, true)).map_err(|e| e.to_string())?;
-            tx.execute(&stmt, &refs).map_err(|e| format!("insert into {table}: {e}"))?;
-        }
-    }
+    let skipped = write_events(&mut tx, catalog, events)?;
     tx.commit().map_err(|e| e.to_string())?;
     Ok(skipped)
 }
