@@ -1,5 +1,7 @@
 //! The `hookyard` binary: arguments → config → telemetry → run.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
@@ -10,6 +12,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match hookyard::cli::run(cli) {
         Ok(code) => code,

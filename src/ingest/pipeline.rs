@@ -29,6 +29,11 @@ pub struct Pipeline {
     pub shared: Option<Arc<Shared>>,
 }
 
+/// Requests with at most this many events run their script on the request's own thread: a
+/// hand-off to a blocking thread costs more than the script. Larger ones (Wattmon blocks)
+/// run on a blocking thread so that they do not hold up other requests.
+const INLINE_EVENTS: usize = 16;
+
 /// One event and whether it goes to the script.
 struct Planned {
     record: EventRecord,
@@ -207,12 +212,15 @@ impl Pipeline {
         if todo.is_empty() {
             return Ok(RunReport::empty());
         }
-        let scripts = self.scripts.clone();
-        let name = protocol.to_owned();
         let started = std::time::Instant::now();
-        let report = tokio::task::spawn_blocking(move || scripts.run(&name, &todo))
-            .await
-            .map_err(|e| Rejection::Failed(format!("processing stopped unexpectedly ({e})")));
+        let report = if todo.len() <= INLINE_EVENTS {
+            Ok(self.scripts.run(protocol, &todo))
+        } else {
+            let (scripts, name) = (self.scripts.clone(), protocol.to_owned());
+            tokio::task::spawn_blocking(move || scripts.run(&name, &todo))
+                .await
+                .map_err(|e| Rejection::Failed(format!("processing stopped unexpectedly ({e})")))
+        };
         self.metrics.script_run(protocol, started.elapsed().as_secs_f64());
         report
     }

@@ -3,6 +3,7 @@
 pub mod dedup;
 pub mod effects;
 pub mod files;
+pub mod handles;
 pub mod journal;
 pub mod shared;
 

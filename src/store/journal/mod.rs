@@ -141,10 +141,11 @@ impl Journal {
         if redone > 0 {
             tracing::warn!(effects = redone, "journal: redid effects that were committed but not checkpointed");
         }
+        let writer = writer::Writer::new(conn, data, retention)?;
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer::Writer::new(conn, data, retention).run(rx, Duration::from_secs(1)))
+            .spawn(move || writer.run(rx, Duration::from_secs(1)))
             .map_err(|e| JournalError::Store(e.to_string()))?;
         Ok(Self { jobs: Mutex::new(tx), path, worker: Mutex::new(Some(worker)) })
     }

@@ -1,6 +1,6 @@
 //! The writer thread: group commit, apply in commit order, checkpoint.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,8 @@ use rusqlite::{Connection, Transaction, params};
 
 use super::retention::{self, Retention};
 use super::{EventRecord, Job, JournalError, Outcome, Reply, RequestRecord, Submission, Target};
-use crate::store::{DataDir, Effect};
+use crate::store::handles::Handles;
+use crate::store::DataDir;
 
 const MAX_BATCH: usize = 512;
 
@@ -20,11 +21,28 @@ pub struct Writer {
     retention: Retention,
     /// Failed applies whose "mark failed" could not be written yet (disk full): retried.
     unmarked: Vec<(Recorded, String)>,
+    /// Append handles of the files written since the last checkpoint.
+    handles: Handles,
+    /// Keys with a failed event in the journal (a later success marks those `superseded`).
+    failed_keys: HashSet<String>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention) -> Self {
-        Self { conn, data, dirty: BTreeSet::new(), retention, unmarked: Vec::new() }
+    pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
+        let failed_keys = {
+            let mut stmt =
+                conn.prepare("SELECT DISTINCT idem_key FROM events WHERE status = 'failed' AND idem_key IS NOT NULL")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?
+        };
+        Ok(Self {
+            conn,
+            data,
+            dirty: BTreeSet::new(),
+            retention,
+            unmarked: Vec::new(),
+            handles: Handles::default(),
+            failed_keys,
+        })
     }
 
     /// Prunes done requests as the retention rules say (after a checkpoint, so the effects of
@@ -107,7 +125,7 @@ impl Writer {
         let mut failed = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
         for ((submission, _), recorded) in batch.iter().zip(ids) {
-            match self.apply(&submission.effects) {
+            match self.handles.apply(&self.data, &submission.effects) {
                 Ok(()) => results.push(Ok(())),
                 Err(e) => {
                     tracing::error!(error = %e, "could not write to the data directory; the request fails");
@@ -129,15 +147,13 @@ impl Writer {
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
         for (s, _) in batch {
-            ids.push(insert_submission(&tx, s)?);
+            ids.push(insert_submission(&tx, s, &mut self.failed_keys)?);
             for effect in &s.effects {
                 let path = effect.path();
                 if !self.dirty.contains(path) && !newly_dirty.iter().any(|p| p == path) {
                     let length = self.data.length(path).map_err(|e| JournalError::Store(e.to_string()))?;
-                    tx.execute(
-                        "INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)",
-                        params![path, length.map(|l| l as i64).unwrap_or(-1)],
-                    )?;
+                    tx.prepare_cached("INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)")?
+                        .execute(params![path, length.map(|l| l as i64).unwrap_or(-1)])?;
                     newly_dirty.push(path.to_owned());
                 }
             }
@@ -147,30 +163,14 @@ impl Writer {
         Ok(ids)
     }
 
-    /// Applies one request's effects; on error, cuts its appends back so nothing is half-written.
-    fn apply(&self, effects: &[Effect]) -> Result<(), String> {
-        let mut before: BTreeMap<&str, Option<u64>> = BTreeMap::new();
-        for effect in effects {
-            if !before.contains_key(effect.path()) {
-                before.insert(effect.path(), self.data.length(effect.path()).map_err(|e| e.to_string())?);
-            }
-            if let Err(e) = self.data.apply(effect) {
-                for (path, length) in &before {
-                    if let Err(undo) = self.data.restore_length(path, *length) {
-                        tracing::error!(error = %undo, path, "could not undo a partial write");
-                    }
-                }
-                return Err(e.to_string());
-            }
-        }
-        Ok(())
-    }
-
     fn mark_failed(&mut self, failed: &[(Recorded, String)]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         for (recorded, error) in failed {
             let error = format!("could not write to the data directory: {error}");
-            for event_id in &recorded.event_ids {
+            for (event_id, key) in recorded.event_ids.iter().zip(&recorded.keys) {
+                if let Some(key) = key {
+                    self.failed_keys.insert(key.clone());
+                }
                 tx.execute("DELETE FROM keys WHERE event_id = ?1", params![event_id])?;
                 tx.execute(
                     "UPDATE events SET status = 'failed', error = ?2 WHERE id = ?1 AND status = 'processed'",
@@ -190,6 +190,7 @@ impl Writer {
         if self.dirty.is_empty() {
             return Ok(());
         }
+        self.handles.close_all();
         self.data.sync(&self.dirty).map_err(|e| e.to_string())?;
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         for path in &self.dirty {
@@ -212,17 +213,29 @@ impl Writer {
 #[derive(Clone, Debug)]
 pub struct Recorded {
     event_ids: Vec<i64>,
+    /// The idempotency key of each event (by position).
+    keys: Vec<Option<String>>,
     effects: Option<(i64, i64)>,
 }
 
-fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<Recorded, JournalError> {
+fn insert_submission(
+    tx: &Transaction<'_>,
+    s: &Submission,
+    failed_keys: &mut HashSet<String>,
+) -> Result<Recorded, JournalError> {
+    for e in s.events.iter().filter(|e| e.outcome == Outcome::Failed) {
+        if let Some(key) = &e.key {
+            failed_keys.insert(key.clone());
+        }
+    }
     let (request_id, event_ids) = match &s.target {
-        Target::New(request) => insert_request(tx, request, &s.events)?,
+        Target::New(request) => insert_request(tx, request, &s.events, failed_keys)?,
         Target::Replay { event_id, request_id } => {
-            update_replayed(tx, *event_id, s.events.first())?;
+            update_replayed(tx, *event_id, s.events.first(), failed_keys)?;
             (*request_id, vec![*event_id])
         }
     };
+    let keys = s.events.iter().map(|e| e.key.clone()).collect();
     let mut insert_effect =
         tx.prepare_cached("INSERT INTO effects (request_id, path, kind, header, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     let mut range: Option<(i64, i64)> = None;
@@ -232,20 +245,21 @@ fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<Recorded, J
         let id = tx.last_insert_rowid();
         range = Some((range.map_or(id, |r| r.0), id));
     }
-    Ok(Recorded { event_ids, effects: range })
+    Ok(Recorded { event_ids, keys, effects: range })
 }
 
 fn insert_request(
     tx: &Transaction<'_>,
     r: &RequestRecord,
     events: &[EventRecord],
+    failed_keys: &HashSet<String>,
 ) -> Result<(i64, Vec<i64>), JournalError> {
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![r.protocol, r.operation, r.source, r.received_ms, headers, r.verification, r.body.as_ref()],
-    )?;
+    )?
+    .execute(params![r.protocol, r.operation, r.source, r.received_ms, headers, r.verification, r.body.as_ref()])?;
     let request_id = tx.last_insert_rowid();
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs)
@@ -267,13 +281,18 @@ fn insert_request(
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
         if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
-            remember_key(tx, key, event_id)?;
+            remember_key(tx, key, event_id, failed_keys)?;
         }
     }
     Ok((request_id, ids))
 }
 
-fn update_replayed(tx: &Transaction<'_>, event_id: i64, record: Option<&EventRecord>) -> Result<(), JournalError> {
+fn update_replayed(
+    tx: &Transaction<'_>,
+    event_id: i64,
+    record: Option<&EventRecord>,
+    failed_keys: &HashSet<String>,
+) -> Result<(), JournalError> {
     let Some(e) = record else { return Ok(()) };
     let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
     tx.execute(
@@ -281,17 +300,20 @@ fn update_replayed(tx: &Transaction<'_>, event_id: i64, record: Option<&EventRec
         params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
     if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
-        remember_key(tx, key, event_id)?;
+        remember_key(tx, key, event_id, failed_keys)?;
     }
     Ok(())
 }
 
-/// Records a processed key; earlier failed attempts with it become `superseded`.
-fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64) -> rusqlite::Result<()> {
-    tx.execute("INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)", params![key, event_id])?;
-    tx.execute(
-        "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
-        params![key, event_id],
-    )?;
+/// Records a processed key; earlier failed attempts with it (`failed_keys` says whether
+/// there are any) become `superseded`.
+fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, failed_keys: &HashSet<String>) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)")?.execute(params![key, event_id])?;
+    if failed_keys.contains(key) {
+        tx.prepare_cached(
+            "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
+        )?
+        .execute(params![key, event_id])?;
+    }
     Ok(())
 }

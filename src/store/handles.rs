@@ -1,0 +1,152 @@
+//! Append handles the journal writer keeps open between checkpoints.
+//!
+//! Opening a file for an effect means checking its path, creating and checking its parent
+//! directories and looking for symlinks: about ten system calls. The writer therefore opens
+//! each file once and keeps the handle, with the file's length, until the next checkpoint
+//! (about a second), which syncs and closes them all. A file renamed or removed by someone
+//! else in between is noticed at the next checkpoint; until then appends go to the file the
+//! handle was opened on (which stays inside the data directory: a rename out of it would need
+//! the same access as writing there directly).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+
+use super::{DataDir, Effect, StoreError};
+
+struct Open {
+    file: File,
+    /// The file's length as far as this writer knows (nobody else appends to it).
+    len: u64,
+    /// Whether opening it created it (so undoing everything removes it again).
+    created: bool,
+}
+
+impl Open {
+    /// The state to restore when undoing writes made from now on.
+    fn before(&self) -> Option<u64> {
+        (!self.created || self.len > 0).then_some(self.len)
+    }
+}
+
+/// Open append handles, by checked relative path.
+#[derive(Default)]
+pub struct Handles {
+    open: HashMap<String, Open>,
+}
+
+impl Handles {
+    fn open(&mut self, data: &DataDir, rel: &str) -> Result<&mut Open, StoreError> {
+        if !self.open.contains_key(rel) {
+            let full = data.resolve(rel)?;
+            let io_err = |source| StoreError::Io { path: rel.to_owned(), source };
+            let existed = full.exists();
+            let file = OpenOptions::new().create(true).append(true).open(&full).map_err(io_err)?;
+            let len = file.metadata().map_err(io_err)?.len();
+            self.open.insert(rel.to_owned(), Open { file, len, created: !existed });
+        }
+        Ok(self.open.get_mut(rel).expect("inserted above"))
+    }
+
+    /// Applies one request's effects; on error cuts every file it touched back to where it
+    /// was, so nothing of the request is half-written.
+    pub fn apply(&mut self, data: &DataDir, effects: &[Effect]) -> Result<(), String> {
+        let mut before: Vec<(&str, Option<u64>)> = Vec::new();
+        let result = self.apply_recording(data, effects, &mut before);
+        if result.is_err() {
+            for (path, length) in before {
+                self.open.remove(path);
+                if let Err(undo) = data.restore_length(path, length) {
+                    tracing::error!(error = %undo, path, "could not undo a partial write");
+                }
+            }
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn apply_recording<'e>(
+        &mut self,
+        data: &DataDir,
+        effects: &'e [Effect],
+        before: &mut Vec<(&'e str, Option<u64>)>,
+    ) -> Result<(), StoreError> {
+        for effect in effects {
+            let path = effect.path();
+            let seen = before.iter().any(|(p, _)| *p == path);
+            match effect {
+                Effect::Append { header, bytes, .. } => {
+                    let open = self.open(data, path)?;
+                    if !seen {
+                        before.push((path, open.before()));
+                    }
+                    let io_err = |source: io::Error| StoreError::Io { path: path.to_owned(), source };
+                    let written = match header {
+                        Some(h) if open.len == 0 => {
+                            let mut all = Vec::with_capacity(h.len() + bytes.len());
+                            all.extend_from_slice(h);
+                            all.extend_from_slice(bytes);
+                            open.file.write_all(&all).map(|_| all.len())
+                        }
+                        _ => open.file.write_all(bytes).map(|_| bytes.len()),
+                    };
+                    // A failed write may have written part: the length is unknown now.
+                    if let Err(e) = written {
+                        self.open.remove(path);
+                        return Err(io_err(e));
+                    }
+                    open.len += written.unwrap_or_default() as u64;
+                }
+                Effect::Write { .. } => {
+                    self.open.remove(path);
+                    if !seen {
+                        before.push((path, data.length(path)?));
+                    }
+                    data.apply(effect)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every handle (before a checkpoint syncs the files by path).
+    pub fn close_all(&mut self) {
+        self.open.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(path: &str, header: Option<&str>, bytes: &str) -> Effect {
+        Effect::Append { path: path.into(), header: header.map(|h| h.as_bytes().to_vec()), bytes: bytes.into() }
+    }
+
+    #[test]
+    fn appends_through_kept_handles_write_headers_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        let mut handles = Handles::default();
+        handles.apply(&data, &[append("a/x.csv", Some("h\n"), "1\n"), append("a/x.csv", Some("h\n"), "2\n")]).unwrap();
+        handles.apply(&data, &[append("a/x.csv", Some("h\n"), "3\n")]).unwrap();
+        handles.close_all();
+        handles.apply(&data, &[append("a/x.csv", Some("h\n"), "4\n")]).unwrap();
+        assert_eq!(std::fs::read_to_string(tmp.path().join("a/x.csv")).unwrap(), "h\n1\n2\n3\n4\n");
+    }
+
+    #[test]
+    fn a_failing_request_leaves_no_trace_in_any_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        let mut handles = Handles::default();
+        handles.apply(&data, &[append("x.txt", None, "kept\n")]).unwrap();
+        std::os::unix::fs::symlink("/tmp", tmp.path().join("link")).unwrap();
+        let failing = [append("x.txt", None, "dropped\n"), append("new.txt", None, "dropped\n"), append("link/y", None, "z")];
+        let err = handles.apply(&data, &failing).unwrap_err();
+        assert!(err.contains("link/y"), "{err}");
+        assert_eq!(std::fs::read_to_string(tmp.path().join("x.txt")).unwrap(), "kept\n");
+        assert!(!tmp.path().join("new.txt").exists());
+        handles.apply(&data, &[append("x.txt", None, "next\n")]).unwrap();
+        assert_eq!(std::fs::read_to_string(tmp.path().join("x.txt")).unwrap(), "kept\nnext\n");
+    }
+}
