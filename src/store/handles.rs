@@ -141,7 +141,8 @@ mod tests {
         let mut handles = Handles::default();
         handles.apply(&data, &[append("x.txt", None, "kept\n")]).unwrap();
         std::os::unix::fs::symlink("/tmp", tmp.path().join("link")).unwrap();
-        let failing = [append("x.txt", None, "dropped\n"), append("new.txt", None, "dropped\n"), append("link/y", None, "z")];
+        let failing =
+            [append("x.txt", None, "dropped\n"), append("new.txt", None, "dropped\n"), append("link/y", None, "z")];
         let err = handles.apply(&data, &failing).unwrap_err();
         assert!(err.contains("link/y"), "{err}");
         assert_eq!(std::fs::read_to_string(tmp.path().join("x.txt")).unwrap(), "kept\n");

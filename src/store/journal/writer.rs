@@ -8,8 +8,8 @@ use rusqlite::{Connection, Transaction, params};
 
 use super::retention::{self, Retention};
 use super::{EventRecord, Job, JournalError, Outcome, Reply, RequestRecord, Submission, Target};
-use crate::store::handles::Handles;
 use crate::store::DataDir;
+use crate::store::handles::Handles;
 
 const MAX_BATCH: usize = 512;
 
@@ -259,7 +259,15 @@ fn insert_request(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![r.protocol, r.operation, r.source, r.received_ms, headers, r.verification, r.body.as_ref()])?;
+    .execute(params![
+        r.protocol,
+        r.operation,
+        r.source,
+        r.received_ms,
+        headers,
+        r.verification,
+        r.body.as_ref()
+    ])?;
     let request_id = tx.last_insert_rowid();
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs)
@@ -308,7 +316,8 @@ fn update_replayed(
 /// Records a processed key; earlier failed attempts with it (`failed_keys` says whether
 /// there are any) become `superseded`.
 fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, failed_keys: &HashSet<String>) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)")?.execute(params![key, event_id])?;
+    tx.prepare_cached("INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)")?
+        .execute(params![key, event_id])?;
     if failed_keys.contains(key) {
         tx.prepare_cached(
             "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
