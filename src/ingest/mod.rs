@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use poem::http::header;
 use poem::{Endpoint, Request, Response};
-use tracing::Instrument;
 
 use crate::auth::{self, Checker};
 use crate::config::ProtocolSettings;
@@ -78,27 +77,23 @@ impl Endpoint for PathEndpoint {
             let rejection = Rejection::MethodNotAllowed(allow.join(", "));
             return Ok(reply::failure(&self.ops[0].spec.reply, &rejection));
         };
-        let span = tracing::info_span!("request", protocol = %op.spec.protocol, route = %op.spec.path, method = %req.method(), outcome = tracing::field::Empty);
-        let pipeline = self.pipeline.clone();
-        let body_timeout = self.body_timeout;
-        let response = async move {
-            match handle(&op, &pipeline, req, body_timeout).await {
-                Ok(events) => {
-                    pipeline.metrics.request(&op.spec.protocol, &op.spec.path, "accepted");
-                    tracing::Span::current().record("outcome", "accepted");
-                    tracing::info!(events, "request accepted");
-                    reply::success(&op.spec.reply, events)
-                }
-                Err(rejection) => {
-                    pipeline.metrics.request(&op.spec.protocol, &op.spec.path, rejection.outcome());
-                    tracing::Span::current().record("outcome", rejection.outcome());
-                    tracing::warn!(reason = %rejection.reason(), "request rejected");
-                    reply::failure(&op.spec.reply, &rejection)
-                }
+        // One log line per request with its context (a span per request cost more than the
+        // line itself); the few lines logged inside carry the protocol themselves.
+        let method = req.method().clone();
+        let (protocol, route) = (op.spec.protocol.as_str(), op.spec.path.as_str());
+        let response = match handle(&op, &self.pipeline, req, self.body_timeout).await {
+            Ok(events) => {
+                self.pipeline.metrics.request(protocol, route, "accepted");
+                tracing::info!(protocol, route, %method, outcome = "accepted", events, "request accepted");
+                reply::success(&op.spec.reply, events)
             }
-        }
-        .instrument(span)
-        .await;
+            Err(rejection) => {
+                let outcome = rejection.outcome();
+                self.pipeline.metrics.request(protocol, route, outcome);
+                tracing::warn!(protocol, route, %method, outcome, reason = %rejection.reason(), "request rejected");
+                reply::failure(&op.spec.reply, &rejection)
+            }
+        };
         Ok(response)
     }
 }
@@ -144,7 +139,7 @@ async fn handle(
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
     if let Some(kind) = &parsed.unknown_type {
-        tracing::warn!(event_type = %kind, "acknowledging an event type the spec does not know");
+        tracing::warn!(protocol = %spec.protocol, event_type = %kind, "acknowledging an event type the spec does not know");
     }
     let count = parsed.events.len();
     pipeline.process(&spec.idempotency, request, parsed.events).await?;

@@ -121,7 +121,7 @@ impl Pipeline {
         if let Err(e) = self.journal.submit(submission).await {
             self.seen.release(&claimed);
             self.settle_shared(Vec::new(), claimed, Vec::new()).await;
-            tracing::error!(error = %e, "the request could not be journaled or written");
+            tracing::error!(protocol = %protocol, error = %e, "the request could not be journaled or written");
             return Err(Rejection::Failed("processing failed: data could not be stored".into()));
         }
         self.seen.commit(&processed);
@@ -134,7 +134,7 @@ impl Pipeline {
         match report.failure {
             None => Ok(()),
             Some(f) => {
-                tracing::error!(event = f.index, error = %f.message, "script failed");
+                tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "script failed");
                 Err(Rejection::Failed(format!(
                     "processing failed at event {} (script error, see the server log)",
                     f.index

@@ -3,19 +3,24 @@
 //! Opening a file for an effect means checking its path, creating and checking its parent
 //! directories and looking for symlinks: about ten system calls. The writer therefore opens
 //! each file once and keeps the handle, with the file's length, until the next checkpoint
-//! (about a second), which syncs and closes them all. A file renamed or removed by someone
-//! else in between is noticed at the next checkpoint; until then appends go to the file the
-//! handle was opened on (which stays inside the data directory: a rename out of it would need
-//! the same access as writing there directly).
+//! (about a second), which syncs and closes them all. Once per batch, before its first use,
+//! a kept handle is checked against the path (`lstat`: same device and inode): a file removed,
+//! renamed or replaced by someone else is then opened afresh, as it would have been without
+//! the cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use super::{DataDir, Effect, StoreError};
 
 struct Open {
     file: File,
+    full: PathBuf,
+    /// Device and inode of the file opened.
+    id: (u64, u64),
     /// The file's length as far as this writer knows (nobody else appends to it).
     len: u64,
     /// Whether opening it created it (so undoing everything removes it again).
@@ -33,17 +38,36 @@ impl Open {
 #[derive(Default)]
 pub struct Handles {
     open: HashMap<String, Open>,
+    /// Paths whose handle was checked against the file system in this batch.
+    checked: HashSet<String>,
 }
 
 impl Handles {
+    /// Starts a batch: every kept handle is checked again before its next use.
+    pub fn new_batch(&mut self) {
+        self.checked.clear();
+    }
+
     fn open(&mut self, data: &DataDir, rel: &str) -> Result<&mut Open, StoreError> {
+        if let Some(open) = self.open.get(rel)
+            && !self.checked.contains(rel)
+        {
+            let same = std::fs::symlink_metadata(&open.full).is_ok_and(|m| (m.dev(), m.ino()) == open.id);
+            if !same {
+                self.open.remove(rel);
+            }
+        }
         if !self.open.contains_key(rel) {
             let full = data.resolve(rel)?;
             let io_err = |source| StoreError::Io { path: rel.to_owned(), source };
             let existed = full.exists();
             let file = OpenOptions::new().create(true).append(true).open(&full).map_err(io_err)?;
-            let len = file.metadata().map_err(io_err)?.len();
-            self.open.insert(rel.to_owned(), Open { file, len, created: !existed });
+            let meta = file.metadata().map_err(io_err)?;
+            let (len, id) = (meta.len(), (meta.dev(), meta.ino()));
+            self.open.insert(rel.to_owned(), Open { file, full, id, len, created: !existed });
+        }
+        if !self.checked.contains(rel) {
+            self.checked.insert(rel.to_owned());
         }
         Ok(self.open.get_mut(rel).expect("inserted above"))
     }
@@ -111,6 +135,7 @@ impl Handles {
     /// Closes every handle (before a checkpoint syncs the files by path).
     pub fn close_all(&mut self) {
         self.open.clear();
+        self.checked.clear();
     }
 }
 
@@ -132,6 +157,22 @@ mod tests {
         handles.close_all();
         handles.apply(&data, &[append("a/x.csv", Some("h\n"), "4\n")]).unwrap();
         assert_eq!(std::fs::read_to_string(tmp.path().join("a/x.csv")).unwrap(), "h\n1\n2\n3\n4\n");
+    }
+
+    #[test]
+    fn a_file_removed_or_renamed_between_batches_is_opened_afresh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        let mut handles = Handles::default();
+        handles.apply(&data, &[append("x.csv", Some("h\n"), "1\n")]).unwrap();
+        std::fs::rename(tmp.path().join("x.csv"), tmp.path().join("x.csv.old")).unwrap();
+        handles.new_batch();
+        handles.apply(&data, &[append("x.csv", Some("h\n"), "2\n")]).unwrap();
+        std::fs::remove_file(tmp.path().join("x.csv")).unwrap();
+        handles.new_batch();
+        handles.apply(&data, &[append("x.csv", Some("h\n"), "3\n")]).unwrap();
+        assert_eq!(std::fs::read_to_string(tmp.path().join("x.csv.old")).unwrap(), "h\n1\n");
+        assert_eq!(std::fs::read_to_string(tmp.path().join("x.csv")).unwrap(), "h\n3\n");
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Writer {
         };
         let mut failed = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
+        self.handles.new_batch();
         for ((submission, _), recorded) in batch.iter().zip(ids) {
             match self.handles.apply(&self.data, &submission.effects) {
                 Ok(()) => results.push(Ok(())),
