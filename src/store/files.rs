@@ -136,15 +136,29 @@ impl DataDir {
     }
 
     /// Flushes the files at `rels`, and the directories holding them, to stable storage.
-    pub fn sync<'a>(&self, rels: impl IntoIterator<Item = &'a String>) -> io::Result<()> {
-        let mut dirs = BTreeSet::new();
+    pub fn sync<'a>(&self, rels: impl IntoIterator<Item = &'a String> + Clone) -> io::Result<()> {
+        self.sync_files(rels.clone())?;
+        self.sync_dirs(rels)
+    }
+
+    /// Flushes the contents of the files at `rels` (and their lengths).
+    pub fn sync_files<'a>(&self, rels: impl IntoIterator<Item = &'a String>) -> io::Result<()> {
         for rel in rels {
-            let full = self.root.join(rel);
-            match File::open(&full) {
+            match File::open(self.root.join(rel)) {
                 Ok(f) => f.sync_data()?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// Flushes the directories holding `rels`, up to the data directory (needed when files
+    /// were created or replaced there: their names are directory entries).
+    pub fn sync_dirs<'a>(&self, rels: impl IntoIterator<Item = &'a String>) -> io::Result<()> {
+        let mut dirs = BTreeSet::new();
+        for rel in rels {
+            let full = self.root.join(rel);
             let mut dir = full.parent();
             while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
                 dirs.insert(d.to_owned());
@@ -152,7 +166,11 @@ impl DataDir {
             }
         }
         for d in dirs {
-            File::open(&d)?.sync_all()?;
+            match File::open(&d) {
+                Ok(f) => f.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -40,6 +40,8 @@ pub struct Handles {
     open: HashMap<String, Open>,
     /// Paths whose handle was checked against the file system in this batch.
     checked: HashSet<String>,
+    /// Paths created or replaced since [`Handles::close_all`] (their directories need a sync).
+    created: HashSet<String>,
 }
 
 impl Handles {
@@ -64,6 +66,9 @@ impl Handles {
             let file = OpenOptions::new().create(true).append(true).open(&full).map_err(io_err)?;
             let meta = file.metadata().map_err(io_err)?;
             let (len, id) = (meta.len(), (meta.dev(), meta.ino()));
+            if !existed {
+                self.created.insert(rel.to_owned());
+            }
             self.open.insert(rel.to_owned(), Open { file, full, id, len, created: !existed });
         }
         if !self.checked.contains(rel) {
@@ -122,6 +127,7 @@ impl Handles {
                 }
                 Effect::Write { .. } => {
                     self.open.remove(path);
+                    self.created.insert(path.to_owned());
                     if !seen {
                         before.push((path, data.length(path)?));
                     }
@@ -136,6 +142,16 @@ impl Handles {
     pub fn close_all(&mut self) {
         self.open.clear();
         self.checked.clear();
+    }
+
+    /// Paths created or replaced since the last [`Handles::synced`].
+    pub fn created(&self) -> &HashSet<String> {
+        &self.created
+    }
+
+    /// The directories of [`Handles::created`] are synced.
+    pub fn synced(&mut self) {
+        self.created.clear();
     }
 }
 

@@ -191,8 +191,11 @@ impl Writer {
         if self.dirty.is_empty() {
             return Ok(());
         }
+        // Directory entries changed only where files were created or replaced.
         self.handles.close_all();
-        self.data.sync(&self.dirty).map_err(|e| e.to_string())?;
+        self.data.sync_files(&self.dirty).map_err(|e| e.to_string())?;
+        self.data.sync_dirs(self.handles.created()).map_err(|e| e.to_string())?;
+        self.handles.synced();
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         for path in &self.dirty {
             let length = self.data.length(path).map_err(|e| e.to_string())?;
