@@ -211,6 +211,7 @@ pub async fn run(
         metrics,
         outputs,
         shared,
+        large_runs: Pipeline::large_runs_limit(),
     });
     listener.set_nonblocking(true)?;
     let limits = &app.config.server_limits;

@@ -27,6 +27,9 @@ pub struct Pipeline {
     pub outputs: Arc<Outputs>,
     /// The journal shared with other instances (PostgreSQL), when configured.
     pub shared: Option<Arc<Shared>>,
+    /// Script runs of large requests on blocking threads at once (one per CPU: more would
+    /// only add threads, each with its own allocator memory, not speed).
+    pub large_runs: tokio::sync::Semaphore,
 }
 
 /// Requests with at most this many events run their script on the request's own thread: a
@@ -41,6 +44,11 @@ struct Planned {
 }
 
 impl Pipeline {
+    /// The permits of [`Pipeline::large_runs`]: the number of CPUs.
+    pub fn large_runs_limit() -> tokio::sync::Semaphore {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
     /// Processes `events` of `request`; Ok once everything new is journaled and written.
     pub async fn process(
         &self,
@@ -216,6 +224,7 @@ impl Pipeline {
         let report = if todo.len() <= INLINE_EVENTS {
             Ok(self.scripts.run(protocol, &todo))
         } else {
+            let _permit = self.large_runs.acquire().await;
             let (scripts, name) = (self.scripts.clone(), protocol.to_owned());
             tokio::task::spawn_blocking(move || scripts.run(&name, &todo))
                 .await

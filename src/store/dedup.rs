@@ -3,9 +3,22 @@
 //! It is loaded from the journal's `keys` table at start-up (so it survives restarts) and
 //! updated once the journal has committed. A key is *claimed* while its request is being
 //! processed: a concurrent duplicate is told to retry rather than acknowledged early.
+//!
+//! Processed keys are held as 128-bit digests (SHA-256, truncated), not as text: the memory
+//! holds every key of the retention window, and a digest takes a quarter of the space of a
+//! typical key. Two different keys share a digest with a probability of about n²/2¹²⁹.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+fn digest(key: &str) -> u128 {
+    let hash = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
+}
 
 /// What to do with one event's key.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,7 +33,7 @@ pub enum Claim {
 
 #[derive(Default)]
 struct State {
-    seen: HashSet<String>,
+    seen: HashSet<u128>,
     in_flight: HashSet<String>,
 }
 
@@ -33,12 +46,13 @@ pub struct SeenKeys {
 impl SeenKeys {
     /// Starts from the keys the journal already holds.
     pub fn new(seen: HashSet<String>) -> Self {
+        let seen = seen.iter().map(|k| digest(k)).collect();
         Self { state: Mutex::new(State { seen, in_flight: HashSet::new() }) }
     }
 
     pub fn claim(&self, key: &str) -> Claim {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.seen.contains(key) {
+        if state.seen.contains(&digest(key)) {
             Claim::Seen
         } else if !state.in_flight.insert(key.to_owned()) {
             Claim::InFlight
@@ -60,7 +74,7 @@ impl SeenKeys {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
             state.in_flight.remove(k);
-            state.seen.insert(k.clone());
+            state.seen.insert(digest(k));
         }
     }
 }
