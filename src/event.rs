@@ -5,6 +5,8 @@
 //! (`scripts/README.md`): scripts receive exactly these fields. No I/O and no clock here:
 //! the receive time is passed in.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -67,10 +69,45 @@ impl Event {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// The idempotency key made of the values at `pointers` (JSON pointers into `json`, this
-    /// event's [`Event::to_json`] form, passed in so callers serialize the event only once),
-    /// or `None` when any of them is missing or empty.
-    pub fn idempotency_key(&self, json: &Value, pointers: &[String]) -> Option<String> {
+    /// The event's JSON form as text (what the journal keeps), written without building the
+    /// [`Event::to_json`] tree first.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The value at a JSON pointer into this event's [`Event::to_json`] form, read from the
+    /// fields directly (no copy of the payload).
+    pub fn pointer(&self, pointer: &str) -> Option<Cow<'_, Value>> {
+        let rest = pointer.strip_prefix('/')?;
+        let (field, rest) = rest.split_once('/').map_or((rest, None), |(f, r)| (f, Some(r)));
+        let owned = |v: Value| rest.is_none().then_some(Cow::Owned(v));
+        match field {
+            "protocol" => owned(Value::from(self.protocol.as_str())),
+            "operation" => owned(Value::from(self.operation.as_str())),
+            "source" => owned(Value::from(self.source.as_str())),
+            "received_at" => owned(Value::from(self.received_at.as_str())),
+            "received_ms" => owned(Value::from(self.received_ms)),
+            "index" => owned(Value::from(self.index)),
+            "data" => match rest {
+                None => Some(Cow::Borrowed(&self.data)),
+                Some(rest) => self.data.pointer(&format!("/{rest}")).map(Cow::Borrowed),
+            },
+            "meta" => {
+                let Some(rest) = rest else { return Some(Cow::Owned(Value::Object(self.meta.clone()))) };
+                let (key, deeper) = rest.split_once('/').map_or((rest, None), |(k, d)| (k, Some(d)));
+                let value = self.meta.get(&key.replace("~1", "/").replace("~0", "~"))?;
+                match deeper {
+                    None => Some(Cow::Borrowed(value)),
+                    Some(deeper) => value.pointer(&format!("/{deeper}")).map(Cow::Borrowed),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The idempotency key made of the values at `pointers` (JSON pointers into this event's
+    /// [`Event::to_json`] form), or `None` when any of them is missing or empty.
+    pub fn idempotency_key(&self, pointers: &[String]) -> Option<String> {
         if pointers.is_empty() {
             return None;
         }
@@ -78,7 +115,7 @@ impl Event {
         parts.push(self.protocol.clone());
         parts.push(self.operation.clone());
         for pointer in pointers {
-            let part = match json.pointer(pointer)? {
+            let part = match self.pointer(pointer)?.as_ref() {
                 Value::String(s) if s.is_empty() => return None,
                 Value::String(s) => s.clone(),
                 Value::Null => return None,
@@ -136,9 +173,48 @@ mod tests {
         let mut meta = Map::new();
         meta.insert("timestamp".into(), json!("2025-09-01 12:00"));
         let e = origin().event(3, json!({"V": "1"}), meta);
-        let key = e.idempotency_key(&e.to_json(), &["/source".into(), "/meta/timestamp".into()]).unwrap();
+        let key = e.idempotency_key(&["/source".into(), "/meta/timestamp".into()]).unwrap();
         assert_eq!(key, r#"["wattmon","export","00:04:A3:12:34:56","2025-09-01 12:00"]"#);
-        assert_eq!(e.idempotency_key(&e.to_json(), &["/data/missing".into()]), None);
-        assert_eq!(e.idempotency_key(&e.to_json(), &[]), None);
+        assert_eq!(e.idempotency_key(&["/data/missing".into()]), None);
+        assert_eq!(e.idempotency_key(&[]), None);
+    }
+
+    /// Reading a pointer from the fields agrees with reading it from the JSON form.
+    #[test]
+    fn pointer_agrees_with_the_json_form() {
+        let mut meta = Map::new();
+        meta.insert("a/b~c".into(), json!({"x": [1, {"y": "z"}]}));
+        meta.insert("columns".into(), json!(["V", "I"]));
+        let e = origin().event(3, json!({"V": "1", "nested": {"list": [true, null, 2.5]}, "": 0, "t~/": "odd"}), meta);
+        let json = e.to_json();
+        for p in [
+            "/protocol",
+            "/operation",
+            "/source",
+            "/received_at",
+            "/received_ms",
+            "/index",
+            "/data",
+            "/data/V",
+            "/data/nested/list/2",
+            "/data/nested/list/1",
+            "/data/",
+            "/data/t~0~1",
+            "/data/missing",
+            "/meta",
+            "/meta/columns/1",
+            "/meta/a~1b~0c/x/1/y",
+            "/meta/missing",
+            "/protocol/x",
+            "/index/0",
+            "/blob",
+            "/",
+            "",
+            "data",
+        ] {
+            let expected = json.pointer(p).cloned().filter(|_| !p.is_empty());
+            assert_eq!(e.pointer(p).map(|v| v.into_owned()), expected, "pointer {p:?}");
+        }
+        assert_eq!(serde_json::from_str::<Value>(&e.to_json_string()).unwrap(), json);
     }
 }

@@ -56,7 +56,7 @@ impl Pipeline {
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
-        self.process_with(|event, json| event.idempotency_key(json, key_spec), request, events).await
+        self.process_with(|event| event.idempotency_key(key_spec), request, events).await
     }
 
     /// Processes `events` whose idempotency keys are known already (a replay of events
@@ -67,12 +67,12 @@ impl Pipeline {
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
-        self.process_with(|event, _| keys.get(&event.index).cloned(), request, events).await
+        self.process_with(|event| keys.get(&event.index).cloned(), request, events).await
     }
 
     async fn process_with(
         &self,
-        key_of: impl Fn(&Event, &serde_json::Value) -> Option<String>,
+        key_of: impl Fn(&Event) -> Option<String>,
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
@@ -237,15 +237,14 @@ impl Pipeline {
     /// Plans every event: new ones run (their keys claimed), duplicates do not.
     fn claim(
         &self,
-        key_of: impl Fn(&Event, &serde_json::Value) -> Option<String>,
+        key_of: impl Fn(&Event) -> Option<String>,
         events: Vec<Event>,
     ) -> Result<(Vec<Event>, Vec<Planned>), Rejection> {
         let mut todo = Vec::with_capacity(events.len());
         let mut plan: Vec<Planned> = Vec::with_capacity(events.len());
         let mut in_request = HashSet::new();
         for event in events {
-            let json = event.to_json();
-            let key = key_of(&event, &json);
+            let key = key_of(&event);
             let run = match &key {
                 None => true,
                 Some(k) if !in_request.insert(k.clone()) => false,
@@ -262,7 +261,7 @@ impl Pipeline {
                     }
                 },
             };
-            let data = json.to_string();
+            let data = event.to_json_string();
             let outcome = if run { Outcome::Processed } else { Outcome::Duplicate };
             let blob = event.blob.is_some();
             plan.push(Planned {
