@@ -1,6 +1,6 @@
 //! The in-memory view of processed idempotency keys, so a resent request is not processed twice.
 //!
-//! It is loaded from the journal's `keys` table at start-up (so it survives restarts) and
+//! It is loaded from the journal's processed events at start-up (so it survives restarts) and
 //! updated once the journal has committed. A key is *claimed* while its request is being
 //! processed: a concurrent duplicate is told to retry rather than acknowledged early.
 //!

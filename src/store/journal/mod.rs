@@ -175,7 +175,8 @@ impl Journal {
     /// Every idempotency key processed so far (the dedup memory, read at start-up).
     pub fn processed_keys(&self) -> Result<HashSet<String>, JournalError> {
         let conn = schema::open_reader(&self.path)?;
-        let mut stmt = conn.prepare("SELECT key FROM keys")?;
+        let mut stmt =
+            conn.prepare("SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL")?;
         let keys = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
         Ok(keys)
     }

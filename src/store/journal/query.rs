@@ -68,8 +68,13 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
 
 /// Whether `key` has been processed (by this event or another).
 pub fn key_processed(conn: &Connection, key: &str) -> Result<bool, JournalError> {
-    let found: Option<i64> =
-        conn.query_row("SELECT event_id FROM keys WHERE key = ?1", params![key], |r| r.get(0)).ok();
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' AND idem_key IS NOT NULL LIMIT 1",
+            params![key],
+            |r| r.get(0),
+        )
+        .ok();
     Ok(found.is_some())
 }
 

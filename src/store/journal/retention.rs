@@ -88,7 +88,6 @@ fn remove_batch(conn: &mut Connection, cutoff: Option<i64>) -> rusqlite::Result<
         stmt.query_map(params![cutoff, BATCH], |r| r.get(0))?.collect::<Result<_, _>>()?
     };
     for id in &ids {
-        tx.execute("DELETE FROM keys WHERE event_id IN (SELECT id FROM events WHERE request_id = ?1)", params![id])?;
         tx.execute("DELETE FROM events WHERE request_id = ?1", params![id])?;
         tx.execute("DELETE FROM effects WHERE request_id = ?1", params![id])?;
         tx.execute("DELETE FROM requests WHERE id = ?1", params![id])?;

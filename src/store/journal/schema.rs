@@ -33,13 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     logs TEXT
 );
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
-CREATE INDEX IF NOT EXISTS events_key ON events(idem_key) WHERE idem_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_status ON events(status);
-CREATE TABLE IF NOT EXISTS keys (
-    key TEXT PRIMARY KEY,
-    event_id INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS keys_event ON keys(event_id);
+CREATE INDEX IF NOT EXISTS events_processed_key ON events(idem_key) WHERE status = 'processed' AND idem_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_failed_key ON events(idem_key) WHERE status = 'failed';
 CREATE TABLE IF NOT EXISTS effects (
     id INTEGER PRIMARY KEY,
     request_id INTEGER NOT NULL,
@@ -60,9 +55,12 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
 ";
 
-/// Opens the write connection, creating the tables.
+/// The journal's layout; older journals are brought up to it when opened.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     // After a WAL checkpoint, shrink the WAL file back to at most 64 MiB.
@@ -70,7 +68,19 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     // Before the first table exists: lets retention hand freed pages back (new journals only).
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-    conn.execute_batch(SCHEMA)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    if version < 1 {
+        // Version 0 kept processed keys in a `keys` table of their own and indexed every
+        // event's key and status; the two partial indexes above answer the same questions
+        // (they are built from the events on the first start) with fewer entries per event.
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS keys; DROP INDEX IF EXISTS events_key; DROP INDEX IF EXISTS events_status;",
+        )?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(conn)
 }
 
@@ -79,4 +89,87 @@ pub fn open_reader(path: &Path) -> Result<Connection, super::JournalError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables and indexes of a version-0 journal (before the `keys` table went).
+    const VERSION_0: &str = "
+    CREATE TABLE requests (id INTEGER PRIMARY KEY, protocol TEXT NOT NULL, operation TEXT NOT NULL,
+        source TEXT NOT NULL, received_ms INTEGER NOT NULL, headers TEXT NOT NULL,
+        verification TEXT NOT NULL DEFAULT '', body BLOB NOT NULL);
+    CREATE INDEX requests_time ON requests(received_ms);
+    CREATE TABLE events (id INTEGER PRIMARY KEY, request_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+        idem_key TEXT, data TEXT NOT NULL, blob INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL,
+        error TEXT, logs TEXT);
+    CREATE INDEX events_request ON events(request_id);
+    CREATE INDEX events_key ON events(idem_key) WHERE idem_key IS NOT NULL;
+    CREATE INDEX events_status ON events(status);
+    CREATE TABLE keys (key TEXT PRIMARY KEY, event_id INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX keys_event ON keys(event_id);
+    INSERT INTO requests VALUES (1, 'gridx', 'events', '', 0, '[]', '', x'7B7D');
+    INSERT INTO events VALUES (1, 1, 0, 'k1', '{}', 0, 'processed', NULL, NULL);
+    INSERT INTO events VALUES (2, 1, 1, 'k2', '{}', 0, 'failed', 'boom', NULL);
+    INSERT INTO events VALUES (3, 1, 2, 'k1', '{}', 0, 'duplicate', NULL, NULL);
+    INSERT INTO keys VALUES ('k1', 1);
+    ";
+
+    fn names(conn: &Connection, kind: &str) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = ?1 ORDER BY name").unwrap();
+        stmt.query_map([kind], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows: Vec<String> =
+            stmt.query_map(rusqlite::params!["k", 1], |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        rows.join("; ")
+    }
+
+    #[test]
+    fn a_version_0_journal_is_migrated_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
+
+        let conn = open(&path).unwrap();
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 1);
+        assert!(!names(&conn, "table").contains(&"keys".to_string()));
+        let indexes = names(&conn, "index");
+        assert!(!indexes.contains(&"events_status".to_string()) && !indexes.contains(&"events_key".to_string()));
+        let processed: Vec<String> = conn
+            .prepare("SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(processed, ["k1"]);
+        drop(conn);
+        // Opening again changes nothing.
+        let conn = open(&path).unwrap();
+        assert_eq!(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
+    }
+
+    /// The writer's per-event statements and the start-up key loads use the partial indexes.
+    #[test]
+    fn key_lookups_use_the_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("journal.db")).unwrap();
+        let superseded = plan(
+            &conn,
+            "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
+        );
+        assert!(superseded.contains("USING INDEX events_failed_key (idem_key=?)"), "{superseded}");
+        let processed = plan(
+            &conn,
+            "SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' AND idem_key IS NOT NULL AND ?2 LIMIT 1",
+        );
+        assert!(processed.contains("INDEX events_processed_key (idem_key=?)"), "{processed}");
+        let load =
+            plan(&conn, "SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL AND ?1 != ?2");
+        assert!(load.contains("COVERING INDEX events_processed_key"), "{load}");
+    }
 }

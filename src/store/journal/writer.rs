@@ -172,7 +172,6 @@ impl Writer {
                 if let Some(key) = key {
                     self.failed_keys.insert(key.clone());
                 }
-                tx.execute("DELETE FROM keys WHERE event_id = ?1", params![event_id])?;
                 tx.execute(
                     "UPDATE events SET status = 'failed', error = ?2 WHERE id = ?1 AND status = 'processed'",
                     params![event_id, error],
@@ -317,11 +316,9 @@ fn update_replayed(
     Ok(())
 }
 
-/// Records a processed key; earlier failed attempts with it (`failed_keys` says whether
-/// there are any) become `superseded`.
+/// A key was processed (the event row says so): earlier failed attempts with it
+/// (`failed_keys` says whether there are any) become `superseded`.
 fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, failed_keys: &HashSet<String>) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT OR REPLACE INTO keys (key, event_id) VALUES (?1, ?2)")?
-        .execute(params![key, event_id])?;
     if failed_keys.contains(key) {
         tx.prepare_cached(
             "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
