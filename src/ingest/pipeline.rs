@@ -124,7 +124,7 @@ impl Pipeline {
         let submission = Submission {
             target: Target::New(request),
             events: plan.into_iter().map(|p| p.record).collect(),
-            effects: report.effects,
+            effects: crate::store::effects::coalesce(report.effects),
         };
         if let Err(e) = self.journal.submit(submission).await {
             self.seen.release(&claimed);
