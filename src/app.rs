@@ -126,9 +126,8 @@ impl App {
         documents.insert("management".into(), Document { yaml: management.spec_yaml(), json: management.spec() });
         let mut all_names = names;
         all_names.push("management".into());
-        let page = docs::swagger_page(&management.swagger_ui_html(), &all_names);
         let mut route = Route::new()
-            .at("/docs", get(docs_page).data(Arc::new(page)))
+            .at("/docs", get(docs_page).data(Arc::new(docs::DocsPage::new(all_names))))
             .at("/metrics", get(MetricsEndpoint { metrics: pipeline.metrics.clone(), token_digest }))
             .at("/openapi/:file", docs::documents_endpoint(documents));
         for (path, ops) in &self.paths {
@@ -153,8 +152,8 @@ impl App {
 }
 
 #[handler]
-fn docs_page(page: poem::web::Data<&Arc<String>>) -> Html<String> {
-    Html(page.as_str().to_owned())
+fn docs_page(page: poem::web::Data<&Arc<docs::DocsPage>>) -> Html<String> {
+    Html(page.html().to_owned())
 }
 
 fn strings<E: ToString>(errors: Vec<E>) -> Vec<String> {

@@ -57,8 +57,30 @@ pub fn management(
     OpenApiService::new((Management { protocols }, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
+/// `/docs`, built on its first request: the page carries Swagger UI's script and styles
+/// (1.6 MB), which a server nobody browses need not hold.
+pub struct DocsPage {
+    names: Vec<String>,
+    page: std::sync::OnceLock<String>,
+}
+
+impl DocsPage {
+    /// The page for the documents `names` (management last).
+    pub fn new(names: Vec<String>) -> Self {
+        Self { names, page: std::sync::OnceLock::new() }
+    }
+
+    pub fn html(&self) -> &str {
+        self.page.get_or_init(|| {
+            // Only the head (Swagger UI's script and styles) of this page is used.
+            let ui = OpenApiService::new((), "hookyard", env!("CARGO_PKG_VERSION")).swagger_ui_html();
+            swagger_page(&ui, &self.names)
+        })
+    }
+}
+
 /// `/docs`: Swagger UI with a selector over `names` (management last).
-pub fn swagger_page(service_html: &str, names: &[String]) -> String {
+fn swagger_page(service_html: &str, names: &[String]) -> String {
     let head_end = service_html.find("<div id=\"ui\"></div>").unwrap_or(service_html.len());
     let options: String = names.iter().map(|n| format!("<option value=\"{n}\">{n}</option>")).collect();
     format!(
