@@ -78,9 +78,8 @@ impl Event {
     /// The value at a JSON pointer into this event's [`Event::to_json`] form, read from the
     /// fields directly (no copy of the payload).
     pub fn pointer(&self, pointer: &str) -> Option<Cow<'_, Value>> {
-        let rest = pointer.strip_prefix('/')?;
-        let (field, rest) = rest.split_once('/').map_or((rest, None), |(f, r)| (f, Some(r)));
-        let owned = |v: Value| rest.is_none().then_some(Cow::Owned(v));
+        let (field, tail) = split_token(pointer)?;
+        let owned = |v: Value| tail.is_empty().then_some(Cow::Owned(v));
         match field {
             "protocol" => owned(Value::from(self.protocol.as_str())),
             "operation" => owned(Value::from(self.operation.as_str())),
@@ -88,18 +87,12 @@ impl Event {
             "received_at" => owned(Value::from(self.received_at.as_str())),
             "received_ms" => owned(Value::from(self.received_ms)),
             "index" => owned(Value::from(self.index)),
-            "data" => match rest {
-                None => Some(Cow::Borrowed(&self.data)),
-                Some(rest) => self.data.pointer(&format!("/{rest}")).map(Cow::Borrowed),
-            },
+            "data" => self.data.pointer(tail).map(Cow::Borrowed),
             "meta" => {
-                let Some(rest) = rest else { return Some(Cow::Owned(Value::Object(self.meta.clone()))) };
-                let (key, deeper) = rest.split_once('/').map_or((rest, None), |(k, d)| (k, Some(d)));
-                let value = self.meta.get(&key.replace("~1", "/").replace("~0", "~"))?;
-                match deeper {
-                    None => Some(Cow::Borrowed(value)),
-                    Some(deeper) => value.pointer(&format!("/{deeper}")).map(Cow::Borrowed),
-                }
+                let Some((key, deeper)) = split_token(tail) else {
+                    return Some(Cow::Owned(Value::Object(self.meta.clone())));
+                };
+                self.meta.get(&key.replace("~1", "/").replace("~0", "~"))?.pointer(deeper).map(Cow::Borrowed)
             }
             _ => None,
         }
@@ -125,6 +118,12 @@ impl Event {
         }
         Some(serde_json::to_string(&parts).unwrap_or_default())
     }
+}
+
+/// `/first/rest` → (`first`, `/rest`); `/first` → (`first`, ``); `None` without a leading `/`.
+fn split_token(pointer: &str) -> Option<(&str, &str)> {
+    let rest = pointer.strip_prefix('/')?;
+    Some(rest.find('/').map_or((rest, ""), |at| rest.split_at(at)))
 }
 
 /// `2026-01-01T00:00:00Z` or `1767225600000` → Unix milliseconds.
