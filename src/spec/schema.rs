@@ -7,6 +7,7 @@
 //! Pure: no I/O, no clock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonschema::error::ValidationErrorKind;
 use serde_json::{Map, Value, json};
@@ -21,7 +22,8 @@ pub enum Check {
     Single(jsonschema::Validator),
     Discriminated {
         property: String,
-        mapping: HashMap<String, jsonschema::Validator>,
+        /// Values mapped to the same schema share its validator.
+        mapping: HashMap<String, Arc<jsonschema::Validator>>,
         /// For values the mapping lacks; `None` rejects them.
         fallback: Option<jsonschema::Validator>,
     },
@@ -39,9 +41,18 @@ impl Check {
     pub fn build(schema: &Value, components: &Value, unknown: Option<&str>) -> Result<Self, SchemaError> {
         let resolved = resolve_ref(schema, components);
         if let Some((property, mapping)) = discriminator(resolved) {
+            let mut by_target: HashMap<&Value, Arc<jsonschema::Validator>> = HashMap::new();
             let mut compiled = HashMap::new();
-            for (value, target) in mapping {
-                compiled.insert(value.clone(), compile(&json!({"$ref": target}), components)?);
+            for (value, target) in &mapping {
+                let validator = match by_target.get(target) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = Arc::new(compile(&json!({"$ref": target}), components)?);
+                        by_target.insert(target, v.clone());
+                        v
+                    }
+                };
+                compiled.insert(value.clone(), validator);
             }
             let fallback = unknown.map(|r| compile(&json!({"$ref": r}), components)).transpose()?;
             return Ok(Check::Discriminated { property, mapping: compiled, fallback });
@@ -127,10 +138,16 @@ fn short(v: &Value) -> String {
     if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
 }
 
+/// The validator's root: the schema under `allOf` and the document's schemas under
+/// `definitions` (with every `#/components/schemas/` reference pointed there). Not under
+/// `components`: the validator keeps a copy of every keyword it does not know as an
+/// annotation, which made each validator hold the whole document (9 MB for gridX's 20).
 fn compile(schema: &Value, components: &Value) -> Result<jsonschema::Validator, SchemaError> {
     let mut root = Map::new();
     root.insert("allOf".into(), Value::Array(vec![openapi_to_json_schema(schema)]));
-    root.insert("components".into(), openapi_to_json_schema(components));
+    if let Some(schemas) = components.get("schemas") {
+        root.insert("definitions".into(), openapi_to_json_schema(schemas));
+    }
     jsonschema::draft4::options()
         .should_validate_formats(true)
         .with_format("uuid", is_uuid)
@@ -161,7 +178,8 @@ fn discriminator(schema: &Value) -> Option<(String, Map<String, Value>)> {
     Some((property, mapping))
 }
 
-/// Rewrites OpenAPI 3.0 `nullable: true` into JSON Schema type unions, recursively.
+/// Rewrites OpenAPI 3.0 `nullable: true` into JSON Schema type unions and
+/// `#/components/schemas/` references into `#/definitions/` ones, recursively.
 pub fn openapi_to_json_schema(schema: &Value) -> Value {
     match schema {
         Value::Object(map) => {
@@ -173,6 +191,11 @@ pub fn openapi_to_json_schema(schema: &Value) -> Value {
                 if let Some(Value::Array(values)) = out.get_mut("enum") {
                     values.push(Value::Null);
                 }
+            }
+            if let Some(Value::String(target)) = out.get_mut("$ref")
+                && let Some(rest) = target.strip_prefix("#/components/schemas/")
+            {
+                *target = format!("#/definitions/{rest}");
             }
             Value::Object(out)
         }
@@ -215,6 +238,28 @@ mod tests {
         let v = check().validate(&json!({"id": "nope", "type": "ping", "data": {"message": null}}));
         assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
         assert!(v.violations[0].starts_with("/id: "), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn values_mapped_to_one_schema_share_its_validator() {
+        let mut c = components();
+        c["schemas"]["Any"]["discriminator"]["mapping"]["pong"] = json!("#/components/schemas/Ping");
+        let check = Check::build(&json!({"$ref": "#/components/schemas/Any"}), &c, None).unwrap();
+        let Check::Discriminated { mapping, .. } = &check else { panic!("not discriminated") };
+        assert!(Arc::ptr_eq(&mapping["ping"], &mapping["pong"]));
+        let v = check.validate(&json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "pong", "data": {}}));
+        assert_eq!(v.violations, vec!["/data/message: required", "/type: \"pong\" is not one of \"ping\""]);
+    }
+
+    #[test]
+    fn references_into_components_resolve_under_definitions() {
+        let converted = openapi_to_json_schema(&json!({"$ref": "#/components/schemas/Ping/properties/data"}));
+        assert_eq!(converted, json!({"$ref": "#/definitions/Ping/properties/data"}));
+        let check = Check::build(&json!({"$ref": "#/components/schemas/Ping"}), &components(), None).unwrap();
+        let v = check
+            .validate(&json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "ping", "data": {"message": 3}}));
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(v.violations[0].starts_with("/data/message: "), "{:?}", v.violations);
     }
 
     #[test]
