@@ -166,6 +166,29 @@ pub mod host_api {
         record(&ctx, Effect::Append { path: path.into(), header, bytes: row(&values) })
     }
 
+    /// Appends one CSV row of the values `row` (a map) holds under the names in `header`, in
+    /// that order (a name the map lacks is an empty cell), writing `header` first when the
+    /// file is new or empty. A CSV row's event is written back in its column order with:
+    ///
+    /// ```rhai
+    /// append_csv("wattmon/mac.csv", event.meta.columns, event.data);
+    /// ```
+    #[rhai_fn(name = "append_csv", return_raw)]
+    pub fn append_csv_from_map(ctx: NativeCallContext, path: &str, header: rhai::Array, row: rhai::Map) -> Res<()> {
+        let cells: Vec<String> = header
+            .iter()
+            .map(|name| {
+                let value = match name.read_lock::<ImmutableString>() {
+                    Some(name) => row.get(name.as_str()),
+                    None => row.get(name.to_string().as_str()),
+                };
+                value.map(cell).unwrap_or_default()
+            })
+            .collect();
+        let header = Some(self::row(&header));
+        record(&ctx, Effect::Append { path: path.into(), header, bytes: csv_record(&cells) })
+    }
+
     /// Appends `value` as one line of compact JSON to `path` (JSON Lines).
     ///
     /// ```rhai

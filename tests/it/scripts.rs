@@ -67,6 +67,17 @@ async fn a_throwing_script_stores_nothing_and_the_retry_after_a_fix_stores_once(
 }
 
 #[tokio::test]
+async fn append_csv_takes_a_map_row_in_the_header_order() {
+    let script = r#"fn on_event(event) { append_csv("gridx/rows.csv", ["type", "missing", "id"], event.data); }"#;
+    let app = spawn_with(Setup { config: GRIDX, scripts: vec![("gridx.rhai", script)], ..Setup::default() }).await;
+    assert_eq!(post_ping(&app, 3).await.0, 204);
+    assert_eq!(post_ping(&app, 4).await.0, 204);
+    let id = |n| serde_json::from_str::<serde_json::Value>(&ping(n)).unwrap()["id"].as_str().unwrap().to_owned();
+    let written = std::fs::read_to_string(app.data().join("gridx/rows.csv")).unwrap();
+    assert_eq!(written, format!("type,missing,id\r\nping,,{}\r\nping,,{}\r\n", id(3), id(4)));
+}
+
+#[tokio::test]
 async fn an_edited_script_takes_effect_without_a_restart() {
     let app = spawn_app(GRIDX).await;
     assert_eq!(post_ping(&app, 1).await.0, 204);
