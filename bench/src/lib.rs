@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hmac::{KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
 use md5::{Digest, Md5};
 
 /// What to send.
@@ -173,10 +175,51 @@ pub fn request(scenario: Scenario, c: &Credentials, n: u64) -> (Vec<u8>, Vec<(&'
     }
 }
 
-fn client(scenario: Scenario) -> reqwest::Client {
-    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-    let builder = if scenario == Scenario::AiNewConnection { builder.pool_max_idle_per_host(0) } else { builder };
-    builder.build().expect("client")
+/// One worker's HTTP/1.1 connection: hyper's bare client connection, no pool, no URL parsing
+/// per request, the request written in one go. (A full client library cost more CPU per
+/// request than the servers under test, on the same two cores.)
+struct Connection {
+    address: String,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    fn new(base: &str) -> Self {
+        let address = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        Self { address, sender: None }
+    }
+
+    /// Sends one request; the status and body of the reply.
+    async fn send(&mut self, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), String> {
+        let sender = match &mut self.sender {
+            Some(s) if s.is_ready() => s,
+            _ => {
+                let stream = tokio::net::TcpStream::connect(&self.address).await.map_err(|e| e.to_string())?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                self.sender.insert(sender)
+            }
+        };
+        let reply = sender.send_request(request).await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                self.sender = None;
+                return Err(e.to_string());
+            }
+        };
+        let status = reply.status().as_u16();
+        let body = reply.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Closes the connection (the next request opens a new one).
+    fn close(&mut self) {
+        self.sender = None;
+    }
 }
 
 /// Runs the load; every worker sends until the duration is over.
@@ -215,8 +258,8 @@ async fn worker(
     until: Instant,
     interval: Option<Duration>,
 ) -> (u64, u64, u64, hdrhistogram::Histogram<u64>) {
-    let client = client(load.scenario);
-    let url = format!("{}{}", load.base, load.path.as_deref().unwrap_or(load.scenario.path()));
+    let mut connection = Connection::new(&load.base);
+    let path = load.path.as_deref().unwrap_or(load.scenario.path()).to_owned();
     let mut hist = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let (mut sent, mut ok, mut errors) = (0, 0, 0);
     let mut ticker = interval.map(tokio::time::interval);
@@ -226,16 +269,25 @@ async fn worker(
         }
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let (body, headers) = request(load.scenario, &load.credentials, n);
-        let mut req = client.post(&url).body(body);
+        let mut req = hyper::Request::post(path.as_str()).header(hyper::header::HOST, connection.address.as_str());
         for (k, v) in headers {
             req = req.header(k, v);
         }
+        let req = req.body(Full::new(Bytes::from(body))).expect("valid request");
         let t0 = Instant::now();
         sent += 1;
-        let acknowledged = match req.send().await {
-            Ok(res) => acknowledged(load.scenario, res).await,
-            Err(_) => false,
+        let reply = tokio::time::timeout(Duration::from_secs(10), connection.send(req)).await;
+        let acknowledged = match reply {
+            Ok(Ok((status, body))) => acknowledged(load.scenario, status, &body),
+            Ok(Err(_)) => false,
+            Err(_) => {
+                connection.close();
+                false
+            }
         };
+        if load.scenario == Scenario::AiNewConnection {
+            connection.close();
+        }
         if acknowledged {
             ok += 1;
             let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
@@ -247,10 +299,8 @@ async fn worker(
 }
 
 /// A 2xx, and for Wattmon (which answers 200 with `ERROR: …`) the body `OK`.
-async fn acknowledged(scenario: Scenario, res: reqwest::Response) -> bool {
-    let success = res.status().is_success();
-    let body = res.bytes().await.unwrap_or_default();
-    success && (scenario != Scenario::Wattmon || body.as_ref() == b"OK")
+fn acknowledged(scenario: Scenario, status: u16, body: &[u8]) -> bool {
+    (200..300).contains(&status) && (scenario != Scenario::Wattmon || body == b"OK")
 }
 
 /// How many events of `scenario` landed in the default scripts' output under `data`.
