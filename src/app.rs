@@ -1,7 +1,8 @@
-//! Assembles the server: specs → operations and routes, scripts, stores, docs; runs it.
+//! Assembles the server: specs → operations and routes, scripts, docs; runs it.
 //!
 //! [`App::build`] does everything `hookyard check` needs to report (all problems at once);
-//! [`run`] serves a built app on a listener until `shutdown` resolves, so tests bind port 0.
+//! [`run`] opens the app's [`Services`] and serves it on a listener until `shutdown`
+//! resolves, so tests bind port 0.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,18 +14,19 @@ use poem::{EndpointExt, Route, Server, get, handler, web::Html};
 
 use sha2::{Digest, Sha256};
 
-use crate::admin::{Admin, AdminState};
+use crate::admin::health::{HealthApi, Problems};
+use crate::admin::{self, Admin, AdminState};
 use crate::config::credentials::CredentialNeed;
 use crate::config::{self, Config, CredentialsReport};
 use crate::docs::{self, Document};
 use crate::ingest::{Operation, PathEndpoint, Pipeline};
-use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::net::{Guarded, Limits};
 use crate::output::{Catalog, Outputs};
 use crate::plugin::Plugins;
 use crate::script::{Extensions, ScriptHost};
+use crate::services::Services;
 use crate::spec::Registry;
-use crate::store::{DataDir, Journal, SeenKeys, Shared};
+use crate::store::DataDir;
 
 /// A fully loaded server, not yet listening.
 pub struct App {
@@ -101,23 +103,15 @@ impl App {
         self.documents.len()
     }
 
-    /// The poem endpoint serving every route.
-    pub fn endpoint(&self, pipeline: Arc<Pipeline>) -> impl poem::Endpoint + 'static {
+    /// The poem endpoint serving every route; `problems` is what `/healthz` reports.
+    pub fn endpoint(&self, pipeline: Arc<Pipeline>, problems: Problems) -> impl poem::Endpoint + 'static {
         let names: Vec<String> = self.documents.keys().cloned().collect();
         let token_digest: Option<[u8; 32]> =
             self.config.admin.token.as_ref().map(|token| Sha256::digest(token.0.as_bytes()).into());
-        let admin = Admin {
-            state: token_digest.map(|token_digest| AdminState {
-                token_digest,
-                journal: pipeline.journal.clone(),
-                scripts: pipeline.scripts.clone(),
-                seen: pipeline.seen.clone(),
-                outputs: pipeline.outputs.clone(),
-                shared: pipeline.shared.clone(),
-                pipeline: pipeline.clone(),
-            }),
-        };
-        let management = docs::management(names.clone(), admin);
+        let enabled = token_digest.is_some();
+        let admin =
+            Admin { state: token_digest.map(|token_digest| AdminState { token_digest, pipeline: pipeline.clone() }) };
+        let management = admin::service(HealthApi { protocols: names.clone(), problems }, admin);
         let mut documents: BTreeMap<String, Document> = self
             .documents
             .iter()
@@ -128,8 +122,11 @@ impl App {
         all_names.push("management".into());
         let mut route = Route::new()
             .at("/docs", get(docs_page).data(Arc::new(docs::DocsPage::new(all_names))))
-            .at("/metrics", get(MetricsEndpoint { metrics: pipeline.metrics.clone(), token_digest }))
             .at("/openapi/:file", docs::documents_endpoint(documents));
+        if !enabled {
+            // Without a token nothing behind it exists: 404 before any token check.
+            route = route.at("/api/*rest", admin_disabled).at("/metrics", admin_disabled);
+        }
         for (path, ops) in &self.paths {
             let body_timeout = Duration::from_millis(self.config.server_limits.body_timeout_ms.max(1));
             route = route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone(), body_timeout });
@@ -149,6 +146,16 @@ impl App {
             }),
         )
     }
+}
+
+/// The management API and `/metrics` without an admin token configured.
+#[handler]
+fn admin_disabled() -> poem::Response {
+    let body = serde_json::json!({ "message": "the management API is disabled: set [admin] token" }).to_string();
+    poem::Response::builder()
+        .status(poem::http::StatusCode::NOT_FOUND)
+        .content_type("application/json; charset=utf-8")
+        .body(body)
 }
 
 #[handler]
@@ -195,23 +202,7 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let _lock = lock_data_dir(&app.data)?;
-    let journal = Journal::open(app.data.clone(), app.config.journal.clone()).map_err(std::io::Error::other)?;
-    let journal = Arc::new(journal);
-    let seen = SeenKeys::new(journal.processed_keys().map_err(std::io::Error::other)?);
-    let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));
-    let outputs = app.open_outputs()?;
-    let shared = open_shared(&app, &journal).await?;
-    let settler = shared.clone().map(|s| tokio::spawn(settle_stale_claims(s, journal.clone())));
-    let pipeline = Arc::new(Pipeline {
-        scripts: app.scripts.clone(),
-        seen: Arc::new(seen),
-        journal: journal.clone(),
-        metrics,
-        outputs,
-        shared,
-        large_runs: Pipeline::large_runs_limit(),
-    });
+    let services = Services::open(&app).await.map_err(std::io::Error::other)?;
     listener.set_nonblocking(true)?;
     let limits = &app.config.server_limits;
     let acceptor = Guarded::new(
@@ -222,83 +213,21 @@ pub async fn run(
         },
     );
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms.max(1));
-    let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval));
-    let endpoint = app.endpoint(pipeline);
+    let problems = Problems::default();
+    let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval, problems.clone()));
+    let endpoint = app.endpoint(services.pipeline.clone(), problems);
     let result = Server::new_with_acceptor(acceptor)
         .idle_timeout(idle_timeout)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
         .await;
     watcher.abort();
-    if let Some(settler) = settler {
-        settler.abort();
-    }
-    let closing = journal.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    services.close().await;
     result
 }
 
-/// Connects the shared journal of `[journal] postgres_url` and settles this instance's claims
-/// left from before (a crash, a lost connection).
-async fn open_shared(app: &App, journal: &Arc<Journal>) -> std::io::Result<Option<Arc<Shared>>> {
-    let Some(url) = app.config.journal.postgres_url.clone().filter(|u| !u.0.is_empty()) else {
-        return Ok(None);
-    };
-    let instance = app.config.journal.instance.clone().unwrap_or_else(|| default_instance(&app.data));
-    let journal = journal.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        let shared = Shared::open(&url.0, &instance)?;
-        let settled = settle_with(&shared, &journal, Duration::ZERO)?;
-        Ok::<_, String>((shared, settled))
-    })
-    .await
-    .map_err(std::io::Error::other)?;
-    let (shared, (done, released)) = opened.map_err(std::io::Error::other)?;
-    tracing::info!(instance = %shared.instance, settled_done = done, released, "shared journal (PostgreSQL) connected");
-    Ok(Some(Arc::new(shared)))
-}
-
-fn settle_with(shared: &Shared, journal: &Journal, min_age: Duration) -> Result<(usize, usize), String> {
-    let reader = journal.reader().map_err(|e| e.to_string())?;
-    shared.settle_stale(min_age, |key| crate::store::journal::query::key_processed(&reader, key).unwrap_or(false))
-}
-
-/// Every 30 s: settle claims this instance has held for over two minutes.
-async fn settle_stale_claims(shared: Arc<Shared>, journal: Arc<Journal>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let (s, j) = (shared.clone(), journal.clone());
-        match tokio::task::spawn_blocking(move || settle_with(&s, &j, Duration::from_secs(120))).await {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((done, released))) => tracing::info!(done, released, "settled stale claims in the shared journal"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot settle stale claims yet"),
-            Err(_) => {}
-        }
-    }
-}
-
-/// Host name and data directory: unique per instance unless configured.
-pub fn default_instance(data: &DataDir) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
-    format!("{}:{}", host.trim(), data.root().display())
-}
-
-/// Holds `<data>/.hookyard/lock` exclusively: one process per data directory.
-pub fn lock_data_dir(data: &DataDir) -> std::io::Result<std::fs::File> {
-    let dir = data.root().join(".hookyard");
-    std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
-    file.try_lock().map_err(|_| {
-        std::io::Error::other(format!("another hookyard process is using the data directory {}", data.root().display()))
-    })?;
-    Ok(file)
-}
-
-async fn watch_scripts(scripts: Arc<ScriptHost>, every: Duration) {
+/// Reloads changed scripts; a change that does not compile is reported in `/healthz` until a
+/// later change of that script loads.
+async fn watch_scripts(scripts: Arc<ScriptHost>, every: Duration, problems: Problems) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -310,8 +239,10 @@ async fn watch_scripts(scripts: Arc<ScriptHost>, every: Duration) {
         for name in reloaded {
             tracing::info!(protocol = %name, "script reloaded");
         }
-        for e in failed {
+        for (name, e) in failed {
             tracing::error!(error = %e, "script change not applied: it does not compile; the previous version keeps running");
+            problems.set(&name, format!("script change not applied: {e}; the previous version keeps running"));
         }
+        problems.retain(&scripts.broken());
     }
 }

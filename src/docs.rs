@@ -1,5 +1,5 @@
-//! The Swagger UI at `/docs`, every document at `/openapi/<name>.yaml|json`, and the typed
-//! management API (poem-openapi).
+//! The Swagger UI at `/docs` and every document at `/openapi/<name>.yaml|json` (the
+//! protocols' as written, and the management API's as poem-openapi builds it).
 //!
 //! The Swagger UI assets are the ones poem-openapi embeds: the page is poem-openapi's own,
 //! with its single-document start-up replaced by a selector over every protocol document
@@ -11,50 +11,12 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use poem::web::Path;
 use poem::{Endpoint, EndpointExt, Response, handler};
-use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi, OpenApiService};
+use poem_openapi::OpenApiService;
 
 /// One served document: YAML as written, and its JSON form.
 pub struct Document {
     pub yaml: String,
     pub json: String,
-}
-
-/// Health of the running server.
-#[derive(Object)]
-struct Health {
-    /// `ok` while the server is serving.
-    status: String,
-    /// Protocols loaded from the spec directory.
-    protocols: Vec<String>,
-    /// The server's version.
-    version: String,
-}
-
-/// The management API.
-pub struct Management {
-    pub protocols: Vec<String>,
-}
-
-#[OpenApi]
-impl Management {
-    /// Whether the server is up, and which protocols it serves.
-    #[oai(path = "/healthz", method = "get")]
-    async fn healthz(&self) -> Json<Health> {
-        Json(Health {
-            status: "ok".into(),
-            protocols: self.protocols.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        })
-    }
-}
-
-/// The management service (mounted at `/`): health, and the admin API over the journal.
-pub fn management(
-    protocols: Vec<String>,
-    admin: crate::admin::Admin,
-) -> OpenApiService<(Management, crate::admin::Admin), ()> {
-    OpenApiService::new((Management { protocols }, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// `/docs`, built on its first request: the page carries Swagger UI's script and styles

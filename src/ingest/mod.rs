@@ -5,8 +5,10 @@
 //! split into fields first only when its checks travel inside the form).
 
 mod body;
+mod claims;
 mod json;
 mod pipeline;
+mod plan;
 pub mod reply;
 pub mod split;
 
@@ -24,8 +26,10 @@ use crate::spec::OperationSpec;
 use crate::spec::ext::BodyKind;
 use crate::store::journal::RequestRecord;
 
+pub use claims::{Claims, ClusterAnswer};
 pub use pipeline::{Pipeline, deliver};
-pub use reply::Rejection;
+pub use plan::{InFlight, Plan, Planned, plan};
+pub use reply::{Failure, Rejection};
 
 /// One operation, ready to serve.
 pub struct Operation {
@@ -142,7 +146,7 @@ async fn handle(
         tracing::warn!(protocol = %spec.protocol, event_type = %kind, "acknowledging an event type the spec does not know");
     }
     let count = parsed.events.len();
-    pipeline.process(&spec.idempotency, request, parsed.events).await?;
+    pipeline.process(|event| event.idempotency_key(&spec.idempotency), request, parsed.events).await?;
     Ok(count)
 }
 

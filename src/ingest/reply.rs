@@ -25,7 +25,7 @@ pub enum Rejection {
         accepted: String,
     },
     /// Processing failed after the request was accepted (script, store): retryable.
-    Failed(String),
+    Failed(Failure),
     MethodNotAllowed(String),
 }
 
@@ -52,12 +52,55 @@ impl Rejection {
             Rejection::Invalid(v) => {
                 format!("invalid request: {} problems: {}", v.len(), v.join("; "))
             }
-            Rejection::Failed(why) => why.clone(),
+            Rejection::Failed(why) => why.to_string(),
             Rejection::Timeout => "the request body did not arrive in time".into(),
             Rejection::UnsupportedMediaType { given, accepted } => {
                 format!("Content-Type {given} is not accepted here (send {accepted})")
             }
             Rejection::MethodNotAllowed(allow) => format!("method not allowed (allowed: {allow})"),
+        }
+    }
+}
+
+/// Why accepted data could not be processed now: each kind is retryable (the sender's retry,
+/// or a replay, can complete it), and metrics count the kinds apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The script (or a handler plugin, as `what` says) failed on event `index`.
+    #[error("processing failed at event {index} ({what} error, see the server log)")]
+    Script { index: usize, what: String },
+    /// An output (SQL, MQTT, HTTP) of event `index` could not be delivered.
+    #[error("processing failed at event {index} (output error, see the server log)")]
+    Output { index: usize },
+    /// The journal could not commit, or the data directory refused a write.
+    #[error("processing failed: data could not be stored")]
+    Journal,
+    /// A key of this request is being processed by another request right now.
+    #[error("the same data is being processed by another request; retry")]
+    Busy,
+    /// A key of this request is claimed by another instance of the shared journal.
+    #[error("the same data is being processed by another instance; retry")]
+    BusyElsewhere,
+    /// The shared journal (PostgreSQL) could not be reached to claim the keys.
+    #[error("processing failed: the shared journal is unreachable; retry")]
+    SharedUnreachable,
+    /// A processing thread stopped (a panic in a script host call).
+    #[error("processing stopped unexpectedly; retry")]
+    Stopped,
+}
+
+impl Failure {
+    /// A short, stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Script { what, .. } if what != "script" => "plugin",
+            Failure::Script { .. } => "script",
+            Failure::Output { .. } => "output",
+            Failure::Journal => "journal",
+            Failure::Busy => "busy",
+            Failure::BusyElsewhere => "busy_elsewhere",
+            Failure::SharedUnreachable => "shared_unreachable",
+            Failure::Stopped => "stopped",
         }
     }
 }

@@ -134,8 +134,9 @@ impl ScriptHost {
     }
 
     /// Re-reads every script file; swaps in those that changed and compile. Returns what was
-    /// reloaded and what failed.
-    pub fn poll(&self) -> (Vec<String>, Vec<ScriptError>) {
+    /// reloaded and what failed (by protocol). A file changed back to the running version
+    /// is no longer broken.
+    pub fn poll(&self) -> (Vec<String>, Vec<(String, ScriptError)>) {
         let Some(dir) = &self.dir else {
             return (Vec::new(), Vec::new());
         };
@@ -145,10 +146,11 @@ impl ScriptHost {
             let Ok(source) = read_source(Some(dir), &name) else {
                 continue;
             };
+            let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
             if self.read_scripts().get(&name).is_some_and(|l| l.source == source) {
+                broken.remove(&name);
                 continue;
             }
-            let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
             if broken.get(&name) == Some(&source) {
                 continue;
             }
@@ -160,12 +162,17 @@ impl ScriptHost {
                     reloaded.push(name);
                 }
                 Err(e) => {
-                    broken.insert(name, source);
-                    failed.push(e);
+                    broken.insert(name.clone(), source);
+                    failed.push((name, e));
                 }
             }
         }
         (reloaded, failed)
+    }
+
+    /// Protocols whose script file does not compile (an older version runs).
+    pub fn broken(&self) -> Vec<String> {
+        self.broken.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 
     fn read_scripts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Loaded>> {
@@ -173,7 +180,7 @@ impl ScriptHost {
     }
 
     /// Hands `events` to the protocol's script, in order, stopping at the first failure.
-    pub fn run(&self, protocol: &str, events: &[Event]) -> RunReport {
+    pub fn run(&self, protocol: &str, events: &[&Event]) -> RunReport {
         let ast = self.read_scripts().get(protocol).map(|l| l.ast.clone());
         let effects = Arc::new(Mutex::new(Vec::new()));
         let mut logs = Vec::with_capacity(events.len());

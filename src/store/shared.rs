@@ -22,6 +22,8 @@
 use std::time::Duration;
 
 use postgres::NoTls;
+
+use crate::store::journal::{JournalError, Status};
 use r2d2_postgres::PostgresConnectionManager;
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -49,7 +51,25 @@ CREATE TABLE IF NOT EXISTS hookyard_journal_events (
     recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS hookyard_journal_events_status ON hookyard_journal_events (status, id);
+ALTER TABLE hookyard_journal_events ADD COLUMN IF NOT EXISTS blob BOOLEAN NOT NULL DEFAULT FALSE;
 ";
+
+/// The shared journal could not be reached or refused a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("shared journal (PostgreSQL): the url is not valid: {0}")]
+    Url(postgres::Error),
+    #[error("shared journal (PostgreSQL): cannot connect: {0}")]
+    Connect(#[from] r2d2::Error),
+    #[error("shared journal (PostgreSQL): {0}")]
+    Sql(#[from] postgres::Error),
+    #[error("shared journal (PostgreSQL): closed")]
+    Closed,
+    /// Whether a stale claim's key was processed here could not be read from the local
+    /// journal: the claim is left as it is (settling it either way could be wrong).
+    #[error("cannot settle stale claims: {0}")]
+    Local(#[from] JournalError),
+}
 
 /// What the cluster says about one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,9 +90,11 @@ pub struct LedgerRow {
     pub source: String,
     pub received_ms: i64,
     pub key: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub error: Option<String>,
     pub data: String,
+    /// Whether the event's binary body is its request's body (an upload).
+    pub blob: bool,
 }
 
 /// One failed event of the ledger (for replay on any instance).
@@ -82,6 +104,8 @@ pub struct LedgerEvent {
     pub instance: String,
     pub key: Option<String>,
     pub data: String,
+    /// An upload: its bytes are in the recording instance's journal only.
+    pub blob: bool,
 }
 
 /// A connection pool to the shared journal. Its calls block: use them from blocking threads.
@@ -91,35 +115,30 @@ pub struct Shared {
     pub instance: String,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("shared journal (PostgreSQL): {e}")
-}
-
 impl Shared {
     /// Connects and creates the tables.
-    pub fn open(url: &str, instance: &str) -> Result<Self, String> {
-        let config: postgres::Config = url.parse().map_err(|e| err(format!("the url is not valid: {e}")))?;
+    pub fn open(url: &str, instance: &str) -> Result<Self, SharedError> {
+        let config: postgres::Config = url.parse().map_err(SharedError::Url)?;
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(5))
-            .build(PostgresConnectionManager::new(config, NoTls))
-            .map_err(|e| err(format!("cannot connect: {e}")))?;
-        let mut client = pool.get().map_err(err)?;
-        let mut tx = client.transaction().map_err(err)?;
-        tx.execute("SELECT pg_advisory_xact_lock(726172002)", &[]).map_err(err)?;
-        tx.batch_execute(SCHEMA).map_err(err)?;
-        tx.commit().map_err(err)?;
+            .build(PostgresConnectionManager::new(config, NoTls))?;
+        let mut client = pool.get()?;
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock(726172002)", &[])?;
+        tx.batch_execute(SCHEMA)?;
+        tx.commit()?;
         Ok(Self { pool: Some(pool), instance: instance.to_owned() })
     }
 
-    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, String> {
-        let pool = self.pool.as_ref().ok_or_else(|| err("closed"))?;
-        pool.get().map_err(|e| err(format!("cannot connect: {e}")))
+    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, SharedError> {
+        let pool = self.pool.as_ref().ok_or(SharedError::Closed)?;
+        Ok(pool.get()?)
     }
 
     /// Claims `keys` for this instance; what the cluster says about each.
-    pub fn claim(&self, keys: &[String]) -> Result<Vec<SharedClaim>, String> {
+    pub fn claim(&self, keys: &[String]) -> Result<Vec<SharedClaim>, SharedError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -130,8 +149,7 @@ impl Shared {
                  SELECT k, 'claimed', $2 FROM unnest($1::text[]) AS k
                  ON CONFLICT (key) DO NOTHING RETURNING key",
                 &[&keys, &self.instance],
-            )
-            .map_err(err)?
+            )?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -139,8 +157,7 @@ impl Shared {
             Vec::new()
         } else {
             client
-                .query("SELECT key, state FROM hookyard_journal_keys WHERE key = ANY($1)", &[&keys])
-                .map_err(err)?
+                .query("SELECT key, state FROM hookyard_journal_keys WHERE key = ANY($1)", &[&keys])?
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect()
@@ -161,9 +178,9 @@ impl Shared {
 
     /// After the local commit: `done` keys are processed, `released` keys may be processed
     /// again; the events go to the ledger. One transaction.
-    pub fn settle(&self, done: &[String], released: &[String], rows: &[LedgerRow]) -> Result<(), String> {
+    pub fn settle(&self, done: &[String], released: &[String], rows: &[LedgerRow]) -> Result<(), SharedError> {
         let mut client = self.client()?;
-        let mut tx = client.transaction().map_err(err)?;
+        let mut tx = client.transaction()?;
         if !done.is_empty() {
             // An upsert: a claim released meanwhile (settled as stale) is taken back.
             tx.execute(
@@ -172,23 +189,19 @@ impl Shared {
                  ON CONFLICT (key) DO UPDATE SET state = 'done', settled_at = now()
                  WHERE hookyard_journal_keys.instance = $2",
                 &[&done, &self.instance],
-            )
-            .map_err(err)?;
+            )?;
         }
         if !released.is_empty() {
             tx.execute(
                 "DELETE FROM hookyard_journal_keys WHERE key = ANY($1) AND instance = $2 AND state = 'claimed'",
                 &[&released, &self.instance],
-            )
-            .map_err(err)?;
+            )?;
         }
-        let stmt = tx
-            .prepare(
-                "INSERT INTO hookyard_journal_events
-                 (instance, protocol, operation, source, received_ms, idem_key, status, error, data)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .map_err(err)?;
+        let stmt = tx.prepare(
+            "INSERT INTO hookyard_journal_events
+                 (instance, protocol, operation, source, received_ms, idem_key, status, error, data, blob)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )?;
         for r in rows {
             tx.execute(
                 &stmt,
@@ -199,14 +212,14 @@ impl Shared {
                     &r.source,
                     &r.received_ms,
                     &r.key,
-                    &r.status,
+                    &r.status.as_str(),
                     &r.error,
                     &r.data,
+                    &r.blob,
                 ],
-            )
-            .map_err(err)?;
+            )?;
         }
-        tx.commit().map_err(err)
+        Ok(tx.commit()?)
     }
 
     /// Settles this instance's claims older than `min_age`: keys the local journal holds
@@ -214,8 +227,8 @@ impl Shared {
     pub fn settle_stale(
         &self,
         min_age: Duration,
-        locally_done: impl Fn(&str) -> bool,
-    ) -> Result<(usize, usize), String> {
+        locally_done: impl Fn(&str) -> Result<bool, JournalError>,
+    ) -> Result<(usize, usize), SharedError> {
         let mut client = self.client()?;
         let seconds = min_age.as_secs_f64();
         let keys: Vec<String> = client
@@ -223,43 +236,47 @@ impl Shared {
                 "SELECT key FROM hookyard_journal_keys WHERE instance = $1 AND state = 'claimed'
                  AND claimed_at < now() - make_interval(secs => $2)",
                 &[&self.instance, &seconds],
-            )
-            .map_err(err)?
+            )?
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let (done, released): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| locally_done(k));
+        let (mut done, mut released) = (Vec::new(), Vec::new());
+        for key in keys {
+            // One failed read settles nothing: a key processed here must not be released.
+            if locally_done(&key)? { done.push(key) } else { released.push(key) }
+        }
         drop(client);
         self.settle(&done, &released, &[])?;
         Ok((done.len(), released.len()))
     }
 
     /// Failed events of the ledger (any instance) not yet replayed, after ledger id `after`.
-    pub fn failed_events(&self, protocol: Option<&str>, after: i64, limit: i64) -> Result<Vec<LedgerEvent>, String> {
+    pub fn failed_events(
+        &self,
+        protocol: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerEvent>, SharedError> {
         let mut client = self.client()?;
-        let rows = client
-            .query(
-                "SELECT id, instance, idem_key, data FROM hookyard_journal_events
+        let rows = client.query(
+            "SELECT id, instance, idem_key, data, blob FROM hookyard_journal_events
                  WHERE status = 'failed' AND id > $1 AND ($2::text IS NULL OR protocol = $2)
                  ORDER BY id LIMIT $3",
-                &[&after, &protocol, &limit],
-            )
-            .map_err(err)?;
+            &[&after, &protocol, &limit],
+        )?;
         Ok(rows
             .iter()
-            .map(|r| LedgerEvent { id: r.get(0), instance: r.get(1), key: r.get(2), data: r.get(3) })
+            .map(|r| LedgerEvent { id: r.get(0), instance: r.get(1), key: r.get(2), data: r.get(3), blob: r.get(4) })
             .collect())
     }
 
-    /// Marks a ledger event as replayed (by this instance), with the new outcome.
-    pub fn mark_replayed(&self, id: i64, outcome: &str, error: Option<&str>) -> Result<(), String> {
-        let status = if outcome == "processed" { "superseded" } else { "failed" };
-        self.client()?
-            .execute(
-                "UPDATE hookyard_journal_events SET status = $2, error = COALESCE($3, error) WHERE id = $1",
-                &[&id, &status, &error],
-            )
-            .map_err(err)?;
+    /// Marks a ledger event as replayed (by this instance): superseded once processed.
+    pub fn mark_replayed(&self, id: i64, processed: bool, error: Option<&str>) -> Result<(), SharedError> {
+        let status = if processed { Status::Superseded } else { Status::Failed }.as_str();
+        self.client()?.execute(
+            "UPDATE hookyard_journal_events SET status = $2, error = COALESCE($3, error) WHERE id = $1",
+            &[&id, &status, &error],
+        )?;
         Ok(())
     }
 }

@@ -35,6 +35,11 @@ async fn without_a_token_the_management_api_and_metrics_are_disabled() {
     let res = app.client.get(app.url("/api/events")).bearer_auth("anything").send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.json::<Value>().await.unwrap()["message"], "the management API is disabled: set [admin] token");
+    // Without any Authorization header too: nothing behind the token exists.
+    let res = app.client.get(app.url("/api/events")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap()["message"], "the management API is disabled: set [admin] token");
+    assert_eq!(app.client.post(app.url("/api/replay")).json(&json!({})).send().await.unwrap().status(), 404);
     assert_eq!(app.client.get(app.url("/metrics")).send().await.unwrap().status(), 404);
 }
 
@@ -118,4 +123,19 @@ async fn metrics_count_requests_events_and_script_time() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(journal > 0, "{text}");
+}
+
+#[tokio::test]
+async fn metrics_count_failures_by_kind_in_the_openmetrics_format() {
+    let app = spawn_with(Setup { config: CONFIG, scripts: vec![("gridx.rhai", SCRIPT)], ..Setup::default() }).await;
+    assert_eq!(post_ping(&app, ping(7, "bad")).await, 503);
+    let res = app.client.get(app.url("/metrics")).bearer_auth("adm1n").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = res.text().await.unwrap();
+    let expected = r#"hookyard_failures_total{protocol="gridx",kind="script"} 1"#;
+    assert!(text.contains(expected), "missing {expected} in\n{text}");
+    let help = text.lines().find(|l| l.starts_with("# HELP hookyard_failures")).unwrap_or_default();
+    assert!(help.contains("could not be processed"), "{text}");
 }

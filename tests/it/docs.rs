@@ -29,6 +29,9 @@ async fn each_document_is_served_exactly_as_written_and_as_json() {
     }
     let management: serde_json::Value = app.get_json("/openapi/management.json").await;
     assert!(management["paths"]["/healthz"]["get"].is_object());
+    for path in ["/metrics", "/api/events", "/api/events/{id}", "/api/replay"] {
+        assert!(management["paths"][path].is_object(), "{path} missing from the management document");
+    }
     let missing = app.client.get(app.url("/openapi/nope.yaml")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }

@@ -138,3 +138,24 @@ async fn a_failed_event_is_replayed_from_another_instance_and_never_twice() {
         "{again}"
     );
 }
+
+/// A stale claim whose local state cannot be read is left as it is: releasing it could let
+/// another instance process a key this one processed.
+#[test]
+fn a_stale_claim_is_not_released_when_the_local_journal_cannot_be_read() {
+    use hookyard::store::Shared;
+    use hookyard::store::journal::JournalError;
+    use hookyard::store::shared::SharedClaim;
+    let run = unique("stale");
+    let (a, b) = (format!("{run}-a"), format!("{run}-b"));
+    let ours = Shared::open(&postgres_url(), &a).unwrap();
+    let other = Shared::open(&postgres_url(), &b).unwrap();
+    let key = format!("{run}-key");
+    assert_eq!(ours.claim(std::slice::from_ref(&key)).unwrap(), [SharedClaim::New]);
+    let unreadable = |_: &str| Err(JournalError::Stopped);
+    assert!(ours.settle_stale(Duration::ZERO, unreadable).is_err());
+    assert_eq!(other.claim(std::slice::from_ref(&key)).unwrap(), [SharedClaim::Claimed], "still held, not released");
+    // Once the journal answers (it processed the key), the claim is settled as done.
+    assert_eq!(ours.settle_stale(Duration::ZERO, |_| Ok(true)).unwrap(), (1, 0));
+    assert_eq!(other.claim(std::slice::from_ref(&key)).unwrap(), [SharedClaim::Done]);
+}

@@ -97,10 +97,22 @@ async fn an_edited_script_takes_effect_without_a_restart() {
 #[tokio::test]
 async fn a_script_that_no_longer_compiles_leaves_the_previous_one_running() {
     let app = spawn_app(GRIDX).await;
+    let running = std::fs::read_to_string(app.scripts().join("gridx.rhai")).unwrap();
     std::fs::write(app.scripts().join("gridx.rhai"), "fn on_event(event) { this is not rhai").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(post_ping(&app, 1).await.0, 204);
     assert_eq!(app.lines("gridx/events.jsonl").len(), 1);
+    // /healthz says so while it lasts, naming the protocol and the file...
+    let degraded = eventually(5, async || app.get_json("/healthz").await["status"] == "degraded");
+    assert!(degraded.await, "{}", app.get_json("/healthz").await);
+    let health = app.get_json("/healthz").await;
+    let problem = health["problems"][0].as_str().unwrap_or_default().to_owned();
+    assert!(problem.starts_with("gridx: script change not applied: ") && problem.contains("gridx.rhai"), "{health}");
+    // ...and is ok again once the file is back to a version that runs.
+    std::fs::write(app.scripts().join("gridx.rhai"), running).unwrap();
+    let ok = eventually(5, async || app.get_json("/healthz").await["status"] == "ok");
+    assert!(ok.await, "{}", app.get_json("/healthz").await);
+    assert_eq!(app.get_json("/healthz").await["problems"], serde_json::json!([]));
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::Connection;
 
-use super::{DataDir, Effect};
+use super::{DataDir, Effect, StoreError};
 pub use retention::Retention;
 
 /// A read-only connection to the journal of `data`, without taking it over (for dry runs
@@ -34,7 +34,7 @@ pub use retention::Retention;
 pub fn open_read_only(data: &DataDir) -> Result<Connection, JournalError> {
     let path = data.root().join(".hookyard/journal.db");
     if !path.exists() {
-        return Err(JournalError::Store(format!("there is no journal at {}", path.display())));
+        return Err(JournalError::Missing(path));
     }
     let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -46,8 +46,21 @@ pub fn open_read_only(data: &DataDir) -> Result<Connection, JournalError> {
 pub enum JournalError {
     #[error("journal database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("journal: {0}")]
-    Store(String),
+    #[error("there is no journal at {0}")]
+    Missing(PathBuf),
+    #[error("journal directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("journal: event {id} cannot be read back: {source}")]
+    Corrupt { id: i64, source: serde_json::Error },
+    /// The data directory refused a write or a repair (the request's effects are not applied).
+    #[error("{0}")]
+    Data(#[from] StoreError),
+    /// A commit of several requests failed; each of them gets this (the cause, as text).
+    #[error("journal commit failed: {0}")]
+    Commit(String),
+    /// The data directory could not be synced at a checkpoint.
+    #[error("checkpoint: cannot sync the data directory: {0}")]
+    Sync(std::io::Error),
     #[error("the journal writer has stopped")]
     Stopped,
 }
@@ -66,22 +79,58 @@ pub struct RequestRecord {
     pub body: Bytes,
 }
 
-/// What became of one event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+/// What became of one event (stored as its lowercase name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
     Processed,
     Failed,
     /// Its idempotency key was processed before; not processed again.
     Duplicate,
+    /// A failed attempt that a later attempt with the same key processed.
+    Superseded,
 }
 
-impl Outcome {
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Processed, Status::Failed, Status::Duplicate, Status::Superseded];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Processed => "processed",
-            Outcome::Failed => "failed",
-            Outcome::Duplicate => "duplicate",
+            Status::Processed => "processed",
+            Status::Failed => "failed",
+            Status::Duplicate => "duplicate",
+            Status::Superseded => "superseded",
         }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is none of [`Status::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown status {0:?} (expected processed, failed, duplicate or superseded)")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+impl rusqlite::ToSql for Status {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl rusqlite::types::FromSql for Status {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        value.as_str()?.parse().map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
     }
 }
 
@@ -93,7 +142,7 @@ pub struct EventRecord {
     pub data: String,
     /// Whether the event's binary body is the request body (an upload).
     pub blob: bool,
-    pub outcome: Outcome,
+    pub outcome: Status,
     pub error: Option<String>,
     /// What the script logged while handling this event.
     pub logs: Vec<String>,
@@ -137,7 +186,7 @@ impl Journal {
     /// the writer.
     pub fn open(data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
         let dir = data.root().join(".hookyard");
-        std::fs::create_dir_all(&dir).map_err(|e| JournalError::Store(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io { path: dir.clone(), source })?;
         let path = dir.join("journal.db");
         let mut conn = schema::open(&path)?;
         let redone = recover::redo(&mut conn, &data)?;
@@ -149,7 +198,7 @@ impl Journal {
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx, Duration::from_secs(1)))
-            .map_err(|e| JournalError::Store(e.to_string()))?;
+            .map_err(|source| JournalError::Io { path: dir, source })?;
         Ok(Self { jobs: Mutex::new(tx), path, worker: Mutex::new(Some(worker)) })
     }
 

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::JournalError;
+use super::{JournalError, Status};
 use crate::event::Event;
 
 /// Which events to read.
@@ -24,7 +24,7 @@ pub struct Filter {
 pub struct Journaled {
     pub event_id: i64,
     pub request_id: i64,
-    pub status: String,
+    pub status: Status,
     pub key: Option<String>,
     pub event: Event,
 }
@@ -48,7 +48,7 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<_, Status>(2)?,
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, Option<Vec<u8>>>(5)?,
@@ -58,8 +58,8 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
     let mut out = Vec::new();
     for row in rows {
         let (event_id, request_id, status, key, data, blob) = row?;
-        let mut event: Event = serde_json::from_str(&data)
-            .map_err(|e| JournalError::Store(format!("event {event_id} cannot be read back: {e}")))?;
+        let mut event: Event =
+            serde_json::from_str(&data).map_err(|source| JournalError::Corrupt { id: event_id, source })?;
         event.blob = blob.map(Bytes::from);
         out.push(Journaled { event_id, request_id, status, key, event });
     }
@@ -74,7 +74,7 @@ pub fn key_processed(conn: &Connection, key: &str) -> Result<bool, JournalError>
             params![key],
             |r| r.get(0),
         )
-        .ok();
+        .optional()?;
     Ok(found.is_some())
 }
 
@@ -83,7 +83,7 @@ pub fn key_processed(conn: &Connection, key: &str) -> Result<bool, JournalError>
 pub struct ListFilter {
     pub protocol: Option<String>,
     pub source: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     /// Only events with a larger id (paging).
@@ -101,7 +101,7 @@ pub struct Summary {
     pub source: String,
     pub received_ms: i64,
     pub index: i64,
-    pub status: String,
+    pub status: Status,
     pub error: Option<String>,
 }
 
@@ -168,13 +168,15 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
             Ok(crate::store::Effect::from_parts(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?).describe())
         })?
         .collect::<Result<_, _>>()?;
-    let data: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+    let corrupt = |source| JournalError::Corrupt { id, source };
+    let data: serde_json::Value = serde_json::from_str(&data).map_err(corrupt)?;
+    let logs = logs.map(|l| serde_json::from_str(&l)).transpose().map_err(corrupt)?;
     Ok(Some(Detail {
-        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        headers: serde_json::from_str(&headers).map_err(corrupt)?,
         verification,
         body,
         data: data.get("data").cloned().unwrap_or_default(),
-        logs: logs.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default(),
+        logs: logs.unwrap_or_default(),
         effects,
         summary,
     }))
@@ -184,4 +186,23 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
 pub fn journaled(conn: &Connection, id: i64) -> Result<Option<Journaled>, JournalError> {
     let filter = Filter { only_id: Some(id), ..Filter::default() };
     Ok(page(conn, &filter, 0)?.pop())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_read_is_an_error_not_a_not_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open(&dir.path().join("journal.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (request_id, idx, idem_key, data, status) VALUES (1, 0, 'k', '{}', 'processed')",
+        )
+        .unwrap();
+        assert!(key_processed(&conn, "k").unwrap());
+        assert!(!key_processed(&conn, "other").unwrap());
+        conn.execute_batch("ALTER TABLE events RENAME TO events_unreadable").unwrap();
+        assert!(key_processed(&conn, "k").is_err());
+    }
 }

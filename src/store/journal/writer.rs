@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction, params};
 
 use super::retention::{self, Retention};
-use super::{EventRecord, Job, JournalError, Outcome, Reply, RequestRecord, Submission, Target};
+use super::{EventRecord, Job, JournalError, Reply, RequestRecord, Status, Submission, Target};
 use crate::store::DataDir;
 use crate::store::handles::Handles;
 
@@ -85,7 +85,7 @@ impl Writer {
                 }
                 last_checkpoint = Instant::now();
                 for reply in checkpoints {
-                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Store(e.to_string())));
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Commit(e.to_string())));
                 }
                 if result.is_ok() && last_prune.elapsed() >= prune_every {
                     self.prune();
@@ -117,7 +117,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, requests = batch.len(), "journal commit failed");
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(JournalError::Store(e.to_string())));
+                    let _ = reply.send(Err(JournalError::Commit(e.to_string())));
                 }
                 return;
             }
@@ -131,7 +131,7 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "could not write to the data directory; the request fails");
                     failed.push((recorded, e.clone()));
-                    results.push(Err(JournalError::Store(e)));
+                    results.push(Err(JournalError::Commit(format!("could not write to the data directory: {e}"))));
                 }
             }
         }
@@ -152,7 +152,7 @@ impl Writer {
             for effect in &s.effects {
                 let path = effect.path();
                 if !self.dirty.contains(path) && !newly_dirty.iter().any(|p| p == path) {
-                    let length = self.data.length(path).map_err(|e| JournalError::Store(e.to_string()))?;
+                    let length = self.data.length(path)?;
                     tx.prepare_cached("INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)")?
                         .execute(params![path, length.map(|l| l as i64).unwrap_or(-1)])?;
                     newly_dirty.push(path.to_owned());
@@ -185,28 +185,26 @@ impl Writer {
     }
 
     /// Syncs every dirty file, then records their lengths and the last applied effect.
-    fn checkpoint(&mut self) -> Result<(), String> {
+    fn checkpoint(&mut self) -> Result<(), JournalError> {
         self.retry_unmarked();
         if self.dirty.is_empty() {
             return Ok(());
         }
         // Directory entries changed only where files were created or replaced.
         self.handles.close_all();
-        self.data.sync_files(&self.dirty).map_err(|e| e.to_string())?;
-        self.data.sync_dirs(self.handles.created()).map_err(|e| e.to_string())?;
+        self.data.sync_files(&self.dirty).map_err(JournalError::Sync)?;
+        self.data.sync_dirs(self.handles.created()).map_err(JournalError::Sync)?;
         self.handles.synced();
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let tx = self.conn.transaction()?;
         for path in &self.dirty {
-            let length = self.data.length(path).map_err(|e| e.to_string())?;
+            let length = self.data.length(path)?;
             tx.execute(
                 "INSERT OR REPLACE INTO file_state (path, length) VALUES (?1, ?2)",
                 params![path, length.map(|l| l as i64).unwrap_or(-1)],
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         }
-        tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
+        tx.commit()?;
         self.dirty.clear();
         Ok(())
     }
@@ -226,7 +224,7 @@ fn insert_submission(
     s: &Submission,
     failed_keys: &mut HashSet<String>,
 ) -> Result<Recorded, JournalError> {
-    for e in s.events.iter().filter(|e| e.outcome == Outcome::Failed) {
+    for e in s.events.iter().filter(|e| e.outcome == Status::Failed) {
         if let Some(key) = &e.key {
             failed_keys.insert(key.clone());
         }
@@ -291,7 +289,7 @@ fn insert_request(
         ])?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
-        if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
+        if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
             remember_key(tx, key, event_id, failed_keys)?;
         }
     }
@@ -310,7 +308,7 @@ fn update_replayed(
         "UPDATE events SET status = ?2, error = ?3, logs = ?4 WHERE id = ?1",
         params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
-    if let (Outcome::Processed, Some(key)) = (e.outcome, &e.key) {
+    if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
         remember_key(tx, key, event_id, failed_keys)?;
     }
     Ok(())

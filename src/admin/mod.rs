@@ -1,24 +1,27 @@
-//! The management API over the journal: list and inspect events, replay one or many.
+//! The management API: `/healthz` (open), and behind the `[admin] token` the journal's events
+//! (list, inspect, replay one or many) and `/metrics`.
 //!
-//! Typed with poem-openapi (so it is in the Swagger UI), protected by the `[admin] token`
-//! bearer token compared in constant time; without a token it answers 404 "disabled".
-//! Replays run inside the server through the same journal writer as requests.
+//! Typed with poem-openapi (so it is in the Swagger UI), the token compared in constant time;
+//! without a token configured, the protected part answers 404 "disabled". Replays run inside
+//! the server through the same pipeline and journal writer as requests.
+
+pub mod health;
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent, SecurityScheme};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::event::{parse_time, rfc3339_millis};
-use crate::replay::{Replayed, Replayer, Tally, replay_event};
-use crate::script::ScriptHost;
+use crate::ingest::Pipeline;
+use crate::replay::{Replayed, Tally, replay_event};
+use crate::store::journal::Status;
 use crate::store::journal::query::{self, Detail, Filter, ListFilter, Summary};
-use crate::store::{Journal, SeenKeys};
 
 /// The admin token, as `Authorization: Bearer <token>`.
 #[derive(SecurityScheme)]
@@ -28,24 +31,7 @@ pub struct AdminToken(Bearer);
 /// What the management API needs from the running server.
 pub struct AdminState {
     pub token_digest: [u8; 32],
-    pub journal: Arc<Journal>,
-    pub scripts: Arc<ScriptHost>,
-    pub seen: Arc<SeenKeys>,
-    pub outputs: Arc<crate::output::Outputs>,
-    pub shared: Option<Arc<crate::store::Shared>>,
-    pub pipeline: Arc<crate::ingest::Pipeline>,
-}
-
-impl AdminState {
-    fn replayer(&self) -> Replayer<'_> {
-        Replayer {
-            scripts: &self.scripts,
-            journal: &self.journal,
-            seen: &self.seen,
-            outputs: &self.outputs,
-            shared: self.shared.as_ref(),
-        }
-    }
+    pub pipeline: Arc<Pipeline>,
 }
 
 /// The management API (disabled when `state` is `None`).
@@ -112,7 +98,7 @@ impl From<Summary> for EventSummary {
             source: s.source,
             received_at: rfc3339_millis(s.received_ms),
             index: s.index,
-            status: s.status,
+            status: s.status.to_string(),
             error: s.error,
         }
     }
@@ -205,6 +191,29 @@ pub struct ReplaySummary {
     pub results: Vec<ReplayResult>,
 }
 
+/// The metrics in the OpenMetrics text format.
+#[derive(ResponseContent)]
+pub enum MetricsText {
+    #[oai(content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")]
+    OpenMetrics(PlainText<String>),
+}
+
+/// The answer of `/metrics`.
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// Every metric, with the journal size read now.
+    #[oai(status = 200)]
+    Ok(MetricsText),
+}
+
+/// The management service (mounted at `/`): health, and the API behind the admin token.
+pub type Service = OpenApiService<(health::HealthApi, Admin), ()>;
+
+/// Builds the management service.
+pub fn service(health: health::HealthApi, admin: Admin) -> Service {
+    OpenApiService::new((health, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
+}
+
 fn time(param: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
     param.map(parse_time).transpose().map_err(|e| AdminError::BadRequest(message(format!("{name}: {e}"))))
 }
@@ -249,22 +258,33 @@ impl Admin {
         let filter = ListFilter {
             protocol: protocol.0,
             source: source.0,
-            status: status.0,
+            status: status
+                .0
+                .map(|s| s.parse::<Status>())
+                .transpose()
+                .map_err(|e| AdminError::BadRequest(message(format!("status: {e}"))))?,
             since_ms: time(since.0.as_deref(), "since")?,
             until_ms: time(until.0.as_deref(), "until")?,
             after_id: after.0,
             limit: i64::from(limit.0.unwrap_or(100).clamp(1, 1000)),
         };
-        let conn = state.journal.reader().map_err(internal)?;
+        let conn = state.pipeline.journal.reader().map_err(internal)?;
         let events = query::list(&conn, &filter).map_err(internal)?;
         Ok(Json(events.into_iter().map(EventSummary::from).collect()))
+    }
+
+    /// Prometheus metrics: requests, events, failures by kind, script time, journal size.
+    #[oai(path = "/metrics", method = "get")]
+    async fn metrics(&self, token: AdminToken) -> Result<MetricsResponse, AdminError> {
+        let state = self.guard(&token)?;
+        Ok(MetricsResponse::Ok(MetricsText::OpenMetrics(PlainText(state.pipeline.metrics.render()))))
     }
 
     /// One event: raw request, verification, payload, script log lines and what was written.
     #[oai(path = "/api/events/:id", method = "get")]
     async fn show_event(&self, token: AdminToken, id: Path<i64>) -> Result<Json<EventDetail>, AdminError> {
         let state = self.guard(&token)?;
-        let conn = state.journal.reader().map_err(internal)?;
+        let conn = state.pipeline.journal.reader().map_err(internal)?;
         let detail = query::detail(&conn, id.0).map_err(internal)?;
         detail.map(|d| Json(d.into())).ok_or_else(|| AdminError::NotFound(message(format!("no event {}", id.0))))
     }
@@ -274,12 +294,12 @@ impl Admin {
     async fn replay_one(&self, token: AdminToken, id: Path<i64>) -> Result<Json<ReplayResult>, AdminError> {
         let state = self.guard(&token)?;
         let item = {
-            let conn = state.journal.reader().map_err(internal)?;
+            let conn = state.pipeline.journal.reader().map_err(internal)?;
             query::journaled(&conn, id.0).map_err(internal)?
         };
         let item =
             item.ok_or_else(|| AdminError::NotFound(message(format!("no processed or failed event {}", id.0))))?;
-        let r = replay_event(&state.replayer(), &item).await;
+        let r = replay_event(&state.pipeline, &item).await;
         Ok(Json(result(item.event_id, r)))
     }
 
@@ -301,13 +321,13 @@ impl Admin {
         let (mut tally, mut results, mut after) = (Tally::default(), Vec::new(), 0);
         loop {
             let page = {
-                let conn = state.journal.reader().map_err(internal)?;
+                let conn = state.pipeline.journal.reader().map_err(internal)?;
                 query::page(&conn, &filter, after).map_err(internal)?
             };
             let Some(last) = page.last() else { break };
             after = last.event_id;
             for item in &page {
-                let r = replay_event(&state.replayer(), item).await;
+                let r = replay_event(&state.pipeline, item).await;
                 tally.add(&r);
                 if results.len() < 1000 {
                     results.push(result(item.event_id, r));
@@ -315,7 +335,7 @@ impl Admin {
             }
         }
         // With a shared journal, failed events other instances recorded are replayed here.
-        if let (Some(shared), true) = (state.shared.clone(), request.0.failed) {
+        if let (Some(shared), true) = (state.pipeline.shared.clone(), request.0.failed) {
             let mut after = 0;
             loop {
                 let (client, protocol) = (shared.clone(), request.0.protocol.clone());

@@ -1,4 +1,6 @@
-//! The command line: `serve`, `check` and `validate`.
+//! The command line: `serve`, `check`, `replay` and `validate`.
+
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,7 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => Ok(check(Config::load(config.as_deref())?)),
         Command::Replay { protocol, since, until, failed, dry_run, config } => {
             let filter = Filter { protocol, since_ms: since, until_ms: until, failed_only: failed, only_id: None };
-            crate::replay::run(Config::load(config.as_deref())?, crate::replay::Options { filter, dry_run })
+            replay::run(Config::load(config.as_deref())?, replay::Options { filter, dry_run })
         }
         Command::Validate { protocol, method, path, payload, config } => {
             let config = Config::load(config.as_deref())?;

@@ -1,0 +1,140 @@
+//! The services behind a built [`App`], opened once in one order and owned in one place:
+//! the data-directory lock, the journal (with its start-up redo), the dedup memory, metrics,
+//! outputs and the shared journal. `serve` and `hookyard replay` both open them here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::ingest::Pipeline;
+use crate::metrics::Metrics;
+use crate::store::journal::{JournalError, query};
+use crate::store::shared::SharedError;
+use crate::store::{DataDir, Journal, SeenKeys, Shared};
+
+/// A service could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("another hookyard process is using the data directory {0}")]
+    Locked(String),
+    #[error("cannot lock the data directory: {0}")]
+    Lock(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("outputs: {0}")]
+    Outputs(std::io::Error),
+    #[error(transparent)]
+    Shared(#[from] SharedError),
+    #[error("a start-up task stopped unexpectedly")]
+    Stopped,
+}
+
+/// The open services; [`Services::close`] ends them in order.
+pub struct Services {
+    pub pipeline: Arc<Pipeline>,
+    settler: Option<tokio::task::JoinHandle<()>>,
+    _lock: std::fs::File,
+}
+
+impl Services {
+    /// Opens every service of `app` (inside a Tokio runtime). The journal's redo has run when
+    /// this returns, so the data directory is consistent before anything is served.
+    pub async fn open(app: &App) -> Result<Self, ServicesError> {
+        let lock = lock_data_dir(&app.data)?;
+        let (data, retention) = (app.data.clone(), app.config.journal.clone());
+        let journal = tokio::task::spawn_blocking(move || Journal::open(data, retention))
+            .await
+            .map_err(|_| ServicesError::Stopped)??;
+        let journal = Arc::new(journal);
+        let seen = SeenKeys::new(journal.processed_keys()?);
+        let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));
+        let outputs = app.open_outputs().map_err(ServicesError::Outputs)?;
+        let shared = open_shared(app, &journal).await?;
+        let settler = shared.clone().map(|s| tokio::spawn(settle_stale_claims(s, journal.clone())));
+        let pipeline = Arc::new(Pipeline {
+            scripts: app.scripts.clone(),
+            seen: Arc::new(seen),
+            journal,
+            metrics,
+            outputs,
+            shared,
+            large_runs: Pipeline::large_runs_limit(),
+        });
+        Ok(Self { pipeline, settler, _lock: lock })
+    }
+
+    /// Stops the stale-claim settling and closes the journal after a final checkpoint.
+    pub async fn close(self) {
+        if let Some(settler) = &self.settler {
+            settler.abort();
+        }
+        let journal = self.pipeline.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.close()).await;
+    }
+}
+
+/// Connects the shared journal of `[journal] postgres_url` and settles this instance's claims
+/// left from before (a crash, a lost connection).
+async fn open_shared(app: &App, journal: &Arc<Journal>) -> Result<Option<Arc<Shared>>, ServicesError> {
+    let Some(url) = app.config.journal.postgres_url.clone().filter(|u| !u.0.is_empty()) else {
+        return Ok(None);
+    };
+    let instance = app.config.journal.instance.clone().unwrap_or_else(|| default_instance(&app.data));
+    let journal = journal.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let shared = Shared::open(&url.0, &instance)?;
+        let settled = settle_with(&shared, &journal, Duration::ZERO)?;
+        Ok::<_, SharedError>((shared, settled))
+    })
+    .await
+    .map_err(|_| ServicesError::Stopped)?;
+    let (shared, (done, released)) = opened?;
+    tracing::info!(instance = %shared.instance, settled_done = done, released, "shared journal (PostgreSQL) connected");
+    Ok(Some(Arc::new(shared)))
+}
+
+/// Settles this instance's claims older than `min_age` from the local journal; a key whose
+/// local state cannot be read stops the settling (it is neither done nor released).
+pub fn settle_with(shared: &Shared, journal: &Journal, min_age: Duration) -> Result<(usize, usize), SharedError> {
+    let reader = journal.reader()?;
+    shared.settle_stale(min_age, |key| query::key_processed(&reader, key))
+}
+
+/// Every 30 s: settle claims this instance has held for over two minutes.
+async fn settle_stale_claims(shared: Arc<Shared>, journal: Arc<Journal>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (s, j) = (shared.clone(), journal.clone());
+        match tokio::task::spawn_blocking(move || settle_with(&s, &j, Duration::from_secs(120))).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((done, released))) => tracing::info!(done, released, "settled stale claims in the shared journal"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot settle stale claims yet"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Host name and data directory: unique per instance unless configured.
+pub fn default_instance(data: &DataDir) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{}:{}", host.trim(), data.root().display())
+}
+
+/// Holds `<data>/.hookyard/lock` exclusively: one process per data directory.
+pub fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, ServicesError> {
+    let dir = data.root().join(".hookyard");
+    std::fs::create_dir_all(&dir).map_err(ServicesError::Lock)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(ServicesError::Lock)?;
+    file.try_lock().map_err(|_| ServicesError::Locked(data.root().display().to_string()))?;
+    Ok(file)
+}
