@@ -21,10 +21,10 @@ use crate::config::{self, Config, CredentialsReport};
 use crate::docs::{self, Document};
 use crate::ingest::{Operation, PathEndpoint, Pipeline};
 use crate::net::{Guarded, Limits};
-use crate::output::{Catalog, Outputs};
+use crate::output::Catalog;
 use crate::plugin::Plugins;
 use crate::script::{Extensions, ScriptHost};
-use crate::services::Services;
+use crate::services::{Services, ServicesError};
 use crate::spec::Registry;
 use crate::store::DataDir;
 
@@ -91,11 +91,9 @@ impl App {
         Ok(Self { config, credentials, scripts, paths, documents, data, catalog })
     }
 
-    /// Connects the outputs of `[outputs]` (inside a Tokio runtime).
-    pub fn open_outputs(&self) -> std::io::Result<Arc<Outputs>> {
-        Outputs::open(&self.config.outputs, self.data.root(), self.catalog.clone())
-            .map(Arc::new)
-            .map_err(std::io::Error::other)
+    /// Opens the services this app runs on (inside a Tokio runtime): lock, journal, outputs…
+    pub async fn open_services(&self) -> Result<Services, ServicesError> {
+        Services::open(&self.config, &self.data, self.scripts.clone(), self.catalog.clone()).await
     }
 
     /// How many protocols are served.
@@ -202,7 +200,7 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let services = Services::open(&app).await.map_err(std::io::Error::other)?;
+    let services = app.open_services().await.map_err(std::io::Error::other)?;
     listener.set_nonblocking(true)?;
     let limits = &app.config.server_limits;
     let acceptor = Guarded::new(

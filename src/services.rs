@@ -1,13 +1,16 @@
-//! The services behind a built [`App`], opened once in one order and owned in one place:
-//! the data-directory lock, the journal (with its start-up redo), the dedup memory, metrics,
-//! outputs and the shared journal. `serve` and `hookyard replay` both open them here.
+//! The services behind a built app, opened once in one order and owned in one place: the
+//! data-directory lock, the journal (with its start-up redo), the dedup memory, metrics,
+//! outputs and the shared journal. `serve` and `hookyard replay` both open them here
+//! (through `App::open_services`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
+use crate::config::Config;
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
+use crate::output::{Catalog, Outputs};
+use crate::script::ScriptHost;
 use crate::store::journal::{JournalError, query};
 use crate::store::shared::SharedError;
 use crate::store::{DataDir, Journal, SeenKeys, Shared};
@@ -22,7 +25,7 @@ pub enum ServicesError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("outputs: {0}")]
-    Outputs(std::io::Error),
+    Outputs(String),
     #[error(transparent)]
     Shared(#[from] SharedError),
     #[error("a start-up task stopped unexpectedly")]
@@ -37,26 +40,31 @@ pub struct Services {
 }
 
 impl Services {
-    /// Opens every service of `app` (inside a Tokio runtime). The journal's redo has run when
-    /// this returns, so the data directory is consistent before anything is served.
-    pub async fn open(app: &App) -> Result<Self, ServicesError> {
-        let lock = lock_data_dir(&app.data)?;
-        let (data, retention) = (app.data.clone(), app.config.journal.clone());
-        let journal = tokio::task::spawn_blocking(move || Journal::open(data, retention))
+    /// Opens every service (inside a Tokio runtime). The journal's redo has run when this
+    /// returns, so the data directory is consistent before anything is served.
+    pub async fn open(
+        config: &Config,
+        data: &Arc<DataDir>,
+        scripts: Arc<ScriptHost>,
+        catalog: Arc<Catalog>,
+    ) -> Result<Self, ServicesError> {
+        let lock = lock_data_dir(data)?;
+        let (opening, retention) = (data.clone(), config.journal.clone());
+        let journal = tokio::task::spawn_blocking(move || Journal::open(opening, retention))
             .await
             .map_err(|_| ServicesError::Stopped)??;
         let journal = Arc::new(journal);
         let seen = SeenKeys::new(journal.processed_keys()?);
-        let metrics = Arc::new(Metrics::new(app.data.root().join(".hookyard/journal.db")));
-        let outputs = app.open_outputs().map_err(ServicesError::Outputs)?;
-        let shared = open_shared(app, &journal).await?;
+        let metrics = Arc::new(Metrics::new(data.root().join(".hookyard/journal.db")));
+        let outputs = Outputs::open(&config.outputs, data.root(), catalog).map_err(ServicesError::Outputs)?;
+        let shared = open_shared(config, data, &journal).await?;
         let settler = shared.clone().map(|s| tokio::spawn(settle_stale_claims(s, journal.clone())));
         let pipeline = Arc::new(Pipeline {
-            scripts: app.scripts.clone(),
+            scripts,
             seen: Arc::new(seen),
             journal,
             metrics,
-            outputs,
+            outputs: Arc::new(outputs),
             shared,
             large_runs: Pipeline::large_runs_limit(),
         });
@@ -75,11 +83,15 @@ impl Services {
 
 /// Connects the shared journal of `[journal] postgres_url` and settles this instance's claims
 /// left from before (a crash, a lost connection).
-async fn open_shared(app: &App, journal: &Arc<Journal>) -> Result<Option<Arc<Shared>>, ServicesError> {
-    let Some(url) = app.config.journal.postgres_url.clone().filter(|u| !u.0.is_empty()) else {
+async fn open_shared(
+    config: &Config,
+    data: &DataDir,
+    journal: &Arc<Journal>,
+) -> Result<Option<Arc<Shared>>, ServicesError> {
+    let Some(url) = config.journal.postgres_url.clone().filter(|u| !u.0.is_empty()) else {
         return Ok(None);
     };
-    let instance = app.config.journal.instance.clone().unwrap_or_else(|| default_instance(&app.data));
+    let instance = config.journal.instance.clone().unwrap_or_else(|| default_instance(data));
     let journal = journal.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let shared = Shared::open(&url.0, &instance)?;

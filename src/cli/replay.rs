@@ -1,7 +1,7 @@
 //! `hookyard replay`: runs the current scripts again over journaled events and prints what
 //! became of each one.
 //!
-//! A real replay opens the app's [`Services`] (so it needs the data directory to itself:
+//! A real replay opens the app's services (`App::open_services`) (so it needs the data directory to itself:
 //! stop the server first) and goes through the same pipeline as the server's
 //! `POST /api/replay`; `--dry-run` only reads the journal, so it works while the server runs.
 
@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::app::App;
 use crate::config::Config;
 use crate::replay::{DryRun, Replayed, Tally, dry_run, replay_event};
-use crate::services::{Services, ServicesError};
+use crate::services::ServicesError;
 use crate::store::journal::query::{self, Filter, Journaled};
 
 /// Options of one replay.
@@ -43,7 +43,7 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
             tally.add(&r);
         })?;
     } else {
-        let services = runtime.block_on(Services::open(&app)).map_err(|e| match e {
+        let services = runtime.block_on(app.open_services()).map_err(|e| match e {
             ServicesError::Locked(_) => {
                 anyhow::Error::new(e).context("replay writes to the data directory: stop the server first")
             }

@@ -1,4 +1,5 @@
-//! Where data lands: the journal, files in the data directory, and the dedup memory.
+//! Where data lands: the journal, files in the data directory (with the writer's kept append
+//! handles), the dedup memory, and the journal shared with other instances in PostgreSQL.
 
 pub mod dedup;
 pub mod effects;
