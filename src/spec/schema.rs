@@ -86,9 +86,17 @@ impl Check {
     }
 }
 
+/// Every violation once, in the validator's order. The same one can be reported from two
+/// places that are not next to each other: under `allOf`, gridX's envelope and the
+/// type-specific schema both require `data` to be an object, with the envelope's other
+/// errors in between.
 fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    let mut out: Vec<String> = validator.iter_errors(instance).flat_map(|e| describe(&e)).collect();
-    out.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for message in validator.iter_errors(instance).flat_map(|e| describe(&e)) {
+        if !out.contains(&message) {
+            out.push(message);
+        }
+    }
     out
 }
 
@@ -260,6 +268,13 @@ mod tests {
             .validate(&json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "ping", "data": {"message": 3}}));
         assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
         assert!(v.violations[0].starts_with("/data/message: "), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn a_violation_reported_by_two_schemas_is_listed_once() {
+        // Base and Ping both say `data` is an object; Base's `id` error comes between them.
+        let v = check().validate(&json!({"id": "nope", "type": "ping", "data": "x"}));
+        assert_eq!(v.violations, vec![r#"/data: "x" is not of type "object""#, r#"/id: "nope" is not a "uuid""#]);
     }
 
     #[test]
