@@ -142,11 +142,8 @@ impl Pipeline {
         match report.failure {
             None => Ok(()),
             Some(f) => {
-                tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "script failed");
-                Err(Rejection::Failed(format!(
-                    "processing failed at event {} (script error, see the server log)",
-                    f.index
-                )))
+                tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "processing failed: {f}");
+                Err(Rejection::Failed(format!("processing failed: {f} (see the server log)")))
             }
         }
     }

@@ -52,7 +52,7 @@ async fn the_quality_plugin_annotates_every_reading_of_a_running_server() {
 api_keys = {{ "k" = "cabin" }}
 [plugins.quality]
 path = "{}"
-handles = ["ai-on-the-edge"]
+handles = ["ai-on-the-edge/readings"]
 options = {{ rollover = 1000.0 }}
 "#,
         lib.display()
@@ -81,10 +81,10 @@ options = {{ rollover = 1000.0 }}
 }
 
 #[tokio::test]
-async fn a_plugin_error_fails_the_event_and_the_server_stays_up() {
+async fn a_handler_plugin_error_fails_the_event_naming_the_plugin_and_the_server_stays_up() {
     let lib = quality_plugin();
     let config = format!(
-        "[protocols.ai-on-the-edge]\napi_keys = {{ \"k\" = \"cabin\" }}\n[plugins.quality]\npath = \"{}\"\nhandles = [\"ai-on-the-edge\"]\n",
+        "[protocols.ai-on-the-edge]\napi_keys = {{ \"k\" = \"cabin\" }}\n[plugins.quality]\npath = \"{}\"\nhandles = [\"ai-on-the-edge/readings\"]\n",
         lib.display()
     );
     let app =
@@ -92,10 +92,15 @@ async fn a_plugin_error_fails_the_event_and_the_server_stays_up() {
     // (Another meter than the other test's: both load the same library, one memory.)
     let (status, body) = post_ai(&app, ai_reading("second", "12O.5", 1_700_000_000)).await;
     assert_eq!(status, 500, "{body}");
-    assert!(body.contains("processing failed"), "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        reply["message"],
+        "processing failed: plugin quality failed at event 0 (see the server log)",
+        "not a script error: {body}"
+    );
     assert_eq!(journal_statuses(&app, ""), vec!["failed"]);
     let error = journal_errors(&app).remove(0);
-    assert_eq!(error, r#"plugin quality: /data/value: "12O.5" is not a number"#);
+    assert_eq!(error, r#"plugin quality failed: /data/value: "12O.5" is not a number"#);
     let (status, _) = post_ai(&app, ai_reading("second", "120.5", 1_700_000_000)).await;
     assert_eq!(status, 200);
     assert_eq!(app.lines("quality.csv"), vec!["second,120.5,first,,first"]);
