@@ -102,17 +102,14 @@ fn validate_prints_each_violation_once_with_its_path() {
         "data": {"applianceID": "fc0a6ac7-64ce-4276-a7cd-bace946af433",
                  "gatewayID": "25ccab17-cd40-4db1-a320-a986d1c15fb1", "type": "METER"}
     });
-    let run = |name: &str, event: &serde_json::Value| {
+    let run_at = |path: &str, name: &str, event: &serde_json::Value| {
         let file = dir.path().join(name);
         std::fs::write(&file, event.to_string()).unwrap();
-        let out = Command::new(BIN)
-            .args(["validate", "gridx", "POST", "/gridx/events"])
-            .arg(&file)
-            .current_dir(REPO)
-            .output()
-            .unwrap();
+        let out =
+            Command::new(BIN).args(["validate", "gridx", "POST", path]).arg(&file).current_dir(REPO).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    let run = |name: &str, event: &serde_json::Value| run_at("/gridx/events", name, event);
     let (code, text) = run("good.json", &event);
     assert_eq!((code, text.trim()), (Some(0), "valid: 1 event(s)"));
     event["data"].as_object_mut().unwrap().remove("gatewayID");
@@ -132,5 +129,16 @@ fn validate_prints_each_violation_once_with_its_path() {
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
         vec![r#"/data: "x" is not of type "object""#, r#"/id: "nope" is not a "uuid""#]
+    );
+    // A per-type path narrows the appliance types to its own: one line about `type`.
+    let (code, text) = run_at("/gridx/events/appliance/create", "narrowed.json", &event);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![
+            r#"/data: "x" is not of type "object""#,
+            r#"/id: "nope" is not a "uuid""#,
+            r#"/type: "appliance/online" is not one of "appliance/create""#
+        ]
     );
 }
