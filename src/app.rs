@@ -51,13 +51,15 @@ impl App {
         let data = Arc::new(data);
         let names: Vec<String> = registry.protocols.iter().map(|p| p.name.clone()).collect();
         let mut errors = Vec::new();
-        let plugins = Plugins::load(&config.plugins).unwrap_or_else(|e| {
+        let operations = registry
+            .protocols
+            .iter()
+            .map(|p| (p.name.clone(), p.operations.iter().map(|o| o.operation_id.clone()).collect()))
+            .collect();
+        let plugins = Plugins::load(&config.plugins, &operations).unwrap_or_else(|e| {
             errors.extend(strings(e));
             Plugins::default()
         });
-        for protocol in plugins.handled_protocols().filter(|p| !names.contains(p)) {
-            errors.push(format!("[plugins] handles = [{protocol:?}]: there is no protocol {protocol}"));
-        }
         let catalog = Catalog::from_settings(&config.outputs).map(Arc::new).unwrap_or_else(|e| {
             errors.push(e);
             Arc::new(Catalog::default())

@@ -84,7 +84,7 @@ impl Pipeline {
             }
         }
         let (mut plan, mut report) = self.run(&request.protocol, plan).await?;
-        let output_failed = deliver(&self.outputs, &plan.running_keys(), &mut report).await;
+        deliver(&self.outputs, &plan.running_keys(), &mut report).await;
         plan.settle(&report);
         let processed = plan.processed_keys();
         let tallies = Status::ALL.map(|s| (s, plan.count(s)));
@@ -121,12 +121,8 @@ impl Pipeline {
         match report.failure {
             None => Ok(()),
             Some(f) => {
-                tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "processing failed");
-                Err(Rejection::Failed(if output_failed {
-                    Failure::Output { index: f.index }
-                } else {
-                    Failure::Script { index: f.index, what: "script".into() }
-                }))
+                tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "processing failed: {f}");
+                Err(Rejection::Failed(Failure::Event { index: f.index, kind: f.kind }))
             }
         }
     }
@@ -162,10 +158,9 @@ impl Pipeline {
 
 /// Delivers the outputs of the processed events (keys: the run events' idempotency keys, in
 /// order); an output failure fails its event and the later ones, dropping their effects.
-/// Returns whether an output failed.
-pub async fn deliver(outputs: &Outputs, keys: &[Option<String>], report: &mut RunReport) -> bool {
+pub async fn deliver(outputs: &Outputs, keys: &[Option<String>], report: &mut RunReport) {
     if report.outputs.iter().all(Vec::is_empty) {
-        return false;
+        return;
     }
     let events: Vec<(Option<String>, Vec<crate::output::Output>)> =
         report.outputs.iter().zip(keys).map(|(outs, key)| (key.clone(), outs.clone())).collect();
@@ -173,8 +168,8 @@ pub async fn deliver(outputs: &Outputs, keys: &[Option<String>], report: &mut Ru
     for (lines, extra) in report.logs.iter_mut().zip(delivery.logs) {
         lines.extend(extra);
     }
-    let Some(message) = delivery.failure else { return false };
-    tracing::warn!(error = %message, "an output failed; the event fails and can be retried or replayed");
-    report.cut_at(delivery.delivered, message);
-    true
+    if let Some(message) = delivery.failure {
+        tracing::warn!(error = %message, "an output failed; the event fails and can be retried or replayed");
+        report.cut_at(delivery.delivered, message);
+    }
 }

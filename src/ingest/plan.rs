@@ -128,7 +128,7 @@ mod tests {
 
     use super::*;
     use crate::event::Origin;
-    use crate::script::RunError;
+    use crate::script::{FailureKind, RunFailure};
 
     fn events(keys: &[Option<&str>]) -> Vec<Event> {
         let origin = Origin { protocol: "p".into(), operation: "o".into(), source: String::new(), received_ms: 0 };
@@ -142,7 +142,7 @@ mod tests {
     fn report(processed: usize, failure: Option<usize>, logs: usize) -> RunReport {
         let mut r = RunReport::empty();
         r.processed = processed;
-        r.failure = failure.map(|index| RunError { index, message: "boom".into() });
+        r.failure = failure.map(|index| RunFailure { index, kind: FailureKind::Script, message: "boom".into() });
         r.logs = (0..logs).map(|n| vec![format!("line {n}")]).collect();
         r
     }

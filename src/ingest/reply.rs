@@ -6,6 +6,7 @@ use poem::Response;
 use poem::http::{StatusCode, header};
 use serde_json::json;
 
+use crate::script::FailureKind;
 use crate::spec::ext::{Reject, ReplySpec, ReplyStyle};
 
 /// Why a request was not acknowledged.
@@ -66,12 +67,9 @@ impl Rejection {
 /// or a replay, can complete it), and metrics count the kinds apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
-    /// The script (or a handler plugin, as `what` says) failed on event `index`.
-    #[error("processing failed at event {index} ({what} error, see the server log)")]
-    Script { index: usize, what: String },
-    /// An output (SQL, MQTT, HTTP) of event `index` could not be delivered.
-    #[error("processing failed at event {index} (output error, see the server log)")]
-    Output { index: usize },
+    /// The script, a handler plugin or an output failed on event `index`.
+    #[error("processing failed: {kind} at event {index} (see the server log)")]
+    Event { index: usize, kind: FailureKind },
     /// The journal could not commit, or the data directory refused a write.
     #[error("processing failed: data could not be stored")]
     Journal,
@@ -93,9 +91,9 @@ impl Failure {
     /// A short, stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Failure::Script { what, .. } if what != "script" => "plugin",
-            Failure::Script { .. } => "script",
-            Failure::Output { .. } => "output",
+            Failure::Event { kind: FailureKind::Script, .. } => "script",
+            Failure::Event { kind: FailureKind::Plugin { .. }, .. } => "plugin",
+            Failure::Event { kind: FailureKind::Output, .. } => "output",
             Failure::Journal => "journal",
             Failure::Busy => "busy",
             Failure::BusyElsewhere => "busy_elsewhere",

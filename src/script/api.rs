@@ -234,7 +234,7 @@ pub mod host_api {
     pub fn plugin(ctx: NativeCallContext, name: &str, value: Dynamic) -> Res<Dynamic> {
         let host = call(&ctx)?;
         let input = json_of(&value)?;
-        let out = host.ext.plugins.call(name, &input)?;
+        let out = host.ext.plugins.call(name, &input).map_err(|e| e.to_string())?;
         rhai::serde::to_dynamic(out)
     }
 

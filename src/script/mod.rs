@@ -31,11 +31,35 @@ pub struct ScriptError {
     pub message: String,
 }
 
-/// Processing of one event failed.
+/// What failed an event: its script, a handler plugin run before the script, or the
+/// delivery of its outputs. Shown in replies as `script error`, `plugin <name> failed`,
+/// `output failed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Script,
+    Plugin { name: String },
+    Output,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Script => f.write_str("script error"),
+            Self::Plugin { name } => write!(f, "plugin {name} failed"),
+            Self::Output => f.write_str("output failed"),
+        }
+    }
+}
+
+/// Processing of one event failed. Displays as `plugin quality failed at event 0` (what a
+/// reply may say); `message` is the full error the journal and the log keep.
 #[derive(Debug, thiserror::Error)]
-#[error("event {index}: {message}")]
-pub struct RunError {
+#[error("{kind} at event {index}")]
+pub struct RunFailure {
     pub index: usize,
+    pub kind: FailureKind,
+    /// The event's error, naming what failed: `plugin quality failed: …`, `script threw: …`,
+    /// `output failed: …`.
     pub message: String,
 }
 
@@ -44,7 +68,7 @@ pub struct RunError {
 /// never half-writes.
 pub struct RunReport {
     pub processed: usize,
-    pub failure: Option<RunError>,
+    pub failure: Option<RunFailure>,
     /// Log lines, one list per event run (in order).
     pub logs: Vec<Vec<String>>,
     pub effects: Vec<Effect>,
@@ -78,7 +102,7 @@ impl RunReport {
         self.effect_ends.truncate(n);
         self.outputs.truncate(n);
         self.processed = n;
-        self.failure = Some(RunError { index: n, message });
+        self.failure = Some(RunFailure { index: n, kind: FailureKind::Output, message });
     }
 }
 
@@ -189,7 +213,6 @@ impl ScriptHost {
         let mut kept = 0;
         let mut outputs = Vec::new();
         let mut effect_ends = Vec::new();
-        let handled = self.ext.plugins.handles(protocol);
         for (i, event) in events.iter().enumerate() {
             let lines = Arc::new(Mutex::new(Vec::new()));
             let sent = Arc::new(Mutex::new(Vec::new()));
@@ -201,13 +224,7 @@ impl ScriptHost {
                 blob: event.blob.clone(),
                 ext: self.ext.clone(),
             };
-            let annotations =
-                if handled { self.ext.plugins.handle(protocol, &event.to_json()) } else { Ok(Vec::new()) };
-            let result = match (&ast, annotations) {
-                (_, Err(e)) => Err(e),
-                (Some(ast), Ok(notes)) => engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout),
-                (None, _) => Err(format!("no script is loaded for protocol {protocol}")),
-            };
+            let result = self.run_one(protocol, ast.as_deref(), event, host);
             logs.push(std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner())));
             let mut recorded = effects.lock().unwrap_or_else(|e| e.into_inner());
             match result {
@@ -217,15 +234,34 @@ impl ScriptHost {
                     outputs.push(std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner())));
                     effect_ends.push(kept);
                 }
-                Err(message) => {
+                Err((kind, message)) => {
                     recorded.truncate(kept);
-                    failure = Some(RunError { index: i, message });
+                    failure = Some(RunFailure { index: i, kind, message });
                     break;
                 }
             }
         }
         let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
         RunReport { processed, failure, logs, effects, outputs, effect_ends }
+    }
+
+    /// The handler plugins of the event's operation, then the script.
+    fn run_one(
+        &self,
+        protocol: &str,
+        ast: Option<&AST>,
+        event: &Event,
+        host: HostCall,
+    ) -> Result<(), (FailureKind, String)> {
+        let notes = self
+            .ext
+            .plugins
+            .handle(event)
+            .map_err(|e| (FailureKind::Plugin { name: e.plugin().to_owned() }, e.to_string()))?;
+        let Some(ast) = ast else {
+            return Err((FailureKind::Script, format!("no script is loaded for protocol {protocol}")));
+        };
+        engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout).map_err(|m| (FailureKind::Script, m))
     }
 }
 

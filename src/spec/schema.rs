@@ -86,10 +86,37 @@ impl Check {
     }
 }
 
+/// Every violation once, in the validator's order. The same one can be reported from two
+/// places that are not next to each other: under `allOf`, gridX's envelope and the
+/// type-specific schema both require `data` to be an object, with the envelope's other
+/// errors in between.
 fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    let mut out: Vec<String> = validator.iter_errors(instance).flat_map(|e| describe(&e)).collect();
-    out.dedup();
+    let errors: Vec<jsonschema::ValidationError<'_>> = validator.iter_errors(instance).collect();
+    let mut out: Vec<String> = Vec::new();
+    for error in errors.iter().filter(|e| !narrowed(e, &errors)) {
+        for message in describe(error) {
+            if !out.contains(&message) {
+                out.push(message);
+            }
+        }
+    }
     out
+}
+
+/// An `enum` violation that another one at the same path narrows (its options a strict
+/// subset): under `allOf`, a gridX per-type path allows one of the values its type schema
+/// lists, and "not one of appliance/create" says all that "not one of the five" says.
+fn narrowed(error: &jsonschema::ValidationError<'_>, all: &[jsonschema::ValidationError<'_>]) -> bool {
+    let ValidationErrorKind::Enum { options } = error.kind() else { return false };
+    let Some(wide) = options.as_array() else { return false };
+    all.iter().any(|other| match other.kind() {
+        ValidationErrorKind::Enum { options } if other.instance_path().as_str() == error.instance_path().as_str() => {
+            options
+                .as_array()
+                .is_some_and(|narrow| narrow.len() < wide.len() && narrow.iter().all(|v| wide.contains(v)))
+        }
+        _ => false,
+    })
 }
 
 /// `"/data/gatewayID: required"`, `"/type: \"x\" is not one of [...]"`. A failed `oneOf` or
@@ -260,6 +287,22 @@ mod tests {
             .validate(&json!({"id": "8bb71fef-9cb5-4054-89c3-d4aeac5489a7", "type": "ping", "data": {"message": 3}}));
         assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
         assert!(v.violations[0].starts_with("/data/message: "), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn a_violation_reported_by_two_schemas_is_listed_once() {
+        // Base and Ping both say `data` is an object; Base's `id` error comes between them.
+        let v = check().validate(&json!({"id": "nope", "type": "ping", "data": "x"}));
+        assert_eq!(v.violations, vec![r#"/data: "x" is not of type "object""#, r#"/id: "nope" is not a "uuid""#]);
+    }
+
+    #[test]
+    fn an_enum_narrowed_by_another_schema_is_reported_by_the_narrower_one() {
+        let schema = json!({"allOf": [{"properties": {"type": {"enum": ["a", "b", "c"]}}},
+                                      {"properties": {"type": {"enum": ["a"]}}}]});
+        let check = Check::build(&schema, &json!({}), None).unwrap();
+        assert_eq!(check.validate(&json!({"type": "z"})).violations, vec![r#"/type: "z" is not one of "a""#]);
+        assert_eq!(check.validate(&json!({"type": "b"})).violations, vec![r#"/type: "b" is not one of "a""#]);
     }
 
     #[test]

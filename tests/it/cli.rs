@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{REPO, reference};
+use crate::helpers::REPO;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookyard");
 
@@ -94,33 +94,51 @@ fn check_passes_on_the_shipped_setup_and_lists_every_problem_otherwise() {
 }
 
 #[test]
-fn validate_prints_each_violation_with_its_path() {
+fn validate_prints_each_violation_once_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
-    let mut event: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(reference("gridx/examples.jsonl")).unwrap().lines().next().unwrap(),
-    )
-    .unwrap();
-    let good = dir.path().join("good.json");
-    std::fs::write(&good, event.to_string()).unwrap();
+    let mut event = serde_json::json!({
+        "id": "0f8fad5b-d9cb-469f-a165-708677289500", "time": "2025-09-01T12:00:00Z", "specVersion": "1.0",
+        "source": "/systems/5eda17ec-4dc9-46d5-b3b8-c396f75a760f", "type": "appliance/online",
+        "data": {"applianceID": "fc0a6ac7-64ce-4276-a7cd-bace946af433",
+                 "gatewayID": "25ccab17-cd40-4db1-a320-a986d1c15fb1", "type": "METER"}
+    });
+    let run_at = |path: &str, name: &str, event: &serde_json::Value| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, event.to_string()).unwrap();
+        let out =
+            Command::new(BIN).args(["validate", "gridx", "POST", path]).arg(&file).current_dir(REPO).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let run = |name: &str, event: &serde_json::Value| run_at("/gridx/events", name, event);
+    let (code, text) = run("good.json", &event);
+    assert_eq!((code, text.trim()), (Some(0), "valid: 1 event(s)"));
     event["data"].as_object_mut().unwrap().remove("gatewayID");
     event["data"]["type"] = "TOASTER".into();
-    let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, event.to_string()).unwrap();
-    let run = |file: &std::path::Path| {
-        Command::new(BIN)
-            .args(["validate", "gridx", "POST", "/gridx/events"])
-            .arg(file)
-            .current_dir(REPO)
-            .output()
-            .unwrap()
-    };
-    let ok = run(&good);
-    assert_eq!((ok.status.code(), String::from_utf8_lossy(&ok.stdout).trim()), (Some(0), "valid: 1 event(s)"));
-    let out = run(&bad);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
+    let (code, text) = run("bad.json", &event);
+    assert_eq!(code, Some(1), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines.contains(&"/data/gatewayID: required"), "{text}");
     assert!(lines.iter().any(|l| l.starts_with("/data/type: \"TOASTER\" is not one of")), "{text}");
+    // The envelope and the appliance schema both say `data` is an object (allOf), with the
+    // envelope's `id` error between them: one violation, printed once.
+    event["data"] = "x".into();
+    event["id"] = "nope".into();
+    let (code, text) = run("twice.json", &event);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![r#"/data: "x" is not of type "object""#, r#"/id: "nope" is not a "uuid""#]
+    );
+    // A per-type path narrows the appliance types to its own: one line about `type`.
+    let (code, text) = run_at("/gridx/events/appliance/create", "narrowed.json", &event);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![
+            r#"/data: "x" is not of type "object""#,
+            r#"/id: "nope" is not a "uuid""#,
+            r#"/type: "appliance/online" is not one of "appliance/create""#
+        ]
+    );
 }

@@ -1,5 +1,6 @@
 //! Native plugins: the quality-checker plugin built with cargo, loaded into a running server
-//! (as an event handler and through `plugin()` in a script); bad libraries refused at start.
+//! (as a handler of named operations and through `plugin()` in a script), with the README's
+//! own configuration; bad libraries and `handles` entries that name nothing refused at start.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,7 +53,7 @@ async fn the_quality_plugin_annotates_every_reading_of_a_running_server() {
 api_keys = {{ "k" = "cabin" }}
 [plugins.quality]
 path = "{}"
-handles = ["ai-on-the-edge"]
+handles = ["ai-on-the-edge/readings"]
 options = {{ rollover = 1000.0 }}
 "#,
         lib.display()
@@ -81,10 +82,10 @@ options = {{ rollover = 1000.0 }}
 }
 
 #[tokio::test]
-async fn a_plugin_error_fails_the_event_and_the_server_stays_up() {
+async fn a_handler_plugin_error_fails_the_event_naming_the_plugin_and_the_server_stays_up() {
     let lib = quality_plugin();
     let config = format!(
-        "[protocols.ai-on-the-edge]\napi_keys = {{ \"k\" = \"cabin\" }}\n[plugins.quality]\npath = \"{}\"\nhandles = [\"ai-on-the-edge\"]\n",
+        "[protocols.ai-on-the-edge]\napi_keys = {{ \"k\" = \"cabin\" }}\n[plugins.quality]\npath = \"{}\"\nhandles = [\"ai-on-the-edge/readings\"]\n",
         lib.display()
     );
     let app =
@@ -92,13 +93,118 @@ async fn a_plugin_error_fails_the_event_and_the_server_stays_up() {
     // (Another meter than the other test's: both load the same library, one memory.)
     let (status, body) = post_ai(&app, ai_reading("second", "12O.5", 1_700_000_000)).await;
     assert_eq!(status, 500, "{body}");
-    assert!(body.contains("processing failed"), "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        reply["message"], "processing failed: plugin quality failed at event 0 (see the server log)",
+        "not a script error: {body}"
+    );
     assert_eq!(journal_statuses(&app, ""), vec!["failed"]);
     let error = journal_errors(&app).remove(0);
-    assert_eq!(error, r#"plugin quality: /data/value: "12O.5" is not a number"#);
+    assert_eq!(error, r#"plugin quality failed: /data/value: "12O.5" is not a number"#);
     let (status, _) = post_ai(&app, ai_reading("second", "120.5", 1_700_000_000)).await;
     assert_eq!(status, 200);
     assert_eq!(app.lines("quality.csv"), vec!["second,120.5,first,,first"]);
+}
+
+/// The configuration block of README.md as written, with the plugin's path pointing at the
+/// library built for the test. The MQTT port is moved off 1883 so that the test does not
+/// connect to a broker that may run on this machine (no script here publishes).
+fn readme_config(lib: &Path) -> String {
+    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let (_, rest) = readme.split_once("## Configuration").expect("README has a Configuration section");
+    let (_, rest) = rest.split_once("```toml\n").expect("the section has a toml block");
+    let (block, _) = rest.split_once("```").unwrap();
+    let plugin_path = r#"path = "target/release/libhookyard_quality.so""#;
+    let mqtt_port = "port = 1883";
+    assert!(block.contains(plugin_path) && block.contains(mqtt_port), "{block}");
+    block.replace(plugin_path, &format!("path = \"{}\"", lib.display())).replace(mqtt_port, "port = 9")
+}
+
+/// The shipped script's image branch, and the quality verdict of each reading in a CSV.
+const README_SCRIPT: &str = r#"
+fn on_event(event) {
+    let folder = `ai-on-the-edge/${event.source}`;
+    if event.operation == "image" {
+        if "plugins" in event { throw "the image was handed to a plugin"; }
+        write_blob(`${folder}/${event.meta.timestamp}.jpg`);
+        return;
+    }
+    let q = event.plugins.quality;
+    append_csv(`${folder}/quality.csv`, [event.data.name, event.data.value, q.status, q.rate_per_hour]);
+}
+"#;
+
+/// Sends `request` with the README's API key; (status, body).
+async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
+    let res = request.header("APIKEY", "s3cr3tKey").send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn with_the_readme_configuration_readings_get_the_plugin_and_images_are_stored() {
+    let config = readme_config(&quality_plugin());
+    let app = spawn_with(Setup {
+        config: &config,
+        scripts: vec![("ai-on-the-edge.rhai", README_SCRIPT)],
+        ..Setup::default()
+    })
+    .await;
+    let url = app.url("/ai-on-the-edge/webhook");
+    for (value, time) in [("100.0", 1_723_196_684), ("200.0", 1_723_196_684 + 3600)] {
+        let body = ai_reading("readme-meter", value, time);
+        let post = app.client.post(&url).header("Content-Type", "application/json").body(body);
+        let (status, reply) = send(post).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let image: Vec<u8> =
+        [0xFF, 0xD8, 0xFF, 0xE0].into_iter().chain((0..2000).map(|i| (i % 251) as u8)).chain([0xFF, 0xD9]).collect();
+    let put =
+        app.client.put(format!("{url}?timestamp=1723196684")).header("Content-Type", "image/jpeg").body(image.clone());
+    let (status, reply) = send(put).await;
+    assert_eq!(status, 200, "{reply}");
+    // 100 units in an hour is above the README's max_rate_per_hour = 5.0.
+    assert_eq!(
+        app.lines("ai-on-the-edge/vacation-home/quality.csv"),
+        vec!["readme-meter,100.0,first,", "readme-meter,200.0,spike,100.0"]
+    );
+    assert_eq!(std::fs::read(app.data().join("ai-on-the-edge/vacation-home/1723196684.jpg")).unwrap(), image);
+}
+
+/// Runs `hookyard check` in a directory whose hookyard.toml is `config`; (exit code, output).
+fn check_with(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hookyard.toml"), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookyard"))
+        .arg("check")
+        .current_dir(dir.path())
+        .env("HOOKYARD_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn check_refuses_handles_that_name_no_operation_and_a_bare_protocol() {
+    let lib = quality_plugin();
+    let config = format!(
+        "[plugins.quality]\npath = \"{}\"\nhandles = [\"ai-on-the-edge/nope\", \"wattmon\", \"ai-on-the-edge/readings\"]\n",
+        lib.display()
+    );
+    let (code, out) = check_with(&config);
+    assert_eq!(code, Some(1), "{out}");
+    let errors: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("error: ")).collect();
+    assert_eq!(
+        errors,
+        vec![
+            r#"[plugins.quality] handles = ["ai-on-the-edge/nope"]: ai-on-the-edge has no operation "nope" (its operations: image, readings)"#,
+            r#"[plugins.quality] handles = ["wattmon"]: name the operations to handle as "<protocol>/<operationId>": "wattmon/export", or "wattmon/*" for all of them"#,
+        ],
+        "{out}"
+    );
+    assert!(out.contains("2 problem(s) found"), "{out}");
+    let fixed = config.replace("\"ai-on-the-edge/nope\", \"wattmon\"", "\"wattmon/*\"");
+    let (code, out) = check_with(&fixed);
+    assert_eq!(code, Some(0), "{out}");
 }
 
 /// Compiles C source into a shared library (a library that is not a valid plugin).

@@ -22,7 +22,8 @@
 //! `{"event": …, "options": …}` and reads meter, value and time from the event with JSON
 //! pointers (`options.meter`: a list of pointers joined with `/`, default
 //! `["/source", "/data/name"]`; `options.value`, default `/data/value`; `options.time`,
-//! default `/data/timestampLong`), which fit AI-on-the-edge-device readings.
+//! default `/data/timestampLong`), which fit AI-on-the-edge-device readings: configure it with
+//! `handles = ["ai-on-the-edge/readings"]` (the device's images carry no reading).
 //!
 //! Output: `{meter, value, time_ms, status, consumption, rate_per_hour, previous, message}`.
 //! The memory lives in the server process: it starts empty after a restart.
