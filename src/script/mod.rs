@@ -198,7 +198,8 @@ impl ScriptHost {
                 if handled { self.ext.plugins.handle(protocol, &event.to_json()) } else { Ok(Vec::new()) };
             let result = match (&ast, annotations) {
                 (_, Err(e)) => Err(e),
-                (Some(ast), Ok(notes)) => engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout),
+                (Some(ast), Ok(notes)) => engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout)
+                    .map_err(|e| e.to_string()),
                 (None, _) => Err(format!("no script is loaded for protocol {protocol}")),
             };
             logs.push(std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner())));
