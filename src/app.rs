@@ -57,7 +57,7 @@ impl App {
             errors.push(format!("[plugins] handles = [{protocol:?}]: there is no protocol {protocol}"));
         }
         let catalog = Catalog::from_settings(&config.outputs).map(Arc::new).unwrap_or_else(|e| {
-            errors.push(e);
+            errors.push(e.to_string());
             Arc::new(Catalog::default())
         });
         let ext = Arc::new(Extensions { plugins, catalog: Some(catalog.clone()) });
