@@ -160,8 +160,10 @@ impl ColumnType {
 fn parse_time(text: &str) -> Option<OffsetDateTime> {
     use time::format_description::well_known::{Iso8601, Rfc3339};
     if let Ok(n) = text.parse::<f64>() {
+        // `NaN` and `inf` parse as numbers too: they are not times (NaN would be 1970).
         let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-        return OffsetDateTime::from_unix_timestamp_nanos((ms as i128) * 1_000_000).ok();
+        let nanos = ms.is_finite().then(|| (ms as i128).checked_mul(1_000_000)).flatten()?;
+        return OffsetDateTime::from_unix_timestamp_nanos(nanos).ok();
     }
     OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| OffsetDateTime::parse(text, &Iso8601::DEFAULT).ok())
 }
@@ -465,6 +467,13 @@ mod tests {
         let t = ColumnType::Timestamp.convert(&json!("1725194400")).unwrap();
         assert_eq!(t, SqlValue::Time(OffsetDateTime::from_unix_timestamp(1_725_194_400).unwrap()));
         assert!(matches!(ColumnType::Timestamp.convert(&json!("2024-08-09T11:44:44+02:00")), Ok(SqlValue::Time(_))));
+        for not_a_time in ["NaN", "inf", "1e300", "-1e40"] {
+            let err = ColumnType::Timestamp.convert(&json!(not_a_time)).unwrap_err();
+            assert!(
+                err.to_string().ends_with("is not a time (RFC 3339 text, or seconds/milliseconds since 1970)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum OperationError {
     /// A `$ref` that does not point into the document's `components`.
     #[error("unresolved $ref {0:?}")]
     Ref(String),
+    /// A member of the wrong JSON type (it would otherwise be skipped unseen).
+    #[error("{0} must be {1}")]
+    Shape(&'static str, &'static str),
     #[error("query parameter without a name")]
     ParameterName,
     #[error("query parameter {0}: `required` must be true or false")]
@@ -152,7 +155,13 @@ impl Ctx<'_> {
         let Some(body) = self.op.get("requestBody") else {
             return Ok(None);
         };
-        Ok(self.resolve(body)?.get("content").and_then(Value::as_object))
+        match self.resolve(body)?.get("content") {
+            None => Ok(None),
+            Some(content) => content
+                .as_object()
+                .map(Some)
+                .ok_or(OperationError::Shape("requestBody content", "a map of media types")),
+        }
     }
 
     /// `value` itself, or what its `$ref` points to; a `$ref` that points nowhere is an
@@ -168,9 +177,12 @@ impl Ctx<'_> {
     }
 
     fn query_params(&self) -> Result<Vec<QueryParam>, OperationError> {
-        let declared = [self.item.get("parameters"), self.op.get("parameters")];
+        let mut declared = Vec::new();
+        for list in [self.item.get("parameters"), self.op.get("parameters")].into_iter().flatten() {
+            declared.extend(list.as_array().ok_or(OperationError::Shape("parameters", "a list"))?);
+        }
         let mut out = Vec::new();
-        for param in declared.into_iter().flatten().filter_map(Value::as_array).flatten() {
+        for param in declared {
             let param = self.resolve(param)?;
             if param.get("in").and_then(Value::as_str) != Some("query") {
                 continue;
@@ -238,6 +250,8 @@ mod tests {
         assert_eq!(ops[0].media_types, vec!["application/json"]);
         let missing = errors(json!({ "requestBody": { "$ref": "#/components/requestBodies/Gone" } }));
         assert_eq!(missing, vec![r##"POST /acme/push: unresolved $ref "#/components/requestBodies/Gone""##]);
+        let shapeless = errors(json!({ "requestBody": { "content": [] } }));
+        assert_eq!(shapeless, vec!["POST /acme/push: requestBody content must be a map of media types"]);
         let outside = errors(json!({ "requestBody": { "$ref": "other.yaml#/Push" } }));
         assert_eq!(outside, vec![r#"POST /acme/push: unresolved $ref "other.yaml#/Push""#]);
     }
@@ -251,6 +265,10 @@ mod tests {
         assert_eq!(
             errors(param(json!("yes"))),
             vec!["POST /acme/push: query parameter meter: `required` must be true or false"]
+        );
+        assert_eq!(
+            errors(json!({ "parameters": { "meter": {} } })),
+            vec!["POST /acme/push: parameters must be a list"]
         );
         let unresolved = json!({ "parameters": [{ "$ref": "#/components/parameters/Meter" }] });
         assert_eq!(errors(unresolved), vec![r##"POST /acme/push: unresolved $ref "#/components/parameters/Meter""##]);
