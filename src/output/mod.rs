@@ -15,6 +15,7 @@
 //! once: the key is recorded in `hookyard_applied` in the same transaction, and a
 //! transaction whose keys are all recorded already is skipped.
 
+mod columns;
 mod http;
 mod mqtt;
 mod sql;
@@ -26,19 +27,20 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub use columns::{ColumnError, ColumnType};
 pub use http::HttpError;
 pub use mqtt::MqttError;
-pub use sql::{ColumnType, SqlError, SqlUrl};
+pub use sql::{SqlError, SqlUrl};
 
 /// Why an output could not be declared, checked or delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// A declared table cannot be used (`[outputs.sql.tables.<table>]`).
     #[error("[outputs.sql.tables.{table}]: {source}")]
-    Table { table: String, source: Box<SqlError> },
+    Table { table: String, source: ColumnError },
     /// A declared column cannot be used.
     #[error("[outputs.sql.tables.{table}] {column}: {source}")]
-    Column { table: String, column: String, source: Box<SqlError> },
+    Column { table: String, column: String, source: ColumnError },
     /// A script's `sql_insert` row does not fit the declared table.
     #[error("sql_insert: {0}")]
     Row(SqlError),
@@ -191,16 +193,11 @@ impl Catalog {
     pub fn from_settings(settings: &OutputSettings) -> Result<Self, OutputError> {
         let mut tables = BTreeMap::new();
         for (table, columns) in &settings.sql.tables {
-            sql::check_identifier(table)
-                .map_err(|source| OutputError::Table { table: table.clone(), source: Box::new(source) })?;
+            columns::check_identifier(table).map_err(|source| OutputError::Table { table: table.clone(), source })?;
             let mut typed = BTreeMap::new();
             for (column, kind) in columns {
-                let refused = |source| OutputError::Column {
-                    table: table.clone(),
-                    column: column.clone(),
-                    source: Box::new(source),
-                };
-                sql::check_identifier(column).map_err(refused)?;
+                let refused = |source| OutputError::Column { table: table.clone(), column: column.clone(), source };
+                columns::check_identifier(column).map_err(refused)?;
                 typed.insert(column.clone(), kind.parse::<ColumnType>().map_err(refused)?);
             }
             tables.insert(table.clone(), typed);

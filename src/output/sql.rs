@@ -2,31 +2,23 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 
 use super::Catalog;
+use super::columns::{ColumnError, ColumnType, SqlValue};
 
-/// Why the SQL output refused a value or a name, or could not write.
+/// Why the SQL output refused a row or could not write it.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
-    #[error("unknown column type {0:?} (use text, integer, real, boolean, json or timestamp)")]
-    ColumnType(String),
-    #[error("{0:?} is not a usable name (letters, digits, _; not hookyard_…)")]
-    Name(String),
-    /// A script value that does not fit its column (`expected` says what would).
-    #[error("{value} is not {expected}")]
-    Value { value: Value, expected: &'static str },
     #[error("no table {0:?} is declared ([outputs.sql.tables.{0}])")]
     NoTable(String),
     #[error("table {table} has no column {column:?}")]
     NoColumn { table: String, column: String },
     /// A value refused for one column.
     #[error("{table}.{column}: {source}")]
-    Column { table: String, column: String, source: Box<SqlError> },
+    Column { table: String, column: String, source: ColumnError },
     #[error("sql: no tables are declared ([outputs.sql.tables.…])")]
     NoTables,
     #[error("sql output: cannot open {}: {source}", path.display())]
@@ -57,125 +49,6 @@ pub enum SqlError {
 pub enum SqlUrl {
     Sqlite(PathBuf),
     Postgres(String),
-}
-
-/// A declared column type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnType {
-    Text,
-    Integer,
-    Real,
-    Boolean,
-    Json,
-    Timestamp,
-}
-
-impl FromStr for ColumnType {
-    type Err = SqlError;
-    fn from_str(s: &str) -> Result<Self, SqlError> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "text" => Self::Text,
-            "integer" => Self::Integer,
-            "real" => Self::Real,
-            "boolean" => Self::Boolean,
-            "json" => Self::Json,
-            "timestamp" => Self::Timestamp,
-            other => return Err(SqlError::ColumnType(other.to_owned())),
-        })
-    }
-}
-
-/// A value converted for its column.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SqlValue {
-    Null,
-    Text(String),
-    Int(i64),
-    Real(f64),
-    Bool(bool),
-    Json(Value),
-    Time(OffsetDateTime),
-}
-
-impl ColumnType {
-    fn sqlite(self) -> &'static str {
-        match self {
-            Self::Text | Self::Json | Self::Timestamp => "TEXT",
-            Self::Integer | Self::Boolean => "INTEGER",
-            Self::Real => "REAL",
-        }
-    }
-
-    fn postgres(self) -> &'static str {
-        match self {
-            Self::Text => "TEXT",
-            Self::Integer => "BIGINT",
-            Self::Real => "DOUBLE PRECISION",
-            Self::Boolean => "BOOLEAN",
-            Self::Json => "JSONB",
-            Self::Timestamp => "TIMESTAMPTZ",
-        }
-    }
-
-    /// Converts a script value for this column. Numbers given as text (as meters send them)
-    /// are accepted; an empty text is NULL for every type but `text`.
-    pub fn convert(self, value: &Value) -> Result<SqlValue, SqlError> {
-        let blank = matches!(value, Value::String(s) if s.trim().is_empty());
-        if value.is_null() || (blank && self != Self::Text) {
-            return Ok(SqlValue::Null);
-        }
-        let refuse = |expected| SqlError::Value { value: value.clone(), expected };
-        let text = match value {
-            Value::String(s) => s.trim().to_owned(),
-            other => other.to_string(),
-        };
-        match self {
-            Self::Text => Ok(SqlValue::Text(match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })),
-            Self::Json => Ok(SqlValue::Json(value.clone())),
-            Self::Integer => match text.parse::<i64>() {
-                Ok(n) => Ok(SqlValue::Int(n)),
-                Err(_) => match text.parse::<f64>() {
-                    Ok(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(SqlValue::Int(f as i64)),
-                    _ => Err(refuse("an integer")),
-                },
-            },
-            Self::Real => {
-                text.parse::<f64>().ok().filter(|f| f.is_finite()).map(SqlValue::Real).ok_or_else(|| refuse("a number"))
-            }
-            Self::Boolean => match text.as_str() {
-                "true" | "1" => Ok(SqlValue::Bool(true)),
-                "false" | "0" => Ok(SqlValue::Bool(false)),
-                _ => Err(refuse("a boolean")),
-            },
-            Self::Timestamp => parse_time(&text)
-                .map(SqlValue::Time)
-                .ok_or_else(|| refuse("a time (RFC 3339 text, or seconds/milliseconds since 1970)")),
-        }
-    }
-}
-
-fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    use time::format_description::well_known::{Iso8601, Rfc3339};
-    if let Ok(n) = text.parse::<f64>() {
-        // `NaN` and `inf` parse as numbers too: they are not times (NaN would be 1970).
-        let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-        let nanos = ms.is_finite().then(|| (ms as i128).checked_mul(1_000_000)).flatten()?;
-        return OffsetDateTime::from_unix_timestamp_nanos(nanos).ok();
-    }
-    OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| OffsetDateTime::parse(text, &Iso8601::DEFAULT).ok())
-}
-
-/// Table and column names: letters, digits and `_`, not starting with a digit, ≤ 63 bytes.
-pub fn check_identifier(name: &str) -> Result<(), SqlError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && !name.to_ascii_lowercase().starts_with("hookyard_");
-    if ok { Ok(()) } else { Err(SqlError::Name(name.to_owned())) }
 }
 
 fn create_statements(tables: &BTreeMap<String, BTreeMap<String, ColumnType>>, postgres: bool) -> Vec<String> {
@@ -351,7 +224,7 @@ pub fn converted<'a>(
     let mut names = Vec::with_capacity(row.len());
     let mut values = Vec::with_capacity(row.len());
     for (name, value) in row {
-        let refused = |e| SqlError::Column { table: table.to_owned(), column: name.clone(), source: Box::new(e) };
+        let refused = |source| SqlError::Column { table: table.to_owned(), column: name.clone(), source };
         names.push(name);
         values.push(columns[name].convert(value).map_err(refused)?);
     }
@@ -448,39 +321,4 @@ fn insert_postgres(client: &mut postgres::Client, catalog: &Catalog, events: &[E
     let skipped = write_events(&mut tx, catalog, events)?;
     tx.commit()?;
     Ok(skipped)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn meter_values_given_as_text_convert() {
-        assert_eq!(ColumnType::Real.convert(&json!("123.456")).unwrap(), SqlValue::Real(123.456));
-        assert_eq!(ColumnType::Real.convert(&json!("")).unwrap(), SqlValue::Null);
-        assert_eq!(ColumnType::Integer.convert(&json!("1725194400")).unwrap(), SqlValue::Int(1_725_194_400));
-        assert_eq!(ColumnType::Text.convert(&json!("")).unwrap(), SqlValue::Text(String::new()));
-        let err = ColumnType::Real.convert(&json!("12,5")).unwrap_err();
-        assert!(matches!(err, SqlError::Value { expected: "a number", .. }), "{err}");
-        assert_eq!(err.to_string(), r#""12,5" is not a number"#);
-        let t = ColumnType::Timestamp.convert(&json!("1725194400")).unwrap();
-        assert_eq!(t, SqlValue::Time(OffsetDateTime::from_unix_timestamp(1_725_194_400).unwrap()));
-        assert!(matches!(ColumnType::Timestamp.convert(&json!("2024-08-09T11:44:44+02:00")), Ok(SqlValue::Time(_))));
-        for not_a_time in ["NaN", "inf", "1e300", "-1e40"] {
-            let err = ColumnType::Timestamp.convert(&json!(not_a_time)).unwrap_err();
-            assert!(
-                err.to_string().ends_with("is not a time (RFC 3339 text, or seconds/milliseconds since 1970)"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn identifiers_cannot_inject_sql() {
-        assert!(check_identifier("readings").is_ok());
-        for bad in ["", "1abc", "a b", "a\"b", "x;drop", "hookyard_applied"] {
-            assert!(check_identifier(bad).is_err(), "{bad}");
-        }
-    }
 }
