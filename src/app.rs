@@ -61,7 +61,7 @@ impl App {
             Plugins::default()
         });
         let catalog = Catalog::from_settings(&config.outputs).map(Arc::new).unwrap_or_else(|e| {
-            errors.push(e);
+            errors.push(e.to_string());
             Arc::new(Catalog::default())
         });
         let ext = Arc::new(Extensions { plugins, catalog: Some(catalog.clone()) });

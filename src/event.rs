@@ -11,6 +11,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// A value that should have been a time is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("{text:?} is neither RFC 3339 nor Unix milliseconds ({source})")]
+    Time { text: String, source: time::error::Parse },
+}
+
 /// One unit of data handed to a protocol's script.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
@@ -127,12 +134,12 @@ fn split_token(pointer: &str) -> Option<(&str, &str)> {
 }
 
 /// `2026-01-01T00:00:00Z` or `1767225600000` → Unix milliseconds.
-pub fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> Result<i64, EventError> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("{text:?} is neither RFC 3339 nor Unix milliseconds ({e})"))?;
+        .map_err(|source| EventError::Time { text: text.to_owned(), source })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -159,6 +166,14 @@ mod tests {
             source: "00:04:A3:12:34:56".into(),
             received_ms: 1_756_728_000_123,
         }
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_unix_milliseconds() {
+        assert_eq!(parse_time("1767225600000").unwrap(), 1_767_225_600_000);
+        assert_eq!(parse_time("2026-01-01T00:00:00Z").unwrap(), 1_767_225_600_000);
+        let err = parse_time("yesterday").unwrap_err().to_string();
+        assert!(err.starts_with("\"yesterday\" is neither RFC 3339 nor Unix milliseconds ("), "{err}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum ServicesError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("outputs: {0}")]
-    Outputs(String),
+    Outputs(#[from] crate::output::OutputError),
     #[error(transparent)]
     Shared(#[from] SharedError),
     #[error("a start-up task stopped unexpectedly")]
@@ -56,7 +56,7 @@ impl Services {
         let journal = Arc::new(journal);
         let seen = SeenKeys::new(journal.processed_keys()?);
         let metrics = Arc::new(Metrics::new(data.root().join(".hookyard/journal.db")));
-        let outputs = Outputs::open(&config.outputs, data.root(), catalog).map_err(ServicesError::Outputs)?;
+        let outputs = Outputs::open(&config.outputs, data.root(), catalog)?;
         let shared = open_shared(config, data, &journal).await?;
         let settler = shared.clone().map(|s| tokio::spawn(settle_stale_claims(s, journal.clone())));
         let pipeline = Arc::new(Pipeline {

@@ -99,9 +99,11 @@ impl Checker {
             }
             Kind::Header(auth) => auth.check(req.headers),
             Kind::FormChecksum { field, over, required } => {
-                form_checks::checksum(req.form, field, over, *required).map(|_| None)
+                form_checks::checksum(req.form, field, over, *required).map(|_| None).map_err(|e| e.to_string())
             }
-            Kind::FormSource { field, allowed } => form_checks::source(req.form, field, allowed.as_deref()).map(Some),
+            Kind::FormSource { field, allowed } => {
+                form_checks::source(req.form, field, allowed.as_deref()).map(Some).map_err(|e| e.to_string())
+            }
         }
     }
 }

@@ -6,11 +6,22 @@ use std::fmt;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// Why a body is not one strict JSON document.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// Malformed, too deep, a duplicate key or a number out of range.
+    #[error("{0}")]
+    Invalid(serde_json::Error),
+    /// A complete document followed by more than white space.
+    #[error("{0}")]
+    Trailing(serde_json::Error),
+}
+
 /// Parses `bytes` as one JSON document, refusing duplicate keys.
-pub fn parse(bytes: &[u8]) -> Result<Value, String> {
+pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Strict.deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
+    let value = Strict.deserialize(&mut de).map_err(JsonError::Invalid)?;
+    de.end().map_err(JsonError::Trailing)?;
     Ok(value)
 }
 
@@ -97,8 +108,8 @@ mod tests {
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
         assert!(parse(br#"{"a":1,"b":{"c":2}}"#).is_ok());
-        assert!(parse(br#"{"a":1,"a":2}"#).unwrap_err().starts_with("duplicate key \"a\""));
-        assert!(parse(br#"[{"x":{"y":1,"y":1}}]"#).unwrap_err().starts_with("duplicate key \"y\""));
+        assert!(parse(br#"{"a":1,"a":2}"#).unwrap_err().to_string().starts_with("duplicate key \"a\""));
+        assert!(parse(br#"[{"x":{"y":1,"y":1}}]"#).unwrap_err().to_string().starts_with("duplicate key \"y\""));
     }
 
     #[test]
@@ -107,7 +118,7 @@ mod tests {
         assert!(parse(deep.as_bytes()).is_err());
         assert!(parse(b"1e999").is_err());
         assert!(parse(b"\"\xff\"").is_err());
-        assert!(parse(b"{} extra").is_err());
+        assert!(matches!(parse(b"{} extra"), Err(JsonError::Trailing(_))), "trailing data is its own kind");
         assert_eq!(parse(b"18446744073709551615").unwrap(), Value::from(u64::MAX));
     }
 }

@@ -170,6 +170,6 @@ pub async fn deliver(outputs: &Outputs, keys: &[Option<String>], report: &mut Ru
     }
     if let Some(message) = delivery.failure {
         tracing::warn!(error = %message, "an output failed; the event fails and can be retried or replayed");
-        report.cut_at(delivery.delivered, message);
+        report.cut_at(delivery.delivered, message.to_string());
     }
 }

@@ -15,6 +15,7 @@
 //! once: the key is recorded in `hookyard_applied` in the same transaction, and a
 //! transaction whose keys are all recorded already is skipped.
 
+mod columns;
 mod http;
 mod mqtt;
 mod sql;
@@ -26,7 +27,47 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-pub use sql::{ColumnType, SqlUrl};
+pub use columns::{ColumnError, ColumnType};
+pub use http::HttpError;
+pub use mqtt::MqttError;
+pub use sql::{SqlError, SqlUrl};
+
+/// Why an output could not be declared, checked or delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A declared table cannot be used (`[outputs.sql.tables.<table>]`).
+    #[error("[outputs.sql.tables.{table}]: {source}")]
+    Table { table: String, source: ColumnError },
+    /// A declared column cannot be used.
+    #[error("[outputs.sql.tables.{table}] {column}: {source}")]
+    Column { table: String, column: String, source: ColumnError },
+    /// A script's `sql_insert` row does not fit the declared table.
+    #[error("sql_insert: {0}")]
+    Row(SqlError),
+    /// The SQL output could not be opened at start-up.
+    #[error("{0}")]
+    OpenSql(SqlError),
+    /// The HTTP client could not be built at start-up.
+    #[error("{0}")]
+    OpenHttp(HttpError),
+    #[error("output failed: {0}")]
+    Sql(#[from] SqlError),
+    #[error("output failed: {0}")]
+    Mqtt(#[from] MqttError),
+    #[error("output failed: {0}")]
+    Http(#[from] HttpError),
+}
+
+impl OutputError {
+    /// Which output it concerns, for a metrics label: `sql`, `mqtt` or `http`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Table { .. } | Self::Column { .. } | Self::Row(_) | Self::OpenSql(_) | Self::Sql(_) => "sql",
+            Self::Mqtt(_) => "mqtt",
+            Self::OpenHttp(_) | Self::Http(_) => "http",
+        }
+    }
+}
 
 /// One thing a script asked to send.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,15 +190,15 @@ pub struct Catalog {
 
 impl Catalog {
     /// Checks the declared tables and columns.
-    pub fn from_settings(settings: &OutputSettings) -> Result<Self, String> {
+    pub fn from_settings(settings: &OutputSettings) -> Result<Self, OutputError> {
         let mut tables = BTreeMap::new();
         for (table, columns) in &settings.sql.tables {
-            sql::check_identifier(table).map_err(|e| format!("[outputs.sql.tables.{table}]: {e}"))?;
+            columns::check_identifier(table).map_err(|source| OutputError::Table { table: table.clone(), source })?;
             let mut typed = BTreeMap::new();
             for (column, kind) in columns {
-                let place = format!("[outputs.sql.tables.{table}] {column}");
-                sql::check_identifier(column).map_err(|e| format!("{place}: {e}"))?;
-                typed.insert(column.clone(), kind.parse::<ColumnType>().map_err(|e| format!("{place}: {e}"))?);
+                let refused = |source| OutputError::Column { table: table.clone(), column: column.clone(), source };
+                columns::check_identifier(column).map_err(refused)?;
+                typed.insert(column.clone(), kind.parse::<ColumnType>().map_err(refused)?);
             }
             tables.insert(table.clone(), typed);
         }
@@ -169,17 +210,8 @@ impl Catalog {
     }
 
     /// Checks `row` against the declared table.
-    pub fn check_row(&self, table: &str, row: &Map<String, Value>) -> Result<(), String> {
-        let Some(columns) = self.tables.get(table) else {
-            return Err(format!("sql_insert: no table {table:?} is declared ([outputs.sql.tables.{table}])"));
-        };
-        if let Some(unknown) = row.keys().find(|c| !columns.contains_key(*c)) {
-            return Err(format!("sql_insert: table {table} has no column {unknown:?}"));
-        }
-        for (column, value) in row {
-            columns[column].convert(value).map_err(|e| format!("sql_insert: {table}.{column}: {e}"))?;
-        }
-        Ok(())
+    pub fn check_row(&self, table: &str, row: &Map<String, Value>) -> Result<(), OutputError> {
+        sql::converted(self, table, row).map(|_| ()).map_err(OutputError::Row)
     }
 }
 
@@ -196,7 +228,7 @@ pub struct Delivery {
     /// Events (positions in the list given) whose outputs all went out, from the start.
     pub delivered: usize,
     /// Why the next event's outputs failed.
-    pub failure: Option<String>,
+    pub failure: Option<OutputError>,
     /// Log lines per event.
     pub logs: Vec<Vec<String>>,
 }
@@ -204,14 +236,15 @@ pub struct Delivery {
 impl Outputs {
     /// Connects the SQL output (creating declared tables) and starts the MQTT client (which
     /// connects in the background). Needs a Tokio runtime.
-    pub fn open(settings: &OutputSettings, data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, String> {
+    pub fn open(settings: &OutputSettings, data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, OutputError> {
         let url = match &settings.sql.url {
             Some(url) if !url.0.is_empty() => SqlUrl::Postgres(url.0.clone()),
             _ => SqlUrl::Sqlite(data_dir.join(settings.sql.sqlite_file.as_deref().unwrap_or("hookyard.db"))),
         };
-        let sql = sql::Sql::open(url, &catalog.tables)?;
+        let sql = sql::Sql::open(url, &catalog.tables).map_err(OutputError::OpenSql)?;
+        let http = http::Http::new(&settings.http).map_err(OutputError::OpenHttp)?;
         let mqtt = settings.mqtt.as_ref().map(mqtt::Mqtt::start);
-        Ok(Self { catalog, sql, mqtt, http: http::Http::new(&settings.http) })
+        Ok(Self { catalog, sql, mqtt, http })
     }
 
     /// Delivers the outputs of a request's processed events (in order); `keys` are their
@@ -243,25 +276,99 @@ impl Outputs {
                 Ok(_) => {}
                 Err(e) => {
                     limit = first;
-                    failure = Some(format!("output failed: {e}"));
+                    failure = Some(OutputError::Sql(e));
                 }
             }
         }
         for (n, (_, outs)) in events.iter().enumerate().take(limit) {
             for out in outs {
-                let result = match out {
-                    Output::Sql { .. } => Ok(()),
-                    Output::Mqtt { topic, payload, qos, retain } => match &self.mqtt {
-                        Some(m) => m.publish(topic, payload.clone(), *qos, *retain).await,
-                        None => Err("mqtt: no broker is configured ([outputs.mqtt])".into()),
-                    },
-                    Output::Http { .. } => self.http.post(out).await,
-                };
-                if let Err(e) = result {
-                    return Delivery { delivered: n, failure: Some(format!("output failed: {e}")), logs };
+                if let Err(e) = self.send(out).await {
+                    return Delivery { delivered: n, failure: Some(e), logs };
                 }
             }
         }
         Delivery { delivered: limit, failure, logs }
+    }
+
+    /// Sends one MQTT or HTTP output (SQL rows go out together, before).
+    async fn send(&self, out: &Output) -> Result<(), OutputError> {
+        match out {
+            Output::Sql { .. } => Ok(()),
+            Output::Mqtt { topic, payload, qos, retain } => match &self.mqtt {
+                Some(m) => Ok(m.publish(topic, payload.clone(), *qos, *retain).await?),
+                None => Err(MqttError::NotConfigured.into()),
+            },
+            Output::Http { .. } => Ok(self.http.post(out).await?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings(columns: &[(&str, &str)]) -> OutputSettings {
+        let mut settings = OutputSettings::default();
+        let columns = columns.iter().map(|(c, t)| (c.to_string(), t.to_string())).collect();
+        settings.sql.tables.insert("readings".into(), columns);
+        settings
+    }
+
+    #[test]
+    fn declaration_mistakes_name_the_table_and_column() {
+        let err = Catalog::from_settings(&settings(&[("value", "float")])).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            r#"[outputs.sql.tables.readings] value: unknown column type "float" (use text, integer, real, boolean, json or timestamp)"#
+        );
+        assert_eq!(err.kind(), "sql");
+        let err = Catalog::from_settings(&settings(&[("1st", "text")])).err().unwrap();
+        assert!(matches!(&err, OutputError::Column { column, .. } if column == "1st"), "{err}");
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_refused_with_their_reason() {
+        let catalog = Catalog::from_settings(&settings(&[("value", "real")])).unwrap();
+        let row = |v: Value| json!({ "value": v }).as_object().unwrap().clone();
+        assert!(catalog.check_row("readings", &row(json!("1.5"))).is_ok());
+        let err = catalog.check_row("readings", &row(json!("34x"))).unwrap_err();
+        assert_eq!(err.to_string(), r#"sql_insert: readings.value: "34x" is not a number"#);
+        let other = json!({ "volts": 1 }).as_object().unwrap().clone();
+        let err = catalog.check_row("readings", &other).unwrap_err();
+        assert_eq!(err.to_string(), r#"sql_insert: table readings has no column "volts""#);
+        let err = catalog.check_row("nowhere", &row(json!(1))).unwrap_err();
+        assert_eq!(err.to_string(), r#"sql_insert: no table "nowhere" is declared ([outputs.sql.tables.nowhere])"#);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_failure_carries_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = Outputs::open(&OutputSettings::default(), dir.path(), Arc::default()).unwrap();
+        let mqtt = Output::Mqtt { topic: "meters/x".into(), payload: b"1".to_vec(), qos: 0, retain: false };
+        let http = Output::Http {
+            url: "ftp://example.org/".into(),
+            body: Vec::new(),
+            content_type: "text/plain".into(),
+            headers: Vec::new(),
+            timeout_ms: None,
+            retries: None,
+        };
+        let delivery = outputs.deliver(&[(None, Vec::new()), (None, vec![mqtt])]).await;
+        assert_eq!(delivery.delivered, 1, "the first event had nothing to send");
+        let failure = delivery.failure.unwrap();
+        assert_eq!(
+            (failure.kind(), failure.to_string().as_str()),
+            ("mqtt", "output failed: mqtt: no broker is configured ([outputs.mqtt])")
+        );
+        let sql = Output::Sql { table: "readings".into(), row: Map::new() };
+        let failure = outputs.deliver(&[(None, vec![sql])]).await.failure.unwrap();
+        assert_eq!(failure.kind(), "sql");
+        assert_eq!(failure.to_string(), "output failed: sql: no tables are declared ([outputs.sql.tables.…])");
+        let failure = outputs.deliver(&[(None, vec![http])]).await.failure.unwrap();
+        assert_eq!(failure.kind(), "http");
+        assert!(matches!(failure, OutputError::Http(HttpError::Request { .. })), "not retried: {failure}");
+        assert!(failure.to_string().starts_with("output failed: http: ftp://example.org/: "), "{failure}");
     }
 }

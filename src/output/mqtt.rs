@@ -14,6 +14,22 @@ use tokio::sync::oneshot;
 
 use super::MqttSettings;
 
+/// Why a message was not delivered to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt: no broker is configured ([outputs.mqtt])")]
+    NotConfigured,
+    #[error("mqtt: QoS {0} is not supported (use 0 or 1)")]
+    Qos(u8),
+    /// The client refused the publish (its request queue is closed).
+    #[error("mqtt: cannot publish to {topic}: {source}")]
+    Publish { topic: String, source: rumqttc::ClientError },
+    #[error("mqtt: the connection to {broker} dropped before {topic} was acknowledged")]
+    Dropped { broker: String, topic: String },
+    #[error("mqtt: broker {broker} did not take {topic} within {ms} ms")]
+    Timeout { broker: String, topic: String, ms: u128 },
+}
+
 #[derive(Default)]
 struct Waiters {
     /// Handed to the client, not yet written: in order.
@@ -98,31 +114,32 @@ impl Mqtt {
     }
 
     /// Publishes and waits until it is written (QoS 0) or acknowledged (QoS 1).
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>, qos: u8, retain: bool) -> Result<(), String> {
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>, qos: u8, retain: bool) -> Result<(), MqttError> {
         let qos = match qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
-            other => return Err(format!("mqtt: QoS {other} is not supported (use 0 or 1)")),
+            other => return Err(MqttError::Qos(other)),
         };
         let done = async {
             let rx = {
                 let _order = self.order.lock().await;
                 let (tx, rx) = oneshot::channel();
                 self.waiters.lock().unwrap_or_else(|e| e.into_inner()).queued.push_back(tx);
-                if let Err(e) = self.client.publish(topic, qos, retain, payload).await {
+                if let Err(source) = self.client.publish(topic, qos, retain, payload).await {
                     self.waiters.lock().unwrap_or_else(|e| e.into_inner()).queued.pop_back();
-                    return Err(format!("mqtt: cannot publish to {topic}: {e}"));
+                    return Err(MqttError::Publish { topic: topic.to_owned(), source });
                 }
                 rx
             };
-            rx.await
-                .map_err(|_| format!("mqtt: the connection to {} dropped before {topic} was acknowledged", self.broker))
+            rx.await.map_err(|_| MqttError::Dropped { broker: self.broker.clone(), topic: topic.to_owned() })
         };
         match tokio::time::timeout(self.timeout, done).await {
             Ok(result) => result,
-            Err(_) => {
-                Err(format!("mqtt: broker {} did not take {topic} within {} ms", self.broker, self.timeout.as_millis()))
-            }
+            Err(_) => Err(MqttError::Timeout {
+                broker: self.broker.clone(),
+                topic: topic.to_owned(),
+                ms: self.timeout.as_millis(),
+            }),
         }
     }
 }

@@ -2,142 +2,53 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 
 use super::Catalog;
+use super::columns::{ColumnError, ColumnType, SqlValue};
+
+/// Why the SQL output refused a row or could not write it.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("no table {0:?} is declared ([outputs.sql.tables.{0}])")]
+    NoTable(String),
+    #[error("table {table} has no column {column:?}")]
+    NoColumn { table: String, column: String },
+    /// A value refused for one column.
+    #[error("{table}.{column}: {source}")]
+    Column { table: String, column: String, source: ColumnError },
+    #[error("sql: no tables are declared ([outputs.sql.tables.…])")]
+    NoTables,
+    #[error("sql output: cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("sql output: the PostgreSQL url is not valid: {0}")]
+    Url(postgres::Error),
+    #[error("sql (SQLite): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("sql (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("sql (PostgreSQL): cannot connect: {0}")]
+    Connect(#[from] r2d2::Error),
+    #[error("sql (SQLite): {statement}: {source}")]
+    CreateSqlite { statement: String, source: rusqlite::Error },
+    #[error("sql (PostgreSQL): {statement}: {source}")]
+    CreatePostgres { statement: String, source: postgres::Error },
+    #[error("sql (SQLite): insert into {table}: {source}")]
+    InsertSqlite { table: String, source: rusqlite::Error },
+    #[error("sql (PostgreSQL): insert into {table}: {source}")]
+    InsertPostgres { table: String, source: postgres::Error },
+    /// The blocking task that talks to the database panicked or was cancelled.
+    #[error("sql: stopped unexpectedly ({0})")]
+    Stopped(#[from] tokio::task::JoinError),
+}
 
 /// Where the tables live.
 #[derive(Clone, Debug)]
 pub enum SqlUrl {
     Sqlite(PathBuf),
     Postgres(String),
-}
-
-/// A declared column type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnType {
-    Text,
-    Integer,
-    Real,
-    Boolean,
-    Json,
-    Timestamp,
-}
-
-impl FromStr for ColumnType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "text" => Self::Text,
-            "integer" => Self::Integer,
-            "real" => Self::Real,
-            "boolean" => Self::Boolean,
-            "json" => Self::Json,
-            "timestamp" => Self::Timestamp,
-            other => {
-                return Err(format!(
-                    "unknown column type {other:?} (use text, integer, real, boolean, json or timestamp)"
-                ));
-            }
-        })
-    }
-}
-
-/// A value converted for its column.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SqlValue {
-    Null,
-    Text(String),
-    Int(i64),
-    Real(f64),
-    Bool(bool),
-    Json(Value),
-    Time(OffsetDateTime),
-}
-
-impl ColumnType {
-    fn sqlite(self) -> &'static str {
-        match self {
-            Self::Text | Self::Json | Self::Timestamp => "TEXT",
-            Self::Integer | Self::Boolean => "INTEGER",
-            Self::Real => "REAL",
-        }
-    }
-
-    fn postgres(self) -> &'static str {
-        match self {
-            Self::Text => "TEXT",
-            Self::Integer => "BIGINT",
-            Self::Real => "DOUBLE PRECISION",
-            Self::Boolean => "BOOLEAN",
-            Self::Json => "JSONB",
-            Self::Timestamp => "TIMESTAMPTZ",
-        }
-    }
-
-    /// Converts a script value for this column. Numbers given as text (as meters send them)
-    /// are accepted; an empty text is NULL for every type but `text`.
-    pub fn convert(self, value: &Value) -> Result<SqlValue, String> {
-        let blank = matches!(value, Value::String(s) if s.trim().is_empty());
-        if value.is_null() || (blank && self != Self::Text) {
-            return Ok(SqlValue::Null);
-        }
-        let text = match value {
-            Value::String(s) => s.trim().to_owned(),
-            other => other.to_string(),
-        };
-        match self {
-            Self::Text => Ok(SqlValue::Text(match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })),
-            Self::Json => Ok(SqlValue::Json(value.clone())),
-            Self::Integer => match text.parse::<i64>() {
-                Ok(n) => Ok(SqlValue::Int(n)),
-                Err(_) => match text.parse::<f64>() {
-                    Ok(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(SqlValue::Int(f as i64)),
-                    _ => Err(format!("{value} is not an integer")),
-                },
-            },
-            Self::Real => text
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(SqlValue::Real)
-                .ok_or_else(|| format!("{value} is not a number")),
-            Self::Boolean => match text.as_str() {
-                "true" | "1" => Ok(SqlValue::Bool(true)),
-                "false" | "0" => Ok(SqlValue::Bool(false)),
-                _ => Err(format!("{value} is not a boolean")),
-            },
-            Self::Timestamp => parse_time(&text)
-                .map(SqlValue::Time)
-                .ok_or_else(|| format!("{value} is not a time (RFC 3339 text, or seconds/milliseconds since 1970)")),
-        }
-    }
-}
-
-fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    use time::format_description::well_known::{Iso8601, Rfc3339};
-    if let Ok(n) = text.parse::<f64>() {
-        let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-        return OffsetDateTime::from_unix_timestamp_nanos((ms as i128) * 1_000_000).ok();
-    }
-    OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| OffsetDateTime::parse(text, &Iso8601::DEFAULT).ok())
-}
-
-/// Table and column names: letters, digits and `_`, not starting with a digit, ≤ 63 bytes.
-pub fn check_identifier(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && !name.to_ascii_lowercase().starts_with("hookyard_");
-    if ok { Ok(()) } else { Err(format!("{name:?} is not a usable name (letters, digits, _; not hookyard_…)")) }
 }
 
 fn create_statements(tables: &BTreeMap<String, BTreeMap<String, ColumnType>>, postgres: bool) -> Vec<String> {
@@ -186,22 +97,22 @@ impl Sql {
     /// Connects and creates the declared tables (nothing is opened when none are declared).
     /// A PostgreSQL server that is down at start-up is not fatal: the tables are created by
     /// the first insert that reaches it.
-    pub fn open(url: SqlUrl, tables: &BTreeMap<String, BTreeMap<String, ColumnType>>) -> Result<Self, String> {
+    pub fn open(url: SqlUrl, tables: &BTreeMap<String, BTreeMap<String, ColumnType>>) -> Result<Self, SqlError> {
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if tables.is_empty() {
             return Ok(Self { backend: None, creates: Arc::default(), ready });
         }
         let (backend, creates) = match url {
             SqlUrl::Sqlite(path) => {
-                let conn = rusqlite::Connection::open(&path)
-                    .map_err(|e| format!("sql output: cannot open {}: {e}", path.display()))?;
-                conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
-                    .map_err(|e| format!("sql output: {e}"))?;
+                let conn = match rusqlite::Connection::open(&path) {
+                    Ok(conn) => conn,
+                    Err(source) => return Err(SqlError::Open { path, source }),
+                };
+                conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")?;
                 (Backend::Sqlite(Mutex::new(conn)), create_statements(tables, false))
             }
             SqlUrl::Postgres(url) => {
-                let config: postgres::Config =
-                    url.parse().map_err(|e| format!("sql output: the PostgreSQL url is not valid: {e}"))?;
+                let config: postgres::Config = url.parse().map_err(SqlError::Url)?;
                 let manager = r2d2_postgres::PostgresConnectionManager::new(config, postgres::NoTls);
                 let pool = r2d2::Pool::builder()
                     .max_size(8)
@@ -230,26 +141,25 @@ impl Sql {
 
     /// Inserts every event's rows in one transaction; returns how many events were skipped
     /// because their key was applied before.
-    pub async fn insert(&self, catalog: Arc<Catalog>, events: Vec<EventRows>) -> Result<usize, String> {
+    pub async fn insert(&self, catalog: Arc<Catalog>, events: Vec<EventRows>) -> Result<usize, SqlError> {
         let Some(backend) = self.backend.clone() else {
-            return Err("sql: no tables are declared ([outputs.sql.tables.…])".into());
+            return Err(SqlError::NoTables);
         };
         let (creates, ready) = (self.creates.clone(), self.ready.clone());
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || -> Result<usize, SqlError> {
             ensure_tables(&backend, &creates, &ready)?;
             match &*backend {
                 Backend::Sqlite(conn) => {
                     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                    insert_sqlite(&mut conn, &catalog, &events).map_err(|e| format!("sql (SQLite): {e}"))
+                    insert_sqlite(&mut conn, &catalog, &events)
                 }
                 Backend::Postgres(pool) => {
-                    let mut client = pool.get().map_err(|e| format!("sql (PostgreSQL): cannot connect: {e}"))?;
-                    insert_postgres(&mut client, &catalog, &events).map_err(|e| format!("sql (PostgreSQL): {e}"))
+                    let mut client = pool.get()?;
+                    insert_postgres(&mut client, &catalog, &events)
                 }
             }
         })
-        .await
-        .map_err(|e| format!("sql: stopped unexpectedly ({e})"))?
+        .await?
     }
 }
 
@@ -262,7 +172,7 @@ impl Drop for Sql {
     }
 }
 
-fn ensure_tables(backend: &Backend, creates: &[String], ready: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+fn ensure_tables(backend: &Backend, creates: &[String], ready: &std::sync::atomic::AtomicBool) -> Result<(), SqlError> {
     use std::sync::atomic::Ordering;
     if ready.load(Ordering::Acquire) {
         return Ok(());
@@ -270,20 +180,22 @@ fn ensure_tables(backend: &Backend, creates: &[String], ready: &std::sync::atomi
     match backend {
         Backend::Sqlite(conn) => {
             let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            for stmt in creates {
-                conn.execute(stmt, []).map_err(|e| format!("sql output: {stmt}: {e}"))?;
+            for statement in creates {
+                conn.execute(statement, [])
+                    .map_err(|source| SqlError::CreateSqlite { statement: statement.clone(), source })?;
             }
         }
         Backend::Postgres(pool) => {
-            let mut client = pool.get().map_err(|e| format!("sql (PostgreSQL): cannot connect: {e}"))?;
-            let mut tx = client.transaction().map_err(|e| format!("sql (PostgreSQL): {e}"))?;
+            let mut client = pool.get()?;
+            let mut tx = client.transaction()?;
             // Concurrent CREATE TABLE IF NOT EXISTS can collide (other threads, other
             // instances): one at a time.
-            tx.execute("SELECT pg_advisory_xact_lock(726172001)", &[]).map_err(|e| format!("sql (PostgreSQL): {e}"))?;
-            for stmt in creates {
-                tx.batch_execute(stmt).map_err(|e| format!("sql (PostgreSQL): {stmt}: {e}"))?;
+            tx.execute("SELECT pg_advisory_xact_lock(726172001)", &[])?;
+            for statement in creates {
+                tx.batch_execute(statement)
+                    .map_err(|source| SqlError::CreatePostgres { statement: statement.clone(), source })?;
             }
-            tx.commit().map_err(|e| format!("sql (PostgreSQL): {e}"))?;
+            tx.commit()?;
         }
     }
     ready.store(true, Ordering::Release);
@@ -299,18 +211,22 @@ fn marker(key: Option<&str>, rows: &[(String, Map<String, Value>)]) -> Option<St
     key.map(|k| format!("{k} -> {}", tables.join(",")))
 }
 
-fn converted<'a>(
+/// The row's column names and values converted for their declared types.
+pub fn converted<'a>(
     catalog: &Catalog,
     table: &str,
     row: &'a Map<String, Value>,
-) -> Result<(Vec<&'a String>, Vec<SqlValue>), String> {
-    let columns = catalog.tables.get(table).ok_or_else(|| format!("no table {table:?} is declared"))?;
+) -> Result<(Vec<&'a String>, Vec<SqlValue>), SqlError> {
+    let columns = catalog.tables.get(table).ok_or_else(|| SqlError::NoTable(table.to_owned()))?;
+    if let Some(column) = row.keys().find(|c| !columns.contains_key(*c)) {
+        return Err(SqlError::NoColumn { table: table.to_owned(), column: column.clone() });
+    }
     let mut names = Vec::with_capacity(row.len());
     let mut values = Vec::with_capacity(row.len());
     for (name, value) in row {
-        let kind = columns.get(name).ok_or_else(|| format!("table {table} has no column {name:?}"))?;
+        let refused = |source| SqlError::Column { table: table.to_owned(), column: name.clone(), source };
         names.push(name);
-        values.push(kind.convert(value).map_err(|e| format!("{table}.{name}: {e}"))?);
+        values.push(columns[name].convert(value).map_err(refused)?);
     }
     Ok((names, values))
 }
@@ -318,13 +234,13 @@ fn converted<'a>(
 /// The two things one transaction does, on either database.
 trait RowSink {
     /// Records `marker` in `hookyard_applied`; false when it was recorded before.
-    fn mark(&mut self, marker: &str) -> Result<bool, String>;
-    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), String>;
+    fn mark(&mut self, marker: &str) -> Result<bool, SqlError>;
+    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), SqlError>;
 }
 
 /// Writes every event's rows into `sink` (one transaction, committed by the caller); returns
 /// how many events were skipped as written before.
-fn write_events(sink: &mut impl RowSink, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
+fn write_events(sink: &mut impl RowSink, catalog: &Catalog, events: &[EventRows]) -> Result<usize, SqlError> {
     let mut skipped = 0;
     for (key, rows) in events.iter().filter(|(_, rows)| !rows.is_empty()) {
         if let Some(marker) = marker(key.as_deref(), rows)
@@ -335,19 +251,19 @@ fn write_events(sink: &mut impl RowSink, catalog: &Catalog, events: &[EventRows]
         }
         for (table, row) in rows {
             let (names, values) = converted(catalog, table, row)?;
-            sink.insert(table, &names, values).map_err(|e| format!("insert into {table}: {e}"))?;
+            sink.insert(table, &names, values)?;
         }
     }
     Ok(skipped)
 }
 
 impl RowSink for rusqlite::Transaction<'_> {
-    fn mark(&mut self, marker: &str) -> Result<bool, String> {
+    fn mark(&mut self, marker: &str) -> Result<bool, SqlError> {
         let sql = "INSERT INTO hookyard_applied (key) VALUES (?1) ON CONFLICT DO NOTHING";
-        self.execute(sql, [marker]).map(|n| n > 0).map_err(|e| e.to_string())
+        Ok(self.execute(sql, [marker])? > 0)
     }
 
-    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), String> {
+    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), SqlError> {
         use rusqlite::types::Value as V;
         let params = values.into_iter().map(|v| match v {
             SqlValue::Null => V::Null,
@@ -358,18 +274,19 @@ impl RowSink for rusqlite::Transaction<'_> {
             SqlValue::Json(j) => V::Text(j.to_string()),
             SqlValue::Time(t) => V::Text(crate::event::rfc3339_millis((t.unix_timestamp_nanos() / 1_000_000) as i64)),
         });
-        let mut stmt = self.prepare_cached(&insert_statement(table, names, false)).map_err(|e| e.to_string())?;
-        stmt.execute(rusqlite::params_from_iter(params)).map(|_| ()).map_err(|e| e.to_string())
+        let refused = |source| SqlError::InsertSqlite { table: table.to_owned(), source };
+        let mut stmt = self.prepare_cached(&insert_statement(table, names, false)).map_err(refused)?;
+        stmt.execute(rusqlite::params_from_iter(params)).map(|_| ()).map_err(refused)
     }
 }
 
 impl RowSink for postgres::Transaction<'_> {
-    fn mark(&mut self, marker: &str) -> Result<bool, String> {
+    fn mark(&mut self, marker: &str) -> Result<bool, SqlError> {
         let sql = "INSERT INTO hookyard_applied (key) VALUES ($1) ON CONFLICT DO NOTHING";
-        self.execute(sql, &[&marker]).map(|n| n > 0).map_err(|e| e.to_string())
+        Ok(self.execute(sql, &[&marker])? > 0)
     }
 
-    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), String> {
+    fn insert(&mut self, table: &str, names: &[&String], values: Vec<SqlValue>) -> Result<(), SqlError> {
         use postgres::types::ToSql;
         let params: Vec<Box<dyn ToSql + Sync>> = values
             .into_iter()
@@ -386,47 +303,22 @@ impl RowSink for postgres::Transaction<'_> {
             })
             .collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|b| b.as_ref()).collect();
-        let stmt = self.prepare(&insert_statement(table, names, true)).map_err(|e| e.to_string())?;
-        self.execute(&stmt, &refs).map(|_| ()).map_err(|e| e.to_string())
+        let refused = |source| SqlError::InsertPostgres { table: table.to_owned(), source };
+        let stmt = self.prepare(&insert_statement(table, names, true)).map_err(refused)?;
+        self.execute(&stmt, &refs).map(|_| ()).map_err(refused)
     }
 }
 
-fn insert_sqlite(conn: &mut rusqlite::Connection, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
-    let mut tx = conn.transaction().map_err(|e| e.to_string())?;
+fn insert_sqlite(conn: &mut rusqlite::Connection, catalog: &Catalog, events: &[EventRows]) -> Result<usize, SqlError> {
+    let mut tx = conn.transaction()?;
     let skipped = write_events(&mut tx, catalog, events)?;
-    tx.commit().map_err(|e| e.to_string())?;
+    tx.commit()?;
     Ok(skipped)
 }
 
-fn insert_postgres(client: &mut postgres::Client, catalog: &Catalog, events: &[EventRows]) -> Result<usize, String> {
-    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+fn insert_postgres(client: &mut postgres::Client, catalog: &Catalog, events: &[EventRows]) -> Result<usize, SqlError> {
+    let mut tx = client.transaction()?;
     let skipped = write_events(&mut tx, catalog, events)?;
-    tx.commit().map_err(|e| e.to_string())?;
+    tx.commit()?;
     Ok(skipped)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn meter_values_given_as_text_convert() {
-        assert_eq!(ColumnType::Real.convert(&json!("123.456")).unwrap(), SqlValue::Real(123.456));
-        assert_eq!(ColumnType::Real.convert(&json!("")).unwrap(), SqlValue::Null);
-        assert_eq!(ColumnType::Integer.convert(&json!("1725194400")).unwrap(), SqlValue::Int(1_725_194_400));
-        assert_eq!(ColumnType::Text.convert(&json!("")).unwrap(), SqlValue::Text(String::new()));
-        assert!(ColumnType::Real.convert(&json!("12,5")).unwrap_err().contains("not a number"));
-        let t = ColumnType::Timestamp.convert(&json!("1725194400")).unwrap();
-        assert_eq!(t, SqlValue::Time(OffsetDateTime::from_unix_timestamp(1_725_194_400).unwrap()));
-        assert!(matches!(ColumnType::Timestamp.convert(&json!("2024-08-09T11:44:44+02:00")), Ok(SqlValue::Time(_))));
-    }
-
-    #[test]
-    fn identifiers_cannot_inject_sql() {
-        assert!(check_identifier("readings").is_ok());
-        for bad in ["", "1abc", "a b", "a\"b", "x;drop", "hookyard_applied"] {
-            assert!(check_identifier(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -252,7 +252,7 @@ pub mod host_api {
             serde_json::Value::Object(map) => map,
             _ => return Err("sql_insert: the row must be a map".into()),
         };
-        catalog(&host)?.check_row(table, &row)?;
+        catalog(&host)?.check_row(table, &row).map_err(|e| e.to_string())?;
         send(&ctx, Output::Sql { table: table.to_owned(), row })
     }
 

@@ -3,11 +3,30 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
 
 use super::api::{HostCall, host_api};
 use crate::config::ScriptLimits;
 use crate::event::Event;
+
+/// Why `on_event` did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The event (or a plugin's notes) could not be handed to the script.
+    #[error("{0}")]
+    Convert(String),
+    /// The deadline passed (the reason says so).
+    #[error("{reason} ({pos})")]
+    Terminated { reason: String, pos: Position },
+    #[error("the script ran into its operation limit ({pos})")]
+    Operations { pos: Position },
+    /// The script called `throw`.
+    #[error("script threw: {value} ({pos})")]
+    Threw { value: String, pos: Position },
+    /// Any other runtime error (a missing function, a type mismatch, a failed host call, …).
+    #[error("{0}")]
+    Runtime(String),
+}
 
 thread_local! {
     /// When the event being handled on this thread must be done.
@@ -47,11 +66,12 @@ pub fn call_on_event(
     plugins: Vec<(String, serde_json::Value)>,
     host: HostCall,
     timeout: Duration,
-) -> Result<(), String> {
-    let mut value = rhai::serde::to_dynamic(event).map_err(|e| e.to_string())?;
+) -> Result<(), EngineError> {
+    let convert = |e: Box<EvalAltResult>| EngineError::Convert(e.to_string());
+    let mut value = rhai::serde::to_dynamic(event).map_err(convert)?;
     if !plugins.is_empty() {
         let notes: serde_json::Map<String, serde_json::Value> = plugins.into_iter().collect();
-        let notes = rhai::serde::to_dynamic(notes).map_err(|e| e.to_string())?;
+        let notes = rhai::serde::to_dynamic(notes).map_err(convert)?;
         if let Some(mut map) = value.write_lock::<rhai::Map>() {
             map.insert("plugins".into(), notes);
         }
@@ -63,13 +83,11 @@ pub fn call_on_event(
     result.map(|_| ()).map_err(|e| describe(*e))
 }
 
-fn describe(error: EvalAltResult) -> String {
+fn describe(error: EvalAltResult) -> EngineError {
     match error {
-        EvalAltResult::ErrorTerminated(reason, pos) => format!("{} ({pos})", reason),
-        EvalAltResult::ErrorTooManyOperations(pos) => {
-            format!("the script ran into its operation limit ({pos})")
-        }
-        EvalAltResult::ErrorRuntime(value, pos) => format!("script threw: {value} ({pos})"),
-        other => other.to_string(),
+        EvalAltResult::ErrorTerminated(reason, pos) => EngineError::Terminated { reason: reason.to_string(), pos },
+        EvalAltResult::ErrorTooManyOperations(pos) => EngineError::Operations { pos },
+        EvalAltResult::ErrorRuntime(value, pos) => EngineError::Threw { value: value.to_string(), pos },
+        other => EngineError::Runtime(other.to_string()),
     }
 }

@@ -261,7 +261,8 @@ impl ScriptHost {
         let Some(ast) = ast else {
             return Err((FailureKind::Script, format!("no script is loaded for protocol {protocol}")));
         };
-        engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout).map_err(|m| (FailureKind::Script, m))
+        engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout)
+            .map_err(|e| (FailureKind::Script, e.to_string()))
     }
 }
 

@@ -62,7 +62,7 @@ impl Handles {
         if !self.open.contains_key(rel) {
             let full = data.resolve(rel)?;
             let io_err = |source| StoreError::Io { path: rel.to_owned(), source };
-            let existed = full.exists();
+            let existed = full.try_exists().map_err(io_err)?;
             let file = OpenOptions::new().create(true).append(true).open(&full).map_err(io_err)?;
             let meta = file.metadata().map_err(io_err)?;
             let (len, id) = (meta.len(), (meta.dev(), meta.ino()));
@@ -79,7 +79,7 @@ impl Handles {
 
     /// Applies one request's effects; on error cuts every file it touched back to where it
     /// was, so nothing of the request is half-written.
-    pub fn apply(&mut self, data: &DataDir, effects: &[Effect]) -> Result<(), String> {
+    pub fn apply(&mut self, data: &DataDir, effects: &[Effect]) -> Result<(), StoreError> {
         let mut before: Vec<(&str, Option<u64>)> = Vec::new();
         let result = self.apply_recording(data, effects, &mut before);
         if result.is_err() {
@@ -90,7 +90,7 @@ impl Handles {
                 }
             }
         }
-        result.map_err(|e| e.to_string())
+        result
     }
 
     fn apply_recording<'e>(
@@ -118,12 +118,14 @@ impl Handles {
                         }
                         _ => open.file.write_all(bytes).map(|_| bytes.len()),
                     };
-                    // A failed write may have written part: the length is unknown now.
-                    if let Err(e) = written {
-                        self.open.remove(path);
-                        return Err(io_err(e));
+                    match written {
+                        Ok(n) => open.len += n as u64,
+                        // A failed write may have written part: the length is unknown now.
+                        Err(e) => {
+                            self.open.remove(path);
+                            return Err(io_err(e));
+                        }
                     }
-                    open.len += written.unwrap_or_default() as u64;
                 }
                 Effect::Write { .. } => {
                     self.open.remove(path);
@@ -201,7 +203,7 @@ mod tests {
         let failing =
             [append("x.txt", None, "dropped\n"), append("new.txt", None, "dropped\n"), append("link/y", None, "z")];
         let err = handles.apply(&data, &failing).unwrap_err();
-        assert!(err.contains("link/y"), "{err}");
+        assert!(matches!(&err, StoreError::Path(path, _) if path == "link/y"), "{err}");
         assert_eq!(std::fs::read_to_string(tmp.path().join("x.txt")).unwrap(), "kept\n");
         assert!(!tmp.path().join("new.txt").exists());
         handles.apply(&data, &[append("x.txt", None, "next\n")]).unwrap();

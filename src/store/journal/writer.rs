@@ -126,7 +126,7 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         self.handles.new_batch();
         for ((submission, _), recorded) in batch.iter().zip(ids) {
-            match self.handles.apply(&self.data, &submission.effects) {
+            match self.handles.apply(&self.data, &submission.effects).map_err(|e| e.to_string()) {
                 Ok(()) => results.push(Ok(())),
                 Err(e) => {
                     tracing::error!(error = %e, "could not write to the data directory; the request fails");
