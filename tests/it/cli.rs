@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{REPO, reference};
+use crate::helpers::{REPO, fixture};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookyard");
 
@@ -96,10 +96,9 @@ fn check_passes_on_the_shipped_setup_and_lists_every_problem_otherwise() {
 #[test]
 fn validate_prints_each_violation_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
-    let mut event: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(reference("gridx/examples.jsonl")).unwrap().lines().next().unwrap(),
-    )
-    .unwrap();
+    let mut event: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(fixture("gridx/examples.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
     let good = dir.path().join("good.json");
     std::fs::write(&good, event.to_string()).unwrap();
     event["data"].as_object_mut().unwrap().remove("gatewayID");
