@@ -1,6 +1,6 @@
 //! AI-on-the-edge-device: readings (JSON array + APIKEY) and the JPEG image upload.
 
-use crate::helpers::{TestApp, files_below, raw_http, read_fixture, spawn_app};
+use crate::helpers::{TestApp, files_below, fixture_text, raw_http, read_fixture, spawn_app};
 
 const CONFIG: &str = r#"
 [protocols.ai-on-the-edge]
@@ -60,7 +60,7 @@ async fn the_devices_exact_request_bytes_over_a_raw_socket_land_as_one_csv_row()
 #[tokio::test]
 async fn the_devices_image_put_over_a_raw_socket_lands_byte_for_byte() {
     let app = spawn_app(CONFIG).await;
-    let head = String::from_utf8(read_fixture("ai-on-the-edge/put_image_headers.http.txt")).unwrap();
+    let head = fixture_text("ai-on-the-edge/put_image_headers.http.txt");
     let image = jpeg(20_000);
     let head = head.replacen("PUT /watermeter/webhook?", "PUT /ai-on-the-edge/webhook?", 1).replacen(
         "<N = JPEG size, <= 128000>",

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, gridx_signature as sign, read_fixture, spawn_app};
+use crate::helpers::{TestApp, fixture_text, gridx_signature as sign, read_fixture, spawn_app};
 
 const SECRET: &str = "whsec_89d31d45a90e309f4e24b7";
 
@@ -12,7 +12,7 @@ fn vectors() -> Value {
 }
 
 fn examples() -> Vec<String> {
-    String::from_utf8(read_fixture("gridx/examples.jsonl")).unwrap().lines().map(str::to_owned).collect()
+    fixture_text("gridx/examples.jsonl").lines().map(str::to_owned).collect()
 }
 
 fn config(secrets: &[&str]) -> String {

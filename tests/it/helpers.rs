@@ -20,6 +20,11 @@ pub fn read_fixture(rel: &str) -> Vec<u8> {
     std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
+/// The text of a fixture file.
+pub fn fixture_text(rel: &str) -> String {
+    String::from_utf8(read_fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
 /// A fixture file parsed as JSON.
 pub fn fixture_json(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&read_fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))

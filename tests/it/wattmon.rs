@@ -3,18 +3,14 @@
 use md5::{Digest, Md5};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, files_below, fixture_json, read_fixture, spawn_app};
+use crate::helpers::{TestApp, files_below, fixture_json, fixture_text, read_fixture, spawn_app};
 
 const MAC: &str = "00:04:A3:12:34:56";
 const FILE: &str = "wattmon/00:04:A3:12:34:56.csv";
 
-fn text(rel: &str) -> String {
-    String::from_utf8(read_fixture(rel)).unwrap()
-}
-
 /// The CSV block of `tests/fixtures/wattmon/block.csv`.
 fn block() -> String {
-    text("wattmon/block.csv")
+    fixture_text("wattmon/block.csv")
 }
 
 fn md5_hex(text: &str) -> String {
@@ -51,7 +47,7 @@ async fn send_form(app: &TestApp, fields: &[(&str, &str)]) -> (u16, String) {
 #[tokio::test]
 async fn every_generated_body_gets_its_reply_and_only_accepted_blocks_are_stored() {
     let vectors = fixture_json("wattmon/vectors.json");
-    let stored = text("wattmon/stored.csv");
+    let stored = fixture_text("wattmon/stored.csv");
     for case in vectors["cases"].as_array().unwrap() {
         let app = spawn_app("").await;
         let field = |k: &str| case[k].as_str().unwrap();
@@ -71,7 +67,7 @@ async fn a_mismatched_md5_gets_error_and_stores_nothing_then_the_resend_is_store
     assert!(!app.data().join(FILE).exists());
     let reply = send_fixture(&app, "urlencoded-md5.body", form).await;
     assert_eq!(reply, (200, "OK".to_owned()));
-    assert_eq!(app.read(FILE), text("wattmon/stored.csv"));
+    assert_eq!(app.read(FILE), fixture_text("wattmon/stored.csv"));
 }
 
 #[tokio::test]
@@ -83,7 +79,7 @@ async fn a_resent_block_adds_no_duplicate_rows() {
     }
     // The next block repeats the last row and adds one.
     assert_eq!(send_fixture(&app, "urlencoded-next-block.body", form).await, (200, "OK".to_owned()));
-    assert_eq!(app.read(FILE), format!("{}2025-09-01 12:02:00,51.9,3.6\r\n", text("wattmon/stored.csv")));
+    assert_eq!(app.read(FILE), format!("{}2025-09-01 12:02:00,51.9,3.6\r\n", fixture_text("wattmon/stored.csv")));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, fixture_json, read_fixture, spawn_app};
+use crate::helpers::{TestApp, fixture_json, fixture_text, spawn_app};
 
 fn value(n: i64) -> Value {
     json!({"deviceId": "tower-42", "property": "supply-air-temperature", "timestamp": 1_756_728_000_000i64 + n,
@@ -27,7 +27,7 @@ async fn send(app: &TestApp, route: &str, headers: &[(&str, &str)], body: &str) 
 
 /// The exact text of a message file of `tests/fixtures/wattsense/`.
 fn message(file: &str) -> String {
-    String::from_utf8(read_fixture(&format!("wattsense/{file}"))).unwrap()
+    fixture_text(&format!("wattsense/{file}"))
 }
 
 /// The messages of a fixture file, one or many, as the server should store them.
