@@ -1,9 +1,13 @@
 //! Prometheus metrics (`GET /metrics`, text format), with the `prometheus-client` crate.
 //!
 //! Requests by protocol/route/outcome, events by protocol/outcome, script run latency, and the
-//! journal's size on disk (read when scraped). `/metrics` is served by the management API
-//! (`admin`), behind the admin token: volumes per protocol are not for the public.
+//! journal's size on disk (read when scraped), named as Prometheus asks (`_total` counters, base
+//! units `_seconds` and `_bytes`), each with its help text. A scraper that asks for OpenMetrics
+//! (Prometheus does) gets it, with `# UNIT` lines; everyone else (curl, `promtool check
+//! metrics`) gets the Prometheus text format 0.0.4. `/metrics` is served by the management
+//! API (`admin`), behind the admin token: volumes per protocol are not for the public.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -62,16 +66,34 @@ impl Metrics {
         let script_seconds =
             Family::<ProtocolLabels, Histogram, fn() -> Histogram>::new_with_constructor(script_histogram);
         let journal_bytes = Gauge::default();
-        registry.register("requests", "Requests by protocol, route and outcome", requests.clone());
-        registry.register("events", "Events by protocol and outcome (processed, failed, duplicate)", events.clone());
+        registry.register(
+            "requests",
+            "Requests received, by protocol, route and outcome (accepted, or the reason for refusing or failing one)",
+            requests.clone(),
+        );
+        registry.register(
+            "events",
+            "Events of accepted requests, by protocol and outcome (processed, failed, duplicate)",
+            events.clone(),
+        );
+        registry.register_with_unit(
+            "script",
+            "Wall time the protocol's script took over one request's events",
+            Unit::Seconds,
+            script_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "journal",
+            "Size of the journal on disk, its write-ahead log included",
+            Unit::Bytes,
+            journal_bytes.clone(),
+        );
         registry.register(
             "failures",
             "Accepted requests that could not be processed (retryable), by protocol and kind: script, plugin, \
              output, journal, busy, busy_elsewhere, shared_unreachable, stopped",
             failures.clone(),
         );
-        registry.register("script_seconds", "Time the scripts took per request", script_seconds.clone());
-        registry.register("journal_bytes", "Size of the journal on disk", journal_bytes.clone());
         Self { registry, requests, events, failures, script_seconds, journal_bytes, journal_path }
     }
 
@@ -97,7 +119,17 @@ impl Metrics {
         self.script_seconds.get_or_create(&ProtocolLabels { protocol: protocol.into() }).observe(seconds);
     }
 
-    /// The text exposition, with the journal size read now.
+    /// The Prometheus text format, or OpenMetrics when `accept` asks for it.
+    pub fn exposition(&self, accept: Option<&str>) -> (&'static str, String) {
+        let openmetrics = self.render();
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (OPENMETRICS, openmetrics)
+        } else {
+            (PROMETHEUS_TEXT, prometheus_text(&openmetrics))
+        }
+    }
+
+    /// The OpenMetrics text exposition, with the journal size read now.
     pub fn render(&self) -> String {
         let size = |suffix: &str| {
             let mut p = self.journal_path.clone().into_os_string();
@@ -108,5 +140,54 @@ impl Metrics {
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// `openmetrics` in the Prometheus text format 0.0.4: a counter's HELP and TYPE lines name its
+/// `_total` samples, `unknown` is `untyped`, and there are no `# UNIT` or `# EOF` lines. (Help
+/// texts hold no `"` or `\\`, whose escapes the two formats write differently.)
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ').map(|(_, text)| text);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), kind),
+                "unknown" => (name.to_owned(), "untyped"),
+                _ => (name.to_owned(), kind),
+            };
+            if let Some(text) = help.take() {
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The content type of the OpenMetrics text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counter_samples_and_drops_openmetrics_only_lines() {
+        let openmetrics = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"1\"} 2\n\
+                           # HELP x_size_bytes Size.\n# TYPE x_size_bytes gauge\n# UNIT x_size_bytes bytes\n\
+                           x_size_bytes 7\n# HELP x_odd Odd.\n# TYPE x_odd unknown\nx_odd 1\n# EOF\n";
+        let expected = "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"1\"} 2\n\
+                        # HELP x_size_bytes Size.\n# TYPE x_size_bytes gauge\nx_size_bytes 7\n\
+                        # HELP x_odd Odd.\n# TYPE x_odd untyped\nx_odd 1\n";
+        assert_eq!(prometheus_text(openmetrics), expected);
     }
 }

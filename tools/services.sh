@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the real services the test suite uses, on loopback
 # with throwaway credentials: PostgreSQL (role/database hookyard_test) and Mosquitto
-# (user hookyard_test). Idempotent; needs root (or sudo) to install and start them.
+# (user hookyard_test). Also installs promtool (Debian package prometheus), which the metrics
+# test runs; the Prometheus service that package sets up is stopped and disabled again.
+# Idempotent; needs root (or sudo) to install and start them.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -9,10 +11,14 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # PostgreSQL: the Debian cluster, listening on 127.0.0.1:5432 only.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use poem_openapi::auth::Bearer;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent, SecurityScheme};
 use sha2::{Digest, Sha256};
@@ -191,9 +191,11 @@ pub struct ReplaySummary {
     pub results: Vec<ReplayResult>,
 }
 
-/// The metrics in the OpenMetrics text format.
+/// The metrics: the Prometheus text format, or OpenMetrics when the `Accept` header asks.
 #[derive(ResponseContent)]
 pub enum MetricsText {
+    #[oai(content_type = "text/plain; version=0.0.4; charset=utf-8")]
+    Prometheus(PlainText<String>),
     #[oai(content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")]
     OpenMetrics(PlainText<String>),
 }
@@ -275,9 +277,20 @@ impl Admin {
 
     /// Prometheus metrics: requests, events, failures by kind, script time, journal size.
     #[oai(path = "/metrics", method = "get")]
-    async fn metrics(&self, token: AdminToken) -> Result<MetricsResponse, AdminError> {
+    async fn metrics(
+        &self,
+        token: AdminToken,
+        /// `application/openmetrics-text` for OpenMetrics (as Prometheus asks)
+        #[oai(name = "Accept")]
+        accept: Header<Option<String>>,
+    ) -> Result<MetricsResponse, AdminError> {
         let state = self.guard(&token)?;
-        Ok(MetricsResponse::Ok(MetricsText::OpenMetrics(PlainText(state.pipeline.metrics.render()))))
+        let (content_type, text) = state.pipeline.metrics.exposition(accept.0.as_deref());
+        Ok(MetricsResponse::Ok(if content_type == crate::metrics::OPENMETRICS {
+            MetricsText::OpenMetrics(PlainText(text))
+        } else {
+            MetricsText::Prometheus(PlainText(text))
+        }))
     }
 
     /// One event: raw request, verification, payload, script log lines and what was written.

@@ -137,8 +137,8 @@ impl Plugin {
         }
         // SAFETY: loading a library runs its initialisers. The operator named this file in the
         // config as a hookyard plugin; that trust is the premise of native plugins (README).
-        let library =
-            unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::CannotOpen(file.clone(), e))?;
+        let opened = unsafe { libloading::Library::new(path) };
+        let library = opened.map_err(|e| PluginError::CannotOpen(file.clone(), e))?;
         // SAFETY: the symbol types are those the ABI documents for these names; a library
         // exporting a same-named symbol of another type breaks the ABI contract it claims by
         // exporting `hookyard_plugin_abi_version`, which is checked first.

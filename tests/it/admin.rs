@@ -126,13 +126,13 @@ async fn metrics_count_requests_events_and_script_time() {
 }
 
 #[tokio::test]
-async fn metrics_count_failures_by_kind_in_the_openmetrics_format() {
+async fn metrics_count_failures_by_kind() {
     let app = spawn_with(Setup { config: CONFIG, scripts: vec![("gridx.rhai", SCRIPT)], ..Setup::default() }).await;
     assert_eq!(post_ping(&app, ping(7, "bad")).await, 503);
     let res = app.client.get(app.url("/metrics")).bearer_auth("adm1n").send().await.unwrap();
     assert_eq!(res.status(), 200);
     let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     let text = res.text().await.unwrap();
     let expected = r#"hookyard_failures_total{protocol="gridx",kind="script"} 1"#;
     assert!(text.contains(expected), "missing {expected} in\n{text}");

@@ -1,6 +1,6 @@
 //! AI-on-the-edge-device: readings (JSON array + APIKEY) and the JPEG image upload.
 
-use crate::helpers::{TestApp, files_below, raw_http, read_reference, spawn_app};
+use crate::helpers::{TestApp, files_below, fixture_text, raw_http, read_fixture, spawn_app};
 
 const CONFIG: &str = r#"
 [protocols.ai-on-the-edge]
@@ -43,7 +43,7 @@ fn jpeg(size: usize) -> Vec<u8> {
 #[tokio::test]
 async fn the_devices_exact_request_bytes_over_a_raw_socket_land_as_one_csv_row() {
     let app = spawn_app(CONFIG).await;
-    let bytes = read_reference("ai-on-the-edge-webhook/derived/post_ok.http");
+    let bytes = read_fixture("ai-on-the-edge/post_ok.http");
     let text = String::from_utf8(bytes).unwrap();
     // The device posts to whatever URI it is configured with; ours is /ai-on-the-edge/webhook.
     let request = text.replacen("POST /watermeter/webhook HTTP/1.1", "POST /ai-on-the-edge/webhook HTTP/1.1", 1);
@@ -58,10 +58,28 @@ async fn the_devices_exact_request_bytes_over_a_raw_socket_land_as_one_csv_row()
 }
 
 #[tokio::test]
-async fn every_reference_body_is_stored_with_its_text_kept_as_sent() {
+async fn the_devices_image_put_over_a_raw_socket_lands_byte_for_byte() {
+    let app = spawn_app(CONFIG).await;
+    let head = fixture_text("ai-on-the-edge/put_image_headers.http.txt");
+    let image = jpeg(20_000);
+    let head = head.replacen("PUT /watermeter/webhook?", "PUT /ai-on-the-edge/webhook?", 1).replacen(
+        "<N = JPEG size, <= 128000>",
+        &image.len().to_string(),
+        1,
+    );
+    assert!(head.ends_with("\r\n\r\n"), "the fixture's head ends with an empty line");
+    let request = [head.into_bytes(), image.clone()].concat();
+    let response = raw_http(app.addr, &request).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with(r#"{"message":"Data received","status":"success"}"#), "{response}");
+    assert_eq!(std::fs::read(app.data().join("ai-on-the-edge/vacation-home/1723196684.jpg")).unwrap(), image);
+}
+
+#[tokio::test]
+async fn every_fixture_body_is_stored_with_its_text_kept_as_sent() {
     let app = spawn_app(CONFIG).await;
     for name in ["body_ok_two_numbers", "body_rate_too_high", "body_negative_rate", "body_nan_stale_prevalue"] {
-        let body = read_reference(&format!("ai-on-the-edge-webhook/derived/{name}.json"));
+        let body = read_fixture(&format!("ai-on-the-edge/{name}.json"));
         let (status, reply) = post(&app, Some("s3cr3tKey"), body).await;
         assert_eq!((status, reply.as_str()), (200, r#"{"message":"Data received","status":"success"}"#), "{name}");
     }
@@ -97,7 +115,7 @@ async fn timestamp_long_may_be_a_number_and_each_tenant_has_its_own_folder() {
 #[tokio::test]
 async fn a_wrong_or_missing_key_gets_403_and_nothing_is_written() {
     let app = spawn_app(CONFIG).await;
-    let body = read_reference("ai-on-the-edge-webhook/derived/body_ok_single.json");
+    let body = read_fixture("ai-on-the-edge/body_ok_single.json");
     for key in [Some("wrong"), Some(""), None] {
         let (status, reply) = post(&app, key, body.clone()).await;
         assert_eq!(status, 403, "{key:?}");

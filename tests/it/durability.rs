@@ -147,7 +147,7 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
         ..Setup::default()
     })
     .await;
-    let body = crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_ok_two_numbers.json");
+    let body = crate::helpers::read_fixture("ai-on-the-edge/body_ok_two_numbers.json");
     let res = app
         .client
         .post(app.url("/ai-on-the-edge/webhook"))

@@ -3,16 +3,16 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, gridx_signature as sign, read_reference, spawn_app};
+use crate::helpers::{TestApp, fixture_text, gridx_signature as sign, read_fixture, spawn_app};
 
 const SECRET: &str = "whsec_89d31d45a90e309f4e24b7";
 
 fn vectors() -> Value {
-    serde_json::from_slice(&read_reference("gridx/hmac-test-vectors.json")).unwrap()
+    serde_json::from_slice(&read_fixture("gridx/hmac-test-vectors.json")).unwrap()
 }
 
 fn examples() -> Vec<String> {
-    String::from_utf8(read_reference("gridx/examples.jsonl")).unwrap().lines().map(str::to_owned).collect()
+    fixture_text("gridx/examples.jsonl").lines().map(str::to_owned).collect()
 }
 
 fn config(secrets: &[&str]) -> String {
@@ -54,7 +54,7 @@ async fn every_signed_vector_passes_the_signature_check() {
 }
 
 #[tokio::test]
-async fn all_fourteen_verify_cases_accept_or_reject_as_the_reference_does() {
+async fn all_fourteen_verify_cases_accept_or_reject_as_the_vectors_say() {
     let vectors = vectors();
     let body_of = |name: &str| -> Vec<u8> {
         let base = name.trim_end_matches("+LF");

@@ -10,13 +10,24 @@ use tokio::sync::oneshot;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The shared reference material beside the project.
-pub fn reference(rel: &str) -> PathBuf {
-    Path::new(REPO).join("../shared/reference").join(rel)
+/// A file of `tests/fixtures/` (`<protocol>/<file>`), inside the repository.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(REPO).join("tests/fixtures").join(rel)
 }
 
-pub fn read_reference(rel: &str) -> Vec<u8> {
-    std::fs::read(reference(rel)).unwrap_or_else(|e| panic!("reference file {rel}: {e}"))
+/// The bytes of a fixture file.
+pub fn read_fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// The text of a fixture file.
+pub fn fixture_text(rel: &str) -> String {
+    String::from_utf8(read_fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// A fixture file parsed as JSON.
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    serde_json::from_slice(&read_fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
 /// A running server and its directories (removed when dropped).

@@ -11,6 +11,7 @@ mod durability;
 mod gridx;
 mod helpers;
 mod house;
+mod metrics;
 mod outputs;
 mod plugins;
 mod properties;

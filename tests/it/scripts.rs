@@ -154,7 +154,7 @@ async fn the_example_in_the_scripts_readme_works_as_documented() {
         ..Setup::default()
     };
     let app = spawn_with(setup).await;
-    let body = crate::helpers::read_reference("ai-on-the-edge-webhook/derived/body_rate_too_high.json");
+    let body = crate::helpers::read_fixture("ai-on-the-edge/body_rate_too_high.json");
     let res =
         app.client.post(app.url("/ai-on-the-edge/webhook")).header("APIKEY", "k").body(body).send().await.unwrap();
     assert_eq!(res.status(), 200);

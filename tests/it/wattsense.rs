@@ -4,7 +4,7 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, fixture_json, fixture_text, spawn_app};
 
 fn value(n: i64) -> Value {
     json!({"deviceId": "tower-42", "property": "supply-air-temperature", "timestamp": 1_756_728_000_000i64 + n,
@@ -23,6 +23,19 @@ async fn send(app: &TestApp, route: &str, headers: &[(&str, &str)], body: &str) 
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+}
+
+/// The exact text of a message file of `tests/fixtures/wattsense/`.
+fn message(file: &str) -> String {
+    fixture_text(&format!("wattsense/{file}"))
+}
+
+/// The messages of a fixture file, one or many, as the server should store them.
+fn messages(file: &str) -> Vec<Value> {
+    match fixture_json(&format!("wattsense/{file}")) {
+        Value::Array(items) => items,
+        one => vec![one],
+    }
 }
 
 fn stored(app: &TestApp, file: &str) -> Vec<Value> {
@@ -49,18 +62,18 @@ async fn single_messages_and_arrays_are_stored_under_each_auth_type() {
     ];
     for (auth, good, bad) in auth_types {
         let app = spawn_app(&format!("[protocols.wattsense]\nauth = {auth}\n")).await;
-        let (status, reply) = send(&app, "values", &good, &value(0).to_string()).await;
+        let (status, reply) = send(&app, "values", &good, &message("value.json")).await;
         assert_eq!((status, reply.clone()), (200, json!({"status": "success", "message": "Data received"})), "{auth}");
-        let array = json!([value(1), value(2)]).to_string();
-        assert_eq!(send(&app, "values", &good, &array).await.0, 200, "{auth}");
-        assert_eq!(stored(&app, "wattsense/values.jsonl"), vec![value(0), value(1), value(2)], "{auth}");
+        assert_eq!(send(&app, "values", &good, &message("values.json")).await.0, 200, "{auth}");
+        let sent = [messages("value.json"), messages("values.json")].concat();
+        assert_eq!(stored(&app, "wattsense/values.jsonl"), sent, "{auth}");
         if auth.contains("none") {
             continue;
         }
         let (status, reply) = send(&app, "values", &bad, &value(3).to_string()).await;
         assert_eq!(status, 401, "{auth}");
         assert_eq!(reply["status"], "error");
-        assert_eq!(stored(&app, "wattsense/values.jsonl").len(), 3, "{auth}");
+        assert_eq!(stored(&app, "wattsense/values.jsonl").len(), sent.len(), "{auth}");
     }
 }
 
@@ -92,12 +105,38 @@ integrity = { header = "X-Signature", algorithm = "hmac-sha256", encoding = "hex
 #[tokio::test]
 async fn events_and_alarms_land_in_their_own_files_as_sent() {
     let app = spawn_app("[protocols.wattsense]\nauth = { type = \"none\" }\n").await;
-    let event = json!({"deviceId": "tower-42", "kind": "door-opened", "timestamp": 1, "extra": {"a": [1, 2]}});
-    let alarm = json!({"deviceId": "tower-42", "status": "open", "severity": "CRITICAL", "alerts": [{"status": "acknowledged"}]});
-    assert_eq!(send(&app, "events", &[], &event.to_string()).await.0, 200);
-    assert_eq!(send(&app, "alarms", &[], &json!([alarm]).to_string()).await.0, 200);
-    assert_eq!(stored(&app, "wattsense/events.jsonl"), vec![event]);
-    assert_eq!(stored(&app, "wattsense/alarms.jsonl"), vec![alarm]);
+    assert_eq!(send(&app, "events", &[], &message("event.json")).await.0, 200);
+    assert_eq!(send(&app, "alarms", &[], &message("alarm.json")).await.0, 200);
+    assert_eq!(stored(&app, "wattsense/events.jsonl"), messages("event.json"));
+    assert_eq!(stored(&app, "wattsense/alarms.jsonl"), messages("alarm.json"));
+}
+
+#[tokio::test]
+async fn every_integrity_vector_gets_its_verdict() {
+    let vectors = fixture_json("wattsense/integrity-vectors.json");
+    let (header, secret) = (vectors["header"].as_str().unwrap(), vectors["secret"].as_str().unwrap());
+    for v in vectors["vectors"].as_array().unwrap() {
+        let field = |k: &str| v[k].as_str().unwrap();
+        let config = format!(
+            "[protocols.wattsense]\nauth = {{ type = \"none\" }}\nintegrity = {{ header = {header:?}, \
+             algorithm = {:?}, encoding = {:?}, prefix = {:?}, secret = {secret:?} }}\n",
+            field("algorithm"),
+            field("encoding"),
+            field("prefix")
+        );
+        let app = spawn_app(&config).await;
+        let (route, body) = (field("route"), field("body"));
+        let (status, reply) = send(&app, route, &[(header, field("signature"))], &message(body)).await;
+        let file = format!("wattsense/{route}.jsonl");
+        if v["accept"] == Value::Bool(true) {
+            assert_eq!(status, 200, "{}: {reply}", field("name"));
+            assert_eq!(stored(&app, &file), messages(body), "{}", field("name"));
+        } else {
+            assert_eq!(status, 401, "{}: {reply}", field("name"));
+            assert!(reply["message"].as_str().unwrap().starts_with("integrity check failed"), "{reply}");
+            assert!(stored(&app, &file).is_empty(), "{}", field("name"));
+        }
+    }
 }
 
 #[tokio::test]
