@@ -110,10 +110,12 @@ enum ShowPath {
 
 /// Reads `key` of the table as `T`; `None` when the key is not set.
 fn read<T: DeserializeOwned>(s: &ProtocolSettings, key: &str, show: ShowPath) -> Result<Option<T>, AuthConfigError> {
-    let Some(value) = s.get(key) else {
-        return Ok(None);
-    };
-    config::from_value(value.clone(), Quote::Nothing).map(Some).map_err(|p| AuthConfigError {
+    s.get(key).map(|value| typed(key, value.clone(), show)).transpose()
+}
+
+/// `value` (of `key`) as `T`.
+fn typed<T: DeserializeOwned>(key: &str, value: toml::Value, show: ShowPath) -> Result<T, AuthConfigError> {
+    config::from_value(value, Quote::Nothing).map_err(|p| AuthConfigError {
         key: key.to_owned(),
         path: if show == ShowPath::Yes { p.path } else { Vec::new() },
         message: p.message,
@@ -201,23 +203,63 @@ impl<'de> Visitor<'de> for StringListVisitor {
     }
 }
 
-/// `auth = { type = "none" | "basic" | "bearer" | "header", … }`.
+/// `auth = { type = "none" | "basic" | "bearer" | "header", … }`: the type first, then the
+/// keys of that type (read on their own, so that a problem names the key inside).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum AuthTable {
-    None {},
-    Basic { username: Text, password: Text },
-    Bearer { token: Text },
-    Header { name: Text, value: Text },
+struct AuthTable {
+    #[serde(rename = "type")]
+    kind: AuthType,
+    #[serde(flatten)]
+    rest: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthType {
+    None,
+    Basic,
+    Bearer,
+    Header,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoAuth {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BasicAuth {
+    username: Text,
+    password: Text,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BearerAuth {
+    token: Text,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticHeader {
+    name: Text,
+    value: Text,
 }
 
 fn header_auth(s: &ProtocolSettings, key: &str) -> Result<HeaderAuth, AuthConfigError> {
     let table: AuthTable = read(s, key, ShowPath::Yes)?.ok_or_else(|| bad(key, "must be a table with a `type`"))?;
-    Ok(match table {
-        AuthTable::None {} => HeaderAuth::None,
-        AuthTable::Basic { username, password } => HeaderAuth::Basic { username: username.0, password: password.0 },
-        AuthTable::Bearer { token } => HeaderAuth::Bearer { token: token.0 },
-        AuthTable::Header { name, value } => HeaderAuth::Static { name: name.0.to_ascii_lowercase(), value: value.0 },
+    let rest = toml::Value::Table(table.rest);
+    Ok(match table.kind {
+        AuthType::None => typed::<NoAuth>(key, rest, ShowPath::Yes).map(|_| HeaderAuth::None)?,
+        AuthType::Basic => {
+            let b: BasicAuth = typed(key, rest, ShowPath::Yes)?;
+            HeaderAuth::Basic { username: b.username.0, password: b.password.0 }
+        }
+        AuthType::Bearer => HeaderAuth::Bearer { token: typed::<BearerAuth>(key, rest, ShowPath::Yes)?.token.0 },
+        AuthType::Header => {
+            let h: StaticHeader = typed(key, rest, ShowPath::Yes)?;
+            HeaderAuth::Static { name: h.name.0.to_ascii_lowercase(), value: h.value.0 }
+        }
     })
 }
 

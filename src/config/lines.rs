@@ -34,7 +34,7 @@ impl KeyLines {
         for (key, value) in table.iter() {
             path.push(key.get_ref().to_string());
             let line = position(text, key.span().start).0;
-            self.keys.insert(path.clone(), (line, value.get_ref().is_table()));
+            self.keys.insert(path.clone(), (line, is_header_table(value, text)));
             self.walk_value(value.get_ref(), text, path);
             path.pop();
         }
@@ -47,7 +47,7 @@ impl KeyLines {
                 for (i, item) in items.iter().enumerate() {
                     path.push(format!("[{i}]"));
                     let line = position(text, item.span().start).0;
-                    self.keys.insert(path.clone(), (line, item.get_ref().is_table()));
+                    self.keys.insert(path.clone(), (line, is_header_table(item, text)));
                     self.walk_value(item.get_ref(), text, path);
                     path.pop();
                 }
@@ -70,6 +70,11 @@ impl KeyLines {
         };
         if path.is_empty() { at } else { format!("{at}: {}", key_path(path, is_table)) }
     }
+}
+
+/// A table written as `[header]` (an inline `{ … }` table reads as a key of its parent).
+fn is_header_table(value: &toml::Spanned<DeValue<'_>>, text: &str) -> bool {
+    value.get_ref().is_table() && !text[value.span().start.min(text.len())..].starts_with('{')
 }
 
 /// `[protocols.gridx] secrets`, `listen`, `[protocols.gridex]` (a table), `[plugins.q] handles[0]`.
@@ -121,8 +126,7 @@ mod tests {
         p.iter().map(|s| s.to_string()).collect()
     }
 
-    const TEXT: &str =
-        "listen = \"x\"\n\n[protocols.gridx]\nsecret = [\"a\",\n  \"b\"]\n[plugins.q]\nhandles = [\"p\"]\n";
+    const TEXT: &str = "listen = \"x\"\n\n[protocols.gridx]\nsecret = [\"a\",\n  \"b\"]\n[plugins.q]\nhandles = [\"p\"]\nauth = { type = 1 }\n";
 
     #[test]
     fn names_keys_tables_and_their_lines() {
@@ -138,6 +142,11 @@ mod tests {
             "hookyard.toml line 7: [plugins.q] handles[0]"
         );
         assert_eq!(lines.place(&path(&["protocols", "gridx", "nope"])), "hookyard.toml line 3: [protocols.gridx] nope");
+        assert_eq!(lines.place(&path(&["plugins", "q", "auth"])), "hookyard.toml line 8: [plugins.q] auth");
+        assert_eq!(
+            lines.place(&path(&["plugins", "q", "auth", "type"])),
+            "hookyard.toml line 8: [plugins.q.auth] type"
+        );
     }
 
     #[test]
