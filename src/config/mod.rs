@@ -37,8 +37,6 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{place}: not valid TOML: {message}")]
     Syntax { place: String, message: String },
-    #[error("config: environment variable {0} is referenced but not set")]
-    MissingEnv(String),
     /// Every problem found, one per line (`hookyard.toml line 7: [server] …: …`).
     #[error("{}", .0.join("\n"))]
     Problems(Vec<String>),
@@ -126,8 +124,17 @@ impl Config {
     fn parse(file: &str, text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let lines = KeyLines::build(file, text).map_err(|e| ConfigError::syntax(file, text, &e))?;
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::syntax(file, text, &e))?;
-        env::expand_table(&mut table, &lookup)?;
+        env::expand_table(&mut table, &lookup).map_err(|e| {
+            let problem =
+                format!("{}: environment variable {} is referenced but not set", lines.place(&e.path), e.name);
+            ConfigError::Problems(vec![problem])
+        })?;
         let file = read_sections(table, &lines)?;
+        Ok(Self::from_sections(file, lines))
+    }
+
+    /// The defaults with what the file sets.
+    fn from_sections(file: FileConfig, lines: KeyLines) -> Self {
         let mut config = Self::defaults();
         config.listen = file.listen.unwrap_or(config.listen);
         config.data_dir = file.data_dir.unwrap_or(config.data_dir);
@@ -144,7 +151,7 @@ impl Config {
         config.plugins = file.plugins;
         config.outputs = file.outputs;
         config.lines = lines;
-        Ok(config)
+        config
     }
 
     fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -164,12 +171,6 @@ impl Config {
     /// The settings of one protocol (empty when the file has none).
     pub fn protocol(&self, name: &str) -> ProtocolSettings {
         self.protocols.get(name).cloned().unwrap_or_default()
-    }
-
-    /// A problem at `path` of the file, as a user reads it:
-    /// `hookyard.toml line 12: [protocols.gridx] secret: unknown key (did you mean secrets?)`.
-    pub fn problem(&self, path: &[String], message: &str) -> String {
-        format!("{}: {message}", self.lines.place(path))
     }
 }
 
@@ -241,7 +242,10 @@ token = "adm1n"
     #[test]
     fn a_missing_env_var_is_named() {
         let err = Config::from_toml(BRIEF_EXAMPLE, |_| None).unwrap_err();
-        assert_eq!(err.to_string(), "config: environment variable GRIDX_SECRET is referenced but not set");
+        assert_eq!(
+            err.to_string(),
+            "config line 7: [protocols.gridx] secrets[0]: environment variable GRIDX_SECRET is referenced but not set"
+        );
     }
 
     fn problems(text: &str) -> Vec<String> {
@@ -290,6 +294,12 @@ token = "adm1n"
     fn a_syntax_error_names_line_and_column() {
         let err = Config::from_toml("listen = \"x\"\n[server]\nmax_connections = \n", |_| None).unwrap_err();
         assert!(err.to_string().starts_with("config line 3, column 19: not valid TOML: "), "{err}");
+    }
+
+    #[test]
+    fn a_protocol_table_written_as_a_value_is_refused_without_quoting_it() {
+        let found = problems("[protocols]\ngridx = \"whsec_mine\"\n");
+        assert_eq!(found, ["config line 2: [protocols] gridx: expected a table, found a string"]);
     }
 
     #[test]

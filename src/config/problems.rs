@@ -17,10 +17,15 @@ pub enum Quote {
     Nothing,
 }
 
+/// Top-level sections whose values may all be secrets: never quoted, whatever is asked.
+const SECRET_SECTIONS: [&str; 1] = ["protocols"];
+
 /// Deserialises `value` into `T`; a failure says where below `value` and what, in words.
 pub fn from_value<T: DeserializeOwned>(value: toml::Value, quote: Quote) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path: Vec<String> = e.path().iter().filter_map(segment).collect();
+        let secret = path.first().is_some_and(|s| SECRET_SECTIONS.contains(&s.as_str()));
+        let quote = if secret { Quote::Nothing } else { quote };
         let raw = e.inner().message();
         // Internally tagged enums report an unknown field at the table, not at the field.
         if let Some(field) = quoted_after(raw, "unknown field ")
