@@ -46,13 +46,19 @@ fn segment(s: &serde_path_to_error::Segment) -> Option<String> {
     }
 }
 
-/// The closest of `candidates` to `word`, when it is close enough to be a typo.
+/// The closest of `candidates` to `word`, when it is close enough to be a typo (a few edits
+/// apart, or one a part of the other: `sha256` for `hmac-sha256`).
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_lowercase();
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&word.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter_map(|c| {
+            let lower = c.to_lowercase();
+            let distance = strsim::damerau_levenshtein(&word, &lower);
+            let part = word.len() >= 3 && (lower.contains(&word) || word.contains(&lower));
+            (distance <= limit || part).then_some((distance, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -149,6 +155,7 @@ mod tests {
         assert_eq!(suggest("gridex", ["ai-on-the-edge", "gridx", "wattmon", "wattsense"]), Some("gridx"));
         assert_eq!(suggest("max_conections", ["max_connections", "idle_timeout_ms"]), Some("max_connections"));
         assert_eq!(suggest("Secrets", ["secrets"]), Some("secrets"));
+        assert_eq!(suggest("sha256", ["hmac-sha256", "hmac-sha512"]), Some("hmac-sha256"));
         assert_eq!(suggest("tls", ["secrets", "api_keys"]), None);
         assert_eq!(suggest("x", []), None);
     }

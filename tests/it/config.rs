@@ -56,6 +56,22 @@ fn check_names_the_key_the_line_and_the_closest_key_of_each_mistake() {
             "hookyard.toml line 2: [protocols.wattsense] auth: password is missing",
         ),
         (
+            "[protocols.wattsense]\nauth = { type = \"none\", token = \"t0ken\" }\n",
+            "hookyard.toml line 2: [protocols.wattsense.auth] token: unknown key (none is read here)",
+        ),
+        (
+            "[protocols.wattsense]\nintegrity = { header = \"X-Signature\", algorithm = \"sha256\", secret = \"s\" }\n",
+            "hookyard.toml line 2: [protocols.wattsense.integrity] algorithm: \"sha256\" is not one of hmac-sha256, hmac-sha512 (did you mean hmac-sha256?)",
+        ),
+        (
+            "[protocols.gridx]\nsecrets = []\n",
+            "hookyard.toml line 2: [protocols.gridx] secrets: must hold at least one value",
+        ),
+        (
+            "[protocols.wattmon]\nrequire_md5 = \"yes\"\n",
+            "hookyard.toml line 2: [protocols.wattmon] require_md5: expected true or false, found a string",
+        ),
+        (
             "[server]\nheader_timeout_ms = 10000\nmax_connections = \"lots\"\n",
             "hookyard.toml line 3: [server] max_connections: expected a whole number (0 or more), found the string \"lots\"",
         ),
