@@ -322,25 +322,38 @@ fn check_protocol(spec: &ProtocolSpec, settings: &mut ProtocolSettings, lines: &
     let mut known: Vec<&str> = blocks.iter().flat_map(|b| config_keys(b)).collect();
     known.sort_unstable();
     known.dedup();
-    let mut problems = Vec::new();
     let unknown: Vec<String> = settings.0.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
+    let mut problems = Vec::new();
     for key in unknown {
         settings.0.remove(&key);
         problems.push(place(lines, &[&spec.name, &key], &config::unknown("unknown key", &key, &known)));
     }
+    for message in check_values(&spec.name, &blocks, settings, lines) {
+        if !problems.contains(&message) {
+            problems.push(message);
+        }
+    }
+    problems
+}
+
+/// Builds each block from the values that are set (a missing credential is generated later);
+/// a value that does not fit is refused and taken out.
+fn check_values(
+    protocol: &str,
+    blocks: &[&AuthBlock],
+    settings: &mut ProtocolSettings,
+    lines: &KeyLines,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     for block in blocks {
-        let generated = credential_need(block).is_some_and(|(key, _)| settings.get(&key).is_none());
-        if generated {
+        if credential_need(block).is_some_and(|(key, _)| settings.get(&key).is_none()) {
             continue;
         }
         if let Err(e) = build(block, settings) {
             settings.0.remove(&e.key);
-            let mut path = vec![spec.name.as_str(), e.key.as_str()];
+            let mut path = vec![protocol, e.key.as_str()];
             path.extend(e.path.iter().map(String::as_str));
-            let message = place(lines, &path, &e.message);
-            if !problems.contains(&message) {
-                problems.push(message);
-            }
+            problems.push(place(lines, &path, &e.message));
         }
     }
     problems
