@@ -22,6 +22,7 @@ fn run(command: &str, config: &str) -> (Option<i32>, String, tempfile::TempDir) 
         .current_dir(dir.path())
         .env("HOOKYARD_LISTEN", "127.0.0.1:0")
         .env_remove("HOOKYARD_DATA_DIR")
+        .env_remove("HOOKYARD_TEST_NEVER_SET")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -74,6 +75,10 @@ fn check_names_the_key_the_line_and_the_closest_key_of_each_mistake() {
         (
             "[server]\nheader_timeout_ms = 10000\nmax_connections = \"lots\"\n",
             "hookyard.toml line 3: [server] max_connections: expected a whole number (0 or more), found the string \"lots\"",
+        ),
+        (
+            "[protocols.gridx]\nsecrets = [\"${HOOKYARD_TEST_NEVER_SET}\"]\n",
+            "hookyard.toml line 2: [protocols.gridx] secrets[0]: environment variable HOOKYARD_TEST_NEVER_SET is referenced but not set",
         ),
         ("[server]\nmax_connections = 0\n", "hookyard.toml line 2: [server] max_connections: must be at least 1"),
         (
