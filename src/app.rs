@@ -44,13 +44,16 @@ impl App {
     /// Loads specs, credentials, the data directory and scripts; every problem is returned.
     pub fn build(mut config: Config) -> Result<Self, Vec<String>> {
         let registry = Registry::load(config.spec_dir.as_deref()).map_err(strings)?;
+        // Config mistakes first: with any, no credential is stored.
+        let mut errors = crate::auth::check_protocols(&mut config, &registry);
         let needs = credential_needs(&registry);
-        let credentials = config::fill_missing_credentials(&mut config, &needs).map_err(|e| vec![e.to_string()])?;
+        let store = errors.is_empty();
+        let credentials =
+            config::fill_missing_credentials(&mut config, &needs, store).map_err(|e| vec![e.to_string()])?;
         let data = DataDir::open(&config.data_dir)
             .map_err(|e| vec![format!("data directory {}: {e}", config.data_dir.display())])?;
         let data = Arc::new(data);
         let names: Vec<String> = registry.protocols.iter().map(|p| p.name.clone()).collect();
-        let mut errors = Vec::new();
         let operations = registry
             .protocols
             .iter()

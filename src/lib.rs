@@ -19,6 +19,7 @@ pub mod output;
 pub mod plugin;
 pub mod replay;
 pub mod script;
+pub mod secret;
 pub mod services;
 pub mod spec;
 pub mod store;

@@ -13,7 +13,7 @@ use poem::http::HeaderMap;
 
 pub use self::hmac::{HmacVerifier, SignatureError};
 pub use keys::{ApiKeys, HeaderAuth};
-pub use settings::{AuthConfigError, credential_need};
+pub use settings::{AuthConfigError, check_protocols, credential_need};
 
 use crate::config::ProtocolSettings;
 use crate::form::Form;

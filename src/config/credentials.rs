@@ -39,9 +39,12 @@ pub struct CredentialsReport {
 }
 
 /// Fills every missing credential from the credentials file, generating what is not there yet.
+/// With `store` false (the config has problems and the server will not start), generated
+/// credentials stay in memory: nothing is written and the report lists none.
 pub fn fill_missing_credentials(
     config: &mut Config,
     needs: &[CredentialNeed],
+    store: bool,
 ) -> Result<CredentialsReport, ConfigError> {
     let path = config.data_dir.join("credentials.toml");
     let mut stored = read_stored(&path)?;
@@ -59,8 +62,10 @@ pub fn fill_missing_credentials(
             Some(v) => v.clone(),
             None => {
                 let v = generate(need.kind);
-                section.insert(need.key.clone(), v.clone());
-                report.generated.push(format!("{}.{}", need.protocol, need.key));
+                if store {
+                    section.insert(need.key.clone(), v.clone());
+                    report.generated.push(format!("{}.{}", need.protocol, need.key));
+                }
                 v
             }
         };
@@ -75,8 +80,8 @@ pub fn fill_missing_credentials(
 fn read_stored(path: &Path) -> Result<toml::Table, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let doc: toml::Table = toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })?;
+            let doc: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::syntax(&path.display().to_string(), &text, &e))?;
             Ok(doc.get("protocols").and_then(|p| p.as_table()).cloned().unwrap_or_default())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
@@ -146,14 +151,14 @@ mod tests {
         let mut config = Config::defaults();
         config.data_dir = dir.path().to_owned();
         let needs = [need("gridx", "secrets", CredentialKind::SecretList)];
-        let first = fill_missing_credentials(&mut config, &needs).unwrap();
+        let first = fill_missing_credentials(&mut config, &needs, true).unwrap();
         assert_eq!(first.generated, vec!["gridx.secrets"]);
         let secret = config.protocol("gridx").get("secrets").unwrap().clone();
         assert!(secret.as_array().unwrap()[0].as_str().unwrap().len() > 40);
 
         let mut again = Config::defaults();
         again.data_dir = dir.path().to_owned();
-        let second = fill_missing_credentials(&mut again, &needs).unwrap();
+        let second = fill_missing_credentials(&mut again, &needs, true).unwrap();
         assert!(second.generated.is_empty());
         assert_eq!(again.protocol("gridx").get("secrets"), Some(&secret));
         #[cfg(unix)]
@@ -170,8 +175,19 @@ mod tests {
         let mut config = Config::from_toml("[protocols.gridx]\nsecrets = [\"mine\"]", |_| None).unwrap();
         config.data_dir = dir.path().to_owned();
         let needs = [need("gridx", "secrets", CredentialKind::SecretList)];
-        let report = fill_missing_credentials(&mut config, &needs).unwrap();
+        let report = fill_missing_credentials(&mut config, &needs, true).unwrap();
         assert!(report.generated.is_empty());
         assert!(!report.path.exists());
+    }
+
+    #[test]
+    fn nothing_is_stored_when_told_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults();
+        config.data_dir = dir.path().to_owned();
+        let needs = [need("gridx", "secrets", CredentialKind::SecretList)];
+        let report = fill_missing_credentials(&mut config, &needs, false).unwrap();
+        assert!(report.generated.is_empty() && !report.path.exists());
+        assert!(config.protocol("gridx").get("secrets").is_some(), "filled in memory");
     }
 }

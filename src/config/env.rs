@@ -1,35 +1,61 @@
 //! `${ENV_VAR}` expansion over every string (and table key) of the TOML configuration.
+//!
+//! A variable that is not set is a problem at the key that references it (its path is
+//! returned, so that the message can name the line).
 
-use super::ConfigError;
+/// A `${NAME}` whose variable is not set, and the key path that references it.
+#[derive(Debug)]
+pub(super) struct MissingEnv {
+    pub name: String,
+    pub path: Vec<String>,
+}
 
 pub(super) fn expand_table(
     table: &mut toml::Table,
     lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+) -> Result<(), MissingEnv> {
+    expand_table_at(table, lookup, &mut Vec::new())
+}
+
+fn expand_table_at(
+    table: &mut toml::Table,
+    lookup: &impl Fn(&str) -> Option<String>,
+    path: &mut Vec<String>,
+) -> Result<(), MissingEnv> {
     let entries = std::mem::take(table);
     for (key, mut value) in entries {
-        expand_value(&mut value, lookup)?;
-        table.insert(expand_str(&key, lookup)?, value);
+        path.push(key.clone());
+        expand_value(&mut value, lookup, path)?;
+        let expanded = expand_str(&key, lookup).map_err(|name| MissingEnv { name, path: path.clone() })?;
+        path.pop();
+        table.insert(expanded, value);
     }
     Ok(())
 }
 
-fn expand_value(value: &mut toml::Value, lookup: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn expand_value(
+    value: &mut toml::Value,
+    lookup: &impl Fn(&str) -> Option<String>,
+    path: &mut Vec<String>,
+) -> Result<(), MissingEnv> {
     match value {
-        toml::Value::String(s) => *s = expand_str(s, lookup)?,
+        toml::Value::String(s) => *s = expand_str(s, lookup).map_err(|name| MissingEnv { name, path: path.clone() })?,
         toml::Value::Array(items) => {
-            for item in items {
-                expand_value(item, lookup)?;
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(format!("[{i}]"));
+                expand_value(item, lookup, path)?;
+                path.pop();
             }
         }
-        toml::Value::Table(t) => expand_table(t, lookup)?,
+        toml::Value::Table(t) => expand_table_at(t, lookup, path)?,
         _ => {}
     }
     Ok(())
 }
 
-/// Replaces every `${NAME}` in `text`; `$$` stays a literal `$`-sequence untouched.
-pub(super) fn expand_str(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+/// Replaces every `${NAME}` in `text`; `$$` stays a literal `$`-sequence untouched. A name
+/// that `lookup` does not know is the error.
+pub(super) fn expand_str(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -40,7 +66,7 @@ pub(super) fn expand_str(text: &str, lookup: &impl Fn(&str) -> Option<String>) -
             return Ok(out);
         };
         let name = &after[..end];
-        let value = lookup(name).ok_or_else(|| ConfigError::MissingEnv(name.to_owned()))?;
+        let value = lookup(name).ok_or_else(|| name.to_owned())?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -59,5 +85,13 @@ mod tests {
         assert_eq!(expand_str("no vars", &lookup).unwrap(), "no vars");
         assert_eq!(expand_str("open ${A", &lookup).unwrap(), "open ${A");
         assert!(expand_str("${B}", &lookup).is_err());
+    }
+
+    #[test]
+    fn a_missing_variable_comes_with_the_key_that_references_it() {
+        let mut table: toml::Table = toml::from_str("[p]\nsecrets = [\"ok\", \"${NOPE}\"]\n").unwrap();
+        let err = expand_table(&mut table, &|_: &str| None).unwrap_err();
+        assert_eq!(err.name, "NOPE");
+        assert_eq!(err.path, ["p", "secrets", "[1]"]);
     }
 }

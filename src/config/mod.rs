@@ -2,144 +2,56 @@
 //!
 //! Layers, lowest first: embedded defaults, the TOML file (`hookyard.toml` in the working
 //! directory when present, or `--config FILE`), then `HOOKYARD_LISTEN` / `HOOKYARD_DATA_DIR`
-//! from the environment. Any string in the file may be `${ENV_VAR}`. Protocol tables are kept
-//! as free-form settings: the spec of each protocol names which keys its building blocks read.
+//! from the environment. Any string in the file may be `${ENV_VAR}`. Every mistake is refused
+//! at load with its key path and line (`sections.rs` says what each section holds; the
+//! `[protocols.<name>]` tables are checked against the specs' building blocks in `App::build`,
+//! with the line index kept here in [`Config::lines`]).
 
 pub mod credentials;
 mod env;
+mod lines;
+mod problems;
+mod sections;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::output::OutputSettings;
 use crate::plugin::PluginSettings;
 use crate::store::journal::Retention;
 
+pub use crate::secret::Secret;
 pub use credentials::{CredentialsReport, fill_missing_credentials};
+pub use lines::KeyLines;
+pub use problems::{Problem, Quote, from_value, suggest, unknown};
+pub use sections::{AdminSettings, ProtocolSettings, ScriptLimits, ServerLimits};
+
+use sections::FileConfig;
 
 /// Errors while reading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config: environment variable {0} is referenced but not set")]
-    MissingEnv(String),
+    #[error("{place}: not valid TOML: {message}")]
+    Syntax { place: String, message: String },
+    /// Every problem found, one per line (`hookyard.toml line 7: [server] …: …`).
+    #[error("{}", .0.join("\n"))]
+    Problems(Vec<String>),
     #[error("config: {0}")]
     Invalid(String),
     #[error("cannot store generated credentials in {path}: {source}")]
     Credentials { path: PathBuf, source: std::io::Error },
 }
 
-/// Limits applied to every script run.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScriptLimits {
-    pub max_operations: u64,
-    pub max_call_levels: usize,
-    pub max_string_size: usize,
-    pub max_array_size: usize,
-    pub max_map_size: usize,
-    /// Wall-clock cap per event, in milliseconds.
-    pub timeout_ms: u64,
-}
-
-impl Default for ScriptLimits {
-    fn default() -> Self {
-        Self {
-            max_operations: 1_000_000,
-            max_call_levels: 32,
-            max_string_size: 4 * 1024 * 1024,
-            max_array_size: 100_000,
-            max_map_size: 10_000,
-            timeout_ms: 1_000,
-        }
+impl ConfigError {
+    /// A TOML syntax error in `text` (the file `file`), with its line and column.
+    pub fn syntax(file: &str, text: &str, error: &toml::de::Error) -> Self {
+        let (line, column) = lines::position(text, error.span().map_or(0, |s| s.start));
+        Self::Syntax { place: format!("{file} line {line}, column {column}"), message: error.message().to_owned() }
     }
-}
-
-/// Limits on connections and slow clients.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerLimits {
-    /// Open connections at most; further clients wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// A request head (request line and headers) must arrive within this time.
-    pub header_timeout_ms: u64,
-    /// A request body must arrive within this time, with no pause longer than a third of it.
-    pub body_timeout_ms: u64,
-    /// Keep-alive connections with no traffic for this long are closed.
-    pub idle_timeout_ms: u64,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self { max_connections: 1024, header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 60_000 }
-    }
-}
-
-/// A secret string: `Debug` never shows it.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// The management API (`/api/…`) and `/metrics`; disabled when no token is set.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminSettings {
-    /// Bearer token the management API and `/metrics` require.
-    pub token: Option<Secret>,
-}
-
-/// The settings table of one protocol (`[protocols.<name>]`). Values may be secrets, so
-/// `Debug` prints only the keys.
-#[derive(Clone, Default, Deserialize)]
-pub struct ProtocolSettings(pub toml::Table);
-
-impl fmt::Debug for ProtocolSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-impl ProtocolSettings {
-    pub fn get(&self, key: &str) -> Option<&toml::Value> {
-        self.0.get(key)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    spec_dir: Option<PathBuf>,
-    scripts_dir: Option<PathBuf>,
-    reload_interval_ms: Option<u64>,
-    #[serde(default)]
-    scripts: ScriptLimits,
-    #[serde(default)]
-    server: ServerLimits,
-    #[serde(default)]
-    admin: AdminSettings,
-    #[serde(default)]
-    journal: Retention,
-    #[serde(default)]
-    protocols: BTreeMap<String, ProtocolSettings>,
-    #[serde(default)]
-    plugins: BTreeMap<String, PluginSettings>,
-    #[serde(default)]
-    outputs: OutputSettings,
 }
 
 /// The whole configuration of one hookyard process.
@@ -161,6 +73,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `[outputs]`: SQL, MQTT and HTTP outputs of scripts.
     pub outputs: OutputSettings,
+    /// The line of every key of the file, to name it in a problem found later.
+    pub lines: KeyLines,
 }
 
 impl Config {
@@ -179,6 +93,7 @@ impl Config {
             protocols: BTreeMap::new(),
             plugins: BTreeMap::new(),
             outputs: OutputSettings::default(),
+            lines: KeyLines::default(),
         }
     }
 
@@ -197,27 +112,32 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text, |k| std::env::var(k).ok()).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
-            other => other,
-        })
+        Self::parse(&path.display().to_string(), &text, |k| std::env::var(k).ok())
     }
 
     /// Parses TOML text, expanding `${VAR}` with `lookup`.
     pub fn from_toml(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut value: toml::Table = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.message().to_owned() })?;
-        env::expand_table(&mut value, &lookup)?;
-        let file: FileConfig = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        Self::parse("config", text, lookup)
+    }
+
+    /// Parses `text` (called `file` in messages): syntax, then `${VAR}`, then the sections.
+    fn parse(file: &str, text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lines = KeyLines::build(file, text).map_err(|e| ConfigError::syntax(file, text, &e))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::syntax(file, text, &e))?;
+        env::expand_table(&mut table, &lookup).map_err(|e| {
+            let problem =
+                format!("{}: environment variable {} is referenced but not set", lines.place(&e.path), e.name);
+            ConfigError::Problems(vec![problem])
+        })?;
+        let file = read_sections(table, &lines)?;
+        Ok(Self::from_sections(file, lines))
+    }
+
+    /// The defaults with what the file sets.
+    fn from_sections(file: FileConfig, lines: KeyLines) -> Self {
         let mut config = Self::defaults();
-        if let Some(listen) = file.listen {
-            config.listen = parse_listen(&listen)?;
-        }
-        if let Some(dir) = file.data_dir {
-            config.data_dir = dir;
-        }
+        config.listen = file.listen.unwrap_or(config.listen);
+        config.data_dir = file.data_dir.unwrap_or(config.data_dir);
         config.spec_dir = file.spec_dir.or(config.spec_dir);
         config.scripts_dir = file.scripts_dir.or(config.scripts_dir);
         if let Some(ms) = file.reload_interval_ms {
@@ -230,12 +150,14 @@ impl Config {
         config.protocols = file.protocols;
         config.plugins = file.plugins;
         config.outputs = file.outputs;
-        Ok(config)
+        config.lines = lines;
+        config
     }
 
     fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(listen) = lookup("HOOKYARD_LISTEN") {
-            self.listen = parse_listen(&listen)?;
+            self.listen =
+                sections::parse_listen(&listen).map_err(|e| ConfigError::Invalid(format!("HOOKYARD_LISTEN: {e}")))?;
         }
         if let Some(dir) = lookup("HOOKYARD_DATA_DIR") {
             self.data_dir = PathBuf::from(dir);
@@ -252,8 +174,33 @@ impl Config {
     }
 }
 
-fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| ConfigError::Invalid(format!("listen: {text:?} is not an address like 127.0.0.1:8080")))
+/// At most this many problems are looked for in one file (one per section).
+const MAX_PROBLEMS: usize = 20;
+
+/// Reads the sections; on a problem, the section at fault is set aside and the rest read
+/// again, so that one run names one problem in each section that has one.
+fn read_sections(mut table: toml::Table, lines: &KeyLines) -> Result<FileConfig, ConfigError> {
+    let mut problems = Vec::new();
+    let file = loop {
+        match from_value::<FileConfig>(toml::Value::Table(table.clone()), Quote::Values) {
+            Ok(file) => break Some(file),
+            Err(problem) => {
+                let section = problem.path.first().cloned();
+                problems.push(format!("{}: {}", lines.place(&problem.path), problem.message));
+                if section.and_then(|s| table.remove(&s)).is_none() || problems.len() >= MAX_PROBLEMS {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(file) = &file {
+        problems
+            .extend(sections::check_values(file).iter().map(|p| format!("{}: {}", lines.place(&p.path), p.message)));
+    }
+    match file {
+        Some(file) if problems.is_empty() => Ok(file),
+        _ => Err(ConfigError::Problems(problems)),
+    }
 }
 
 fn existing_dir(name: &str) -> Option<PathBuf> {
@@ -295,7 +242,72 @@ token = "adm1n"
     #[test]
     fn a_missing_env_var_is_named() {
         let err = Config::from_toml(BRIEF_EXAMPLE, |_| None).unwrap_err();
-        assert_eq!(err.to_string(), "config: environment variable GRIDX_SECRET is referenced but not set");
+        assert_eq!(
+            err.to_string(),
+            "config line 7: [protocols.gridx] secrets[0]: environment variable GRIDX_SECRET is referenced but not set"
+        );
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::from_toml(text, |_| None) {
+            Err(ConfigError::Problems(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn section_mistakes_name_key_line_and_a_suggestion() {
+        let found = problems("listen = \"127.0.0.1:1\"\n[server]\nmax_conections = 5\n");
+        assert_eq!(found, ["config line 3: [server] max_conections: unknown key (did you mean max_connections?)"]);
+        let found = problems("[server]\n\nmax_connections = \"lots\"\n");
+        assert_eq!(
+            found,
+            [
+                r#"config line 3: [server] max_connections: expected a whole number (0 or more), found the string "lots""#
+            ]
+        );
+        let found = problems("[sever]\nmax_connections = 5\n");
+        assert_eq!(found, ["config line 1: [sever]: unknown key (did you mean server?)"]);
+    }
+
+    #[test]
+    fn values_that_cannot_be_right_are_refused_and_every_section_is_looked_at() {
+        let text = "listen = \"localhost\"\n[scripts]\ntimeout_ms = 0\n[journal]\nmax_age_days = -1\n\
+                    [admin]\ntoken = \"\"\n[outputs.sql.tables.t]\nv = \"float\"\n";
+        let found = problems(text);
+        assert!(
+            found.contains(&r#"config line 1: listen: "localhost" is not an address like 127.0.0.1:8080"#.into()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"config line 3: [scripts] timeout_ms: must be at least 1 (0 would stop everything)".into()),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|p| p.starts_with("config line 7: [admin] token: must not be empty")), "{found:?}");
+        assert!(found.contains(&"config line 5: [journal] max_age_days: must be 0 or more".into()), "{found:?}");
+        let column = r#"config line 9: [outputs.sql.tables.t] v: "float" is not one of text, integer, real, boolean, json, timestamp"#;
+        assert!(found.contains(&column.into()), "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_line_and_column() {
+        let err = Config::from_toml("listen = \"x\"\n[server]\nmax_connections = \n", |_| None).unwrap_err();
+        assert!(err.to_string().starts_with("config line 3, column 19: not valid TOML: "), "{err}");
+    }
+
+    #[test]
+    fn a_protocol_table_written_as_a_value_is_refused_without_quoting_it() {
+        let found = problems("[protocols]\ngridx = \"whsec_mine\"\n");
+        assert_eq!(found, ["config line 2: [protocols] gridx: expected a table, found a string"]);
+    }
+
+    #[test]
+    fn a_numeric_secret_is_refused_without_being_printed() {
+        let found = problems("[admin]\ntoken = 12345678\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("config line 2: [admin] token: expected a string"), "{found:?}");
+        assert!(!found[0].contains("12345678"), "{found:?}");
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub struct OutputSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct SqlSettings {
     /// `postgres://user:password@host/db`; empty = the embedded SQLite database.
-    pub url: Option<crate::config::Secret>,
+    pub url: Option<crate::secret::Secret>,
     /// The embedded database file, relative to the data directory.
     pub sqlite_file: Option<String>,
     /// `[outputs.sql.tables.<table>] <column> = "text" | "integer" | "real" | "boolean" | "json" | "timestamp"`.
@@ -143,7 +143,7 @@ pub struct MqttSettings {
     #[serde(default = "default_client_id")]
     pub client_id: String,
     pub username: Option<String>,
-    pub password: Option<crate::config::Secret>,
+    pub password: Option<crate::secret::Secret>,
     /// How long a publish may take (until the broker acknowledges QoS 1).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,

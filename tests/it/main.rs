@@ -6,6 +6,7 @@ mod ai_on_the_edge;
 mod bad_input;
 mod bench_smoke;
 mod cli;
+mod config;
 mod docs;
 mod durability;
 mod gridx;

@@ -22,7 +22,7 @@ pub struct Retention {
     pub prune_interval_ms: u64,
     /// `postgres://…`: share idempotency keys and the event ledger with other instances
     /// (see `store::shared`). Unset: this instance is alone.
-    pub postgres_url: Option<crate::config::Secret>,
+    pub postgres_url: Option<crate::secret::Secret>,
     /// This instance's name in the shared journal (default: host name + data directory).
     pub instance: Option<String>,
 }

@@ -1,0 +1,198 @@
+//! The sections of the config file as serde structs, and the value checks serde cannot say.
+//!
+//! Each struct refuses unknown keys; values that cannot be right (a zero limit, an address
+//! that does not parse, an empty token) are refused while reading. Settings of other rooms
+//! (`[journal]`, `[outputs]`, `[plugins]`) are their own structs; their values are checked
+//! here after reading, with the same key paths.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+use super::problems::Problem;
+use crate::output::{ColumnType, OutputSettings};
+use crate::plugin::PluginSettings;
+use crate::secret::Secret;
+use crate::store::journal::Retention;
+
+/// Limits applied to every script run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptLimits {
+    #[serde(deserialize_with = "not_zero")]
+    pub max_operations: u64,
+    #[serde(deserialize_with = "not_zero")]
+    pub max_call_levels: usize,
+    #[serde(deserialize_with = "not_zero")]
+    pub max_string_size: usize,
+    #[serde(deserialize_with = "not_zero")]
+    pub max_array_size: usize,
+    #[serde(deserialize_with = "not_zero")]
+    pub max_map_size: usize,
+    /// Wall-clock cap per event, in milliseconds.
+    #[serde(deserialize_with = "not_zero")]
+    pub timeout_ms: u64,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        Self {
+            max_operations: 1_000_000,
+            max_call_levels: 32,
+            max_string_size: 4 * 1024 * 1024,
+            max_array_size: 100_000,
+            max_map_size: 10_000,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Limits on connections and slow clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Open connections at most; further clients wait in the kernel's backlog.
+    #[serde(deserialize_with = "not_zero")]
+    pub max_connections: usize,
+    /// A request head (request line and headers) must arrive within this time.
+    #[serde(deserialize_with = "not_zero")]
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this time, with no pause longer than a third of it.
+    #[serde(deserialize_with = "not_zero")]
+    pub body_timeout_ms: u64,
+    /// Keep-alive connections with no traffic for this long are closed.
+    #[serde(deserialize_with = "not_zero")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self { max_connections: 1024, header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 60_000 }
+    }
+}
+
+/// The management API (`/api/…`) and `/metrics`; disabled when no token is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token the management API and `/metrics` require.
+    #[serde(deserialize_with = "non_empty_secret")]
+    pub token: Option<Secret>,
+}
+
+/// The settings table of one protocol (`[protocols.<name>]`). Which keys it may hold is up
+/// to the protocol's spec (its building blocks name them), so it is checked where the specs
+/// are known. Values may be secrets, so `Debug` prints only the keys.
+#[derive(Clone, Default, Deserialize)]
+pub struct ProtocolSettings(pub toml::Table);
+
+impl fmt::Debug for ProtocolSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl ProtocolSettings {
+    pub fn get(&self, key: &str) -> Option<&toml::Value> {
+        self.0.get(key)
+    }
+}
+
+/// The file as written (every section optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default, deserialize_with = "listen_address")]
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub spec_dir: Option<PathBuf>,
+    pub scripts_dir: Option<PathBuf>,
+    pub reload_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub scripts: ScriptLimits,
+    #[serde(default)]
+    pub server: ServerLimits,
+    #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub journal: Retention,
+    #[serde(default)]
+    pub protocols: BTreeMap<String, ProtocolSettings>,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSettings>,
+    #[serde(default)]
+    pub outputs: OutputSettings,
+}
+
+fn not_zero<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default + PartialEq,
+{
+    let value = T::deserialize(deserializer)?;
+    if value == T::default() {
+        return Err(serde::de::Error::custom("must be at least 1 (0 would stop everything)"));
+    }
+    Ok(value)
+}
+
+fn non_empty_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    let secret = Secret::deserialize(deserializer)?;
+    if secret.0.is_empty() {
+        return Err(serde::de::Error::custom("must not be empty (leave the key out to switch this off)"));
+    }
+    Ok(Some(secret))
+}
+
+/// The address to listen on, parsed (the only place a user writes one).
+pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080"))
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Values of other rooms' settings that read fine but cannot be right.
+pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut refuse = |path: &[&str], message: &str| {
+        problems.push(Problem { path: path.iter().map(|s| s.to_string()).collect(), message: message.to_owned() });
+    };
+    let j = &file.journal;
+    for (key, value) in [("max_age_days", j.max_age_days), ("max_size_mb", j.max_size_mb)] {
+        if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            refuse(&["journal", key], "must be 0 or more");
+        }
+    }
+    if j.prune_interval_ms == 0 {
+        refuse(&["journal", "prune_interval_ms"], "must be at least 1");
+    }
+    if let Some(mqtt) = &file.outputs.mqtt {
+        if mqtt.host.is_empty() {
+            refuse(&["outputs", "mqtt", "host"], "must not be empty");
+        }
+        if mqtt.port == 0 {
+            refuse(&["outputs", "mqtt", "port"], "must be a port from 1 to 65535");
+        }
+        if mqtt.timeout_ms == 0 {
+            refuse(&["outputs", "mqtt", "timeout_ms"], "must be at least 1");
+        }
+    }
+    if file.outputs.http.timeout_ms == 0 {
+        refuse(&["outputs", "http", "timeout_ms"], "must be at least 1");
+    }
+    for (table, columns) in &file.outputs.sql.tables {
+        for (column, kind) in columns {
+            if kind.parse::<ColumnType>().is_err() {
+                let message = format!("{kind:?} is not one of text, integer, real, boolean, json, timestamp");
+                refuse(&["outputs", "sql", "tables", table, column], &message);
+            }
+        }
+    }
+    problems
+}
