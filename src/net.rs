@@ -1,16 +1,14 @@
 //! Connection hygiene on the public internet: bounds on open connections (in all and per
-//! client address), a deadline for each request head so slow clients (slowloris) cannot hold
-//! connections, HTTP/2 only when switched on, and who a client is behind a trusted proxy.
+//! client address), a deadline for each request head (slowloris), HTTP/2 only when switched
+//! on, and who a client is behind a trusted proxy.
 //!
 //! The acceptor waits for a free slot before accepting (further clients queue in the
-//! kernel's backlog); a connection from an address that already holds its share is closed at
-//! once. Each connection's reads are watched: the timer starts at the first byte of a request
-//! head and stops at the blank line that ends it (`\r\n\r\n`); a head that takes longer than
-//! the deadline closes the connection. A connection that opens with the HTTP/2 preface is
-//! closed when HTTP/2 is off, and otherwise has no head deadline after its preface (HTTP/2
-//! frames have no blank line; the server's idle timeout still applies). Slow bodies are cut
-//! off by the body reader (`ingest::body`), idle keep-alive connections by the server's idle
-//! timeout. Refused connections are logged with their address, at most one line a second.
+//! kernel's backlog); a connection from an address that holds its share already is closed at
+//! once. A request head's timer starts at its first byte and stops at the blank line that
+//! ends it (`\r\n\r\n`); a slower head closes the connection. A connection opening with the
+//! HTTP/2 preface is closed when HTTP/2 is off, and otherwise has no head deadline after the
+//! preface (frames have no blank line; the idle timeout applies). Slow bodies are cut by the
+//! body reader (`ingest::body`). Refusals are logged with the address, one line a second.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,0 +1,159 @@
+//! Connections: idle, slowloris and slow-body connections from one address leave room for
+//! others; HTTP/2 is refused unless switched on, and then not cut while active.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{ATTACKER, Attack, Server, TURN, assert_answered_within_a_second, connect_from, h2_client, h2_get, honest};
+
+/// Holds `n` connections from the attacker, each sending `opening` once connected; returns
+/// when all have been tried, keeping them open until the attack is dropped.
+fn hold(addr: SocketAddr, n: usize, opening: &'static [u8]) -> (Attack, tokio::sync::oneshot::Receiver<usize>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let attack = Attack::start(move || async move {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            if let Ok(mut s) = connect_from(ATTACKER, addr).await {
+                let _ = s.write_all(opening).await;
+                held.push(s);
+            }
+        }
+        let _ = tx.send(held.len());
+        std::future::pending::<()>().await;
+    });
+    (attack, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_from_one_address_leave_room_for_others() {
+    let _turn = TURN.lock().await;
+    let server = Server::start("");
+    let (_attack, opened) = hold(server.addr, 2000, b"");
+    assert_eq!(opened.await.unwrap(), 2000, "the attacker's connections were all tried");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        times.push(honest(server.addr).await);
+    }
+    assert_answered_within_a_second("2,000 idle connections", &times);
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains("connection refused")
+            && l.contains("client=127.0.0.2")
+            && l.contains("too many connections from this address")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_hundred_slowloris_connections_reconnecting_leave_room_for_others() {
+    let _turn = TURN.lock().await;
+    let server = Server::start("header_timeout_ms = 4000");
+    let addr = server.addr;
+    // Each drips a header line a second and reconnects a second after it is cut.
+    let drip = |addr| async move {
+        loop {
+            if let Ok(mut s) = connect_from(ATTACKER, addr).await {
+                let mut ok = s.write_all(b"POST /ai-on-the-edge/webhook HTTP/1.1\r\nHost: x\r\n").await.is_ok();
+                while ok {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    ok = s.write_all(b"X-Slow: 1\r\n").await.is_ok();
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let _attack = Attack::start(move || async move {
+        for _ in 0..1200 {
+            tokio::task::spawn_local(drip(addr));
+        }
+        std::future::pending::<()>().await;
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Probes before, across and after the first cut of the dripping heads (4 s).
+    let mut times = Vec::new();
+    for _ in 0..4 {
+        times.push(honest(server.addr).await);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert_answered_within_a_second("1,200 slowloris connections", &times);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_are_cut_with_408_and_leave_room_for_others() {
+    let _turn = TURN.lock().await;
+    let server = Server::start("");
+    let addr = server.addr;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _attack = Attack::start(move || async move {
+        let slow = |addr| async move {
+            let mut s = connect_from(ATTACKER, addr).await.ok()?;
+            let head =
+                "POST /gridx/events HTTP/1.1\r\nHost: x\r\nX-Signature: sha512=00\r\nContent-Length: 1000\r\n\r\n";
+            s.write_all(head.as_bytes()).await.ok()?;
+            let started = Instant::now();
+            let mut reply = vec![0u8; 512];
+            loop {
+                // One byte every 2 s, until the server answers.
+                tokio::select! {
+                    n = s.read(&mut reply) => {
+                        let n = n.ok()?;
+                        let status = String::from_utf8_lossy(&reply[..n]).lines().next()?.to_owned();
+                        return Some((status, started.elapsed()));
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => { let _ = s.write_all(b"{").await; }
+                }
+            }
+        };
+        let tasks: Vec<_> = (0..200).map(|_| tokio::task::spawn_local(slow(addr))).collect();
+        let mut cut = Vec::new();
+        for t in tasks {
+            cut.extend(t.await.ok().flatten());
+        }
+        let _ = tx.send(cut);
+        std::future::pending::<()>().await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        times.push(honest(server.addr).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_answered_within_a_second("slow bodies", &times);
+    let cut = tokio::time::timeout(Duration::from_secs(20), rx).await.expect("slow bodies are cut").unwrap();
+    eprintln!("slow bodies: {} answered, first {:?}", cut.len(), cut.first());
+    assert!(!cut.is_empty(), "the slow bodies got an answer");
+    for (status, after) in &cut {
+        assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+        assert!(*after < Duration::from_secs(10), "cut after {after:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_http2_is_refused_by_default() {
+    let server = Server::start("");
+    let refused = match h2_client(server.addr).await {
+        Err(_) => true,
+        Ok(mut client) => h2_get(&mut client, server.addr, "/healthz").await.is_err(),
+    };
+    assert!(refused, "h2c was served");
+    assert!(server.healthy(), "HTTP/1.1 still is");
+    let log = server.log();
+    assert!(log.contains("HTTP/2 is off") && log.contains("client=127.0.0.1"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_http2_connection_is_not_cut() {
+    let server = Server::start("http2 = true\nheader_timeout_ms = 2000");
+    let mut client = h2_client(server.addr).await.expect("h2c handshake");
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(15) {
+        let status = h2_get(&mut client, server.addr, "/healthz").await;
+        assert_eq!(status.ok(), Some(200), "request {answered} after {:?}", started.elapsed());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(answered >= 25);
+}
