@@ -282,6 +282,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         if let Head::Reading(deadline) = &mut self.head
             && deadline.as_mut().poll(cx).is_ready()
         {
+            self.slot.clients.refused(self.peer, "request head too slow");
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head too slow")));
         }
         let before = buf.filled().len();

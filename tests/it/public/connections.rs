@@ -157,3 +157,41 @@ async fn an_active_http2_connection_is_not_cut() {
     }
     assert!(answered >= 25);
 }
+
+#[tokio::test]
+async fn refusals_name_the_client_and_forwarded_for_counts_only_from_a_trusted_proxy() {
+    let server = Server::start("trusted_proxies = [\"127.0.0.1\"]\nheader_timeout_ms = 500");
+    let wrong_key = "POST /ai-on-the-edge/webhook HTTP/1.1\r\nHost: x\r\nAPIKEY: wrong\r\n\
+                     X-Forwarded-For: 203.0.113.9\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+    for from in [[127, 0, 0, 1], ATTACKER] {
+        let mut s = connect_from(from, server.addr).await.unwrap();
+        s.write_all(wrong_key.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply).await;
+        assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    }
+    // A head that never ends is cut and logged too.
+    let mut slow = connect_from(ATTACKER, server.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
+    let log = server.log();
+    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("request rejected")).collect();
+    assert_eq!(rejected.len(), 2, "{log}");
+    assert!(rejected[0].contains("client=203.0.113.9"), "through the trusted proxy: {}", rejected[0]);
+    assert!(rejected[1].contains("client=127.0.0.2") && !rejected[1].contains("203.0.113.9"), "{}", rejected[1]);
+    assert!(
+        log.lines().any(|l| l.contains("connection refused")
+            && l.contains("client=127.0.0.2")
+            && l.contains("request head too slow")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_trusted_proxy_that_is_not_an_address_is_refused_with_its_line() {
+    let err = hookyard::Config::from_toml("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", |_| None).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("line 2: [server] trusted_proxies"), "{shown}");
+    assert!(shown.contains("\"10.0.0.0/33\" is not an address or a range like 10.0.0.0/8"), "{shown}");
+}

@@ -126,3 +126,20 @@ async fn one_http2_connection_with_many_refused_uploads_does_not_grow_memory() {
     assert_eq!(statuses.len(), 150, "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 403), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_before_any_100_continue() {
+    let server = Server::start("");
+    for (key, first) in [("wrong", "HTTP/1.1 403 Forbidden"), ("k", "HTTP/1.1 100 Continue")] {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "PUT /ai-on-the-edge/webhook?timestamp=1 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n\
+             APIKEY: {key}\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut reply)).await.expect("an answer").unwrap();
+        let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+        assert!(reply.starts_with(first), "APIKEY {key}: {reply}");
+    }
+}
