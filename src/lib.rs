@@ -23,6 +23,7 @@ pub mod secret;
 pub mod services;
 pub mod spec;
 pub mod store;
+pub mod tls;
 
 pub use app::{App, run};
 pub use config::Config;

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 
 use super::problems::Problem;
+use super::tls::{TlsSettings, TrustedProxy};
 use crate::output::{ColumnType, OutputSettings};
 use crate::plugin::PluginSettings;
 use crate::secret::Secret;
@@ -66,11 +67,19 @@ pub struct ServerLimits {
     /// Keep-alive connections with no traffic for this long are closed.
     #[serde(deserialize_with = "not_zero")]
     pub idle_timeout_ms: u64,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-Proto` counts.
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { max_connections: 1024, header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 60_000 }
+        Self {
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -125,6 +134,7 @@ pub(super) struct FileConfig {
     pub plugins: BTreeMap<String, PluginSettings>,
     #[serde(default)]
     pub outputs: OutputSettings,
+    pub tls: Option<TlsSettings>,
 }
 
 fn not_zero<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -193,6 +203,9 @@ pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
                 refuse(&["outputs", "sql", "tables", table, column], &message);
             }
         }
+    }
+    if let Some(tls) = &file.tls {
+        problems.extend(super::tls::check(tls));
     }
     problems
 }

@@ -23,8 +23,9 @@ use crate::config::ProtocolSettings;
 use crate::event::Origin;
 use crate::form::Form;
 use crate::spec::OperationSpec;
-use crate::spec::ext::BodyKind;
+use crate::spec::ext::{BodyKind, Reject, SCHEME_KEY, SchemePolicy};
 use crate::store::journal::RequestRecord;
+use crate::tls::HttpsGate;
 
 pub use claims::{Claims, ClusterAnswer};
 pub use pipeline::{Pipeline, deliver};
@@ -39,6 +40,9 @@ pub struct Operation {
     keep_headers: Vec<String>,
     /// What a request that passed has been verified by (for the journal).
     verification: String,
+    /// Plain HTTP is refused (when the server has HTTPS): the spec's `x-hookyard-scheme`,
+    /// or the protocol's `scheme` setting.
+    require_https: bool,
 }
 
 impl Operation {
@@ -51,7 +55,16 @@ impl Operation {
             true => "no checks".to_owned(),
             false => format!("passed: {}", checkers.iter().map(Checker::describe).collect::<Vec<_>>().join("; ")),
         };
-        Ok(Self { spec, checkers, keep_headers, verification })
+        let scheme = match settings.get(SCHEME_KEY) {
+            Some(value) => SchemePolicy::from_setting(value).map_err(|message| auth::AuthConfigError {
+                key: SCHEME_KEY.into(),
+                path: Vec::new(),
+                message: message.into(),
+            })?,
+            None => spec.scheme,
+        };
+        let require_https = scheme == SchemePolicy::Https;
+        Ok(Self { spec, checkers, keep_headers, verification, require_https })
     }
 
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
@@ -70,6 +83,8 @@ pub struct PathEndpoint {
     pub pipeline: Arc<Pipeline>,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
+    /// Whether requests came over HTTPS (`None`: the server has no HTTPS).
+    pub https: Option<Arc<HttpsGate>>,
 }
 
 impl Endpoint for PathEndpoint {
@@ -85,7 +100,14 @@ impl Endpoint for PathEndpoint {
         // line itself); the few lines logged inside carry the protocol themselves.
         let method = req.method().clone();
         let (protocol, route) = (op.spec.protocol.as_str(), op.spec.path.as_str());
-        let response = match handle(&op, &self.pipeline, req, self.body_timeout).await {
+        let refused = self.https.as_ref().filter(|_| op.require_https).and_then(|gate| gate.refusal(&req));
+        let outcome = match refused {
+            Some(reason) => {
+                Err(Rejection::Unauthorized { reason, reject: Reject { status: Some(403), ..Reject::default() } })
+            }
+            None => handle(&op, &self.pipeline, req, self.body_timeout).await,
+        };
+        let response = match outcome {
             Ok(events) => {
                 self.pipeline.metrics.request(protocol, route, "accepted");
                 tracing::info!(protocol, route, %method, outcome = "accepted", events, "request accepted");
