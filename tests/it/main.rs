@@ -23,5 +23,6 @@ mod scale_out;
 mod schemathesis;
 mod scripts;
 mod slow;
+mod tls;
 mod wattmon;
 mod wattsense;
