@@ -180,11 +180,11 @@ pub struct TlsParts {
 
 /// An HTTP-01 challenge's key authorization, while its order waits for validation.
 #[handler]
-fn acme_challenge(
+async fn acme_challenge(
     poem::web::Path(token): poem::web::Path<String>,
     challenges: poem::web::Data<&Challenges>,
 ) -> poem::Response {
-    match challenges.answer(&token) {
+    match challenges.answer(&token).await {
         Some(answer) => poem::Response::builder().content_type("application/octet-stream").body(answer),
         None => poem::Response::builder().status(poem::http::StatusCode::NOT_FOUND).body("no such challenge"),
     }

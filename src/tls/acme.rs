@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use instant_acme::{
@@ -37,37 +37,77 @@ pub struct Settings {
 }
 
 /// HTTP-01 tokens and their key authorizations, answered at
-/// `/.well-known/acme-challenge/<token>` while an order waits for validation.
-#[derive(Clone, Default)]
-pub struct Challenges(Arc<Mutex<HashMap<String, String>>>);
+/// `/.well-known/acme-challenge/<token>` while an order waits for validation. With a shared
+/// journal they are in PostgreSQL too, so the CA may reach any instance.
+#[derive(Clone)]
+pub struct Challenges {
+    local: Arc<Mutex<HashMap<String, String>>>,
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    /// One PostgreSQL look-up at a time for tokens this instance does not know.
+    lookups: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        Self { local: Arc::default(), shared: Arc::default(), lookups: Arc::new(tokio::sync::Semaphore::new(1)) }
+    }
+}
 
 impl Challenges {
-    /// The key authorization of `token`, while its challenge is open.
-    pub fn answer(&self, token: &str) -> Option<String> {
-        self.lock().get(token).cloned()
+    /// Looks tokens this instance does not know up in `shared` from now on.
+    pub fn share(&self, shared: Arc<Shared>) {
+        let _ = self.shared.set(shared);
     }
 
-    fn open(&self, token: String, key_authorization: String) {
+    /// The key authorization of `token`, while its challenge is open (here or, with a shared
+    /// journal, on another instance).
+    pub async fn answer(&self, token: &str) -> Option<String> {
+        if let Some(answer) = self.lock().get(token).cloned() {
+            return Some(answer);
+        }
+        let shared = self.shared.get()?;
+        if !is_token(token) {
+            return None;
+        }
+        let _one = self.lookups.acquire().await.ok()?;
+        shared.challenge(token).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "an ACME challenge could not be looked up in the shared journal");
+            None
+        })
+    }
+
+    async fn open(&self, token: String, key_authorization: String) -> Result<(), TlsError> {
+        if let Some(shared) = self.shared.get() {
+            shared.open_challenge(&token, &key_authorization).await?;
+        }
         self.lock().insert(token, key_authorization);
+        Ok(())
     }
 
-    fn close(&self, tokens: &[String]) {
-        let mut map = self.lock();
-        for t in tokens {
-            map.remove(t);
+    async fn close(&self, tokens: &[String]) {
+        self.lock().retain(|t, _| !tokens.contains(t));
+        if let Some(shared) = self.shared.get()
+            && let Err(e) = shared.close_challenges(tokens).await
+        {
+            tracing::warn!(error = %e, "ACME challenges could not be removed from the shared journal");
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// An ACME token: base64url, of a sensible length (anything else is not looked up).
+fn is_token(token: &str) -> bool {
+    (16..=128).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Keeps the ACME certificate current.
 pub struct Manager {
     pub order: Settings,
     pub cache: Cache,
-    pub shared: Option<Shared>,
+    pub shared: Option<Arc<Shared>>,
     pub challenges: Challenges,
     pub certs: Arc<CertStore>,
     pub status: TlsStatus,
@@ -201,7 +241,7 @@ impl Manager {
             Ok(()) => order.poll_ready(&retry()).await.map_err(acme),
             Err(e) => Err(e),
         };
-        self.challenges.close(&tokens);
+        self.challenges.close(&tokens).await;
         let status = ready?;
         if status != OrderStatus::Ready {
             let why = order.state().error.as_ref().map(ToString::to_string).unwrap_or_else(|| format!("{status:?}"));
@@ -228,7 +268,8 @@ impl Manager {
             let mut challenge = authz
                 .challenge(ChallengeType::Http01)
                 .ok_or_else(|| TlsError::Acme("the CA offers no http-01 challenge".into()))?;
-            self.challenges.open(challenge.token.clone(), challenge.key_authorization().as_str().to_owned());
+            let answer = challenge.key_authorization().as_str().to_owned();
+            self.challenges.open(challenge.token.clone(), answer).await?;
             tokens.push(challenge.token.clone());
             challenge.set_ready().await.map_err(acme)?;
         }

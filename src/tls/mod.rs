@@ -92,7 +92,11 @@ impl Tls {
             CertSource::Acme { domains, contact, directory, ca_root } => {
                 let order = acme::Settings { domains, contact, directory, ca_root };
                 let cache = cache::Cache::open(&config.data_dir)?;
-                let shared = config.journal.postgres_url.clone().filter(|u| !u.0.is_empty()).map(shared::Shared::new);
+                let url = config.journal.postgres_url.clone().filter(|u| !u.0.is_empty());
+                let shared = url.map(|url| Arc::new(shared::Shared::new(url)));
+                if let Some(shared) = &shared {
+                    challenges.share(shared.clone());
+                }
                 let manager =
                     acme::Manager { order, cache, shared, challenges, certs: certs.clone(), status: status.clone() };
                 manager.serve_cached(&provider);

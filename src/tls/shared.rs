@@ -1,6 +1,7 @@
 //! The ACME certificate shared by the instances of one PostgreSQL journal: one instance orders
 //! at a time (a session advisory lock per domain set), the others take its certificate from
-//! the `hookyard_tls_certificates` table. The lock is held by a connection of its own and is
+//! the `hookyard_tls_certificates` table. Open HTTP-01 challenges are in
+//! `hookyard_acme_challenges`, so whichever instance the CA reaches can answer them. The lock is held by a connection of its own and is
 //! released when that connection closes, so a crashed instance never keeps it.
 
 use tokio_postgres::{Client, NoTls};
@@ -13,7 +14,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS hookyard_tls_certificates (
     chain TEXT NOT NULL,
     private_key TEXT NOT NULL,
     not_after BIGINT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS hookyard_acme_challenges (
+    token TEXT PRIMARY KEY,
+    key_authorization TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
 
 /// The shared store of `[journal] postgres_url`.
 pub struct Shared {
@@ -78,6 +83,42 @@ impl Shared {
             )
             .await
             .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// The key authorization of an open challenge of any instance.
+    pub async fn challenge(&self, token: &str) -> Result<Option<String>, TlsError> {
+        let client = self.connect().await?;
+        let row = client
+            .query_opt("SELECT key_authorization FROM hookyard_acme_challenges WHERE token = $1", &[&token])
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn open_challenge(&self, token: &str, key_authorization: &str) -> Result<(), TlsError> {
+        let client = self.connect().await?;
+        // Challenges left by an instance that stopped mid-order are of no use after a day.
+        client
+            .execute("DELETE FROM hookyard_acme_challenges WHERE created_at < now() - interval '1 day'", &[])
+            .await
+            .map_err(db)?;
+        client
+            .execute(
+                "INSERT INTO hookyard_acme_challenges (token, key_authorization) VALUES ($1, $2)
+                 ON CONFLICT (token) DO UPDATE SET key_authorization = $2",
+                &[&token, &key_authorization],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub async fn close_challenges(&self, tokens: &[String]) -> Result<(), TlsError> {
+        let client = self.connect().await?;
+        client.execute("DELETE FROM hookyard_acme_challenges WHERE token = ANY($1)", &[&tokens]).await.map_err(db)?;
         Ok(())
     }
 }

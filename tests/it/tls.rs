@@ -6,6 +6,7 @@
 
 mod pebble;
 mod pki;
+mod shared;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -100,11 +100,15 @@ pub fn make_leaf(dir: &Path, ca: &str, name: &str, sans: &str) -> (PathBuf, Path
 /// A client that trusts only `root_pem`, reaches [`DOMAIN`] at `addr`, and keeps the peer
 /// certificate of each response.
 pub fn client_trusting(root_pem: &[u8], addr: SocketAddr) -> reqwest::Client {
+    client_for(root_pem, addr, DOMAIN)
+}
+
+fn client_for(root_pem: &[u8], addr: SocketAddr, domain: &str) -> reqwest::Client {
     let root = reqwest::Certificate::from_pem(root_pem).expect("root parses");
     reqwest::Client::builder()
         .tls_certs_only([root])
         .tls_info(true)
-        .resolve(DOMAIN, addr)
+        .resolve(domain, addr)
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()
@@ -115,8 +119,13 @@ pub fn client_trusting(root_pem: &[u8], addr: SocketAddr) -> reqwest::Client {
 /// client of its own: a resumed TLS session would not show a new certificate): the served
 /// leaf (DER), or the error.
 pub async fn served_leaf(root_pem: &[u8], port: u16) -> Result<Vec<u8>, String> {
-    let client = client_trusting(root_pem, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    let res = client.get(format!("https://{DOMAIN}:{port}/healthz")).send().await.map_err(|e| format!("{e:?}"))?;
+    served_leaf_of(root_pem, port, DOMAIN).await
+}
+
+/// [`served_leaf`] for `domain`.
+pub async fn served_leaf_of(root_pem: &[u8], port: u16, domain: &str) -> Result<Vec<u8>, String> {
+    let client = client_for(root_pem, std::net::SocketAddr::from(([127, 0, 0, 1], port)), domain);
+    let res = client.get(format!("https://{domain}:{port}/healthz")).send().await.map_err(|e| format!("{e:?}"))?;
     assert_eq!(res.status(), 200);
     let info = res.extensions().get::<reqwest::tls::TlsInfo>().expect("tls info kept");
     Ok(info.peer_certificate().expect("a peer certificate").to_vec())
