@@ -235,6 +235,7 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    crate::tls::install_default_provider();
     let services = app.open_services().await.map_err(std::io::Error::other)?;
     listener.set_nonblocking(true)?;
     let plain = TcpAcceptor::from_std(listener)?;

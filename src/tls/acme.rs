@@ -27,6 +27,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// One whole order (account, challenges, finalize, download) at most this long.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+/// The ACME problem of an account the CA does not know (a test CA restarted, a deleted account).
+const NO_ACCOUNT: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 
 /// What to order, from `[tls]`.
 pub struct Settings {
@@ -234,7 +236,14 @@ impl Manager {
     async fn order(&self) -> Result<(String, String), TlsError> {
         let account = self.account().await?;
         let ids: Vec<Identifier> = self.order.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(acme)?;
+        let mut order = match account.new_order(&NewOrder::new(&ids)).await {
+            Ok(order) => order,
+            Err(instant_acme::Error::Api(problem)) if problem.r#type.as_deref() == Some(NO_ACCOUNT) => {
+                self.cache.forget_account();
+                return Err(TlsError::Acme(format!("{problem}; a new account is made on the next attempt")));
+            }
+            Err(e) => return Err(acme(e)),
+        };
         let mut tokens = Vec::new();
         let answered = self.answer_challenges(&mut order, &mut tokens).await;
         let ready = match answered {

@@ -30,6 +30,11 @@ impl Cache {
         std::fs::read(self.dir.join(ACCOUNT)).ok()
     }
 
+    /// Forgets the stored account (the CA no longer knows it); the next order makes a new one.
+    pub fn forget_account(&self) {
+        let _ = std::fs::remove_file(self.dir.join(ACCOUNT));
+    }
+
     pub fn save_account(&self, json: &[u8]) -> Result<(), TlsError> {
         self.write(ACCOUNT, json)
     }

@@ -79,7 +79,6 @@ impl Tls {
         challenges: Challenges,
     ) -> Result<Option<Self>, TlsError> {
         let Some(source) = config.tls.source() else { return Ok(None) };
-        install_default_provider();
         let provider = provider();
         let certs = Arc::new(CertStore::default());
         let status = TlsStatus::new(Some(metrics));

@@ -284,3 +284,53 @@ async fn an_unreachable_acme_directory_leaves_the_certificate_pending_and_plain_
     assert!(failed, "the failed order's reason is in /healthz: {}", server.health().await);
     server.stop().await;
 }
+
+/// A TLS connection to the server, handshake done, trusting only `ca`.
+async fn tls_connect(ca: &[u8], port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(hookyard::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(tls_addr(port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn over_tls_the_head_deadline_starts_after_the_handshake_and_still_holds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = std::fs::read(make_ca(dir.path(), "ca")).unwrap();
+    let (cert, key) = make_leaf(dir.path(), "ca", "leaf", &format!("DNS:{DOMAIN}"));
+    let port = free_port();
+    let limits = "handshake_timeout_ms = 300\n[server]\nheader_timeout_ms = 1500\nidle_timeout_ms = 30000\n";
+    let _app = spawn_app(&tls_files_config(port, &cert, &key, limits)).await;
+
+    // A head sent slowly for longer than the handshake deadline, within the head deadline.
+    let mut tls = tls_connect(&ca, port).await;
+    for part in ["GET /healthz HTTP/1.1\r\n", "Host: hooks.test\r\n", "Connection: close\r\n", "\r\n"] {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tls.write_all(part.as_bytes()).await.unwrap();
+    }
+    let mut reply = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut reply)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "a finished handshake is not cut later: {reply:?}");
+
+    // A head that stalls is cut by header_timeout_ms, as on the plain listener.
+    let mut tls = tls_connect(&ca, port).await;
+    let started = Instant::now();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: hooks.test\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the stalled head is cut");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{buf:?}");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1200) && after < Duration::from_secs(8),
+        "cut by the head deadline: {after:?}"
+    );
+}
