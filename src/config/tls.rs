@@ -153,10 +153,15 @@ pub struct TrustedProxy {
     prefix: u8,
 }
 
+/// A `[server] trusted_proxies` entry that is not an address or a CIDR block.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an IP address or a CIDR block like 10.0.0.0/8")]
+pub struct NotAProxy(String);
+
 impl TryFrom<String> for TrustedProxy {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not an IP address or a CIDR block like 10.0.0.0/8");
+    type Error = NotAProxy;
+    fn try_from(text: String) -> Result<Self, NotAProxy> {
+        let bad = || NotAProxy(text.clone());
         let (ip, prefix) = text.split_once('/').map_or((text.as_str(), None), |(ip, p)| (ip, Some(p)));
         let network: IpAddr = ip.trim().parse().map_err(|_| bad())?;
         let max = if network.is_ipv4() { 32 } else { 128 };

@@ -156,6 +156,10 @@ fn contradictory_or_incomplete_tls_settings_are_refused_with_key_and_line() {
             "hookyard.toml line 4: [tls] acme_contact: \"me@example.org\" must be a mailto: address",
         ),
         (
+            "[server]\ntrusted_proxies = [\"proxy.local\"]\n",
+            "hookyard.toml line 2: [server] trusted_proxies[0]: \"proxy.local\" is not an IP address or a CIDR block like 10.0.0.0/8",
+        ),
+        (
             "[protocols.gridx]\nscheme = \"http\"\n",
             "hookyard.toml line 2: [protocols.gridx] scheme: must be \"https\" or \"any\"",
         ),
