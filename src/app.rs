@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
+use poem::listener::{Acceptor, AcceptorExt, TcpAcceptor};
 use poem::{EndpointExt, Route, Server, get, handler, web::Html};
 
 use sha2::{Digest, Sha256};
@@ -27,6 +27,7 @@ use crate::script::{Extensions, ScriptHost};
 use crate::services::{Services, ServicesError};
 use crate::spec::Registry;
 use crate::store::DataDir;
+use crate::tls::{Challenges, HttpsGate, Tls, TlsAcceptor, TlsStatus};
 
 /// The operations of each route path.
 type Paths = BTreeMap<String, Vec<Arc<Operation>>>;
@@ -91,15 +92,21 @@ impl App {
         self.documents.len()
     }
 
-    /// The poem endpoint serving every route; `problems` is what `/healthz` reports.
-    pub fn endpoint(&self, pipeline: Arc<Pipeline>, problems: Problems) -> impl poem::Endpoint + 'static {
+    /// The poem endpoint serving every route; `problems` is what `/healthz` reports, with the
+    /// HTTPS status of `tls`.
+    pub fn endpoint(
+        &self,
+        pipeline: Arc<Pipeline>,
+        problems: Problems,
+        tls: TlsParts,
+    ) -> impl poem::Endpoint + 'static {
         let names: Vec<String> = self.documents.keys().cloned().collect();
         let token_digest: Option<[u8; 32]> =
             self.config.admin.token.as_ref().map(|token| Sha256::digest(token.0.as_bytes()).into());
         let enabled = token_digest.is_some();
         let admin =
             Admin { state: token_digest.map(|token_digest| AdminState { token_digest, pipeline: pipeline.clone() }) };
-        let management = admin::service(HealthApi { protocols: names.clone(), problems }, admin);
+        let management = admin::service(HealthApi { protocols: names.clone(), problems, tls: tls.status }, admin);
         let mut documents: BTreeMap<String, Document> = self
             .documents
             .iter()
@@ -110,15 +117,17 @@ impl App {
         all_names.push("management".into());
         let mut route = Route::new()
             .at("/docs", get(docs_page).data(Arc::new(docs::DocsPage::new(all_names))))
-            .at("/openapi/:file", docs::documents_endpoint(documents));
+            .at("/openapi/:file", docs::documents_endpoint(documents))
+            .at("/.well-known/acme-challenge/:token", get(acme_challenge).data(tls.challenges));
         if !enabled {
             // Without a token nothing behind it exists: 404 before any token check.
             route = route.at("/api/*rest", admin_disabled).at("/metrics", admin_disabled);
         }
         let intake = Arc::new(Intake::new(&self.config.server_limits));
+        let https = HttpsGate::from_config(&self.config).map(Arc::new);
         for (path, ops) in &self.paths {
-            route =
-                route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone(), intake: intake.clone() });
+            let (ops, pipeline, intake, https) = (ops.clone(), pipeline.clone(), intake.clone(), https.clone());
+            route = route.at(path, PathEndpoint { ops, pipeline, intake, https });
         }
         // poem-openapi's own refusals (missing token, bad parameter) in the documented JSON shape.
         route.nest(
@@ -172,6 +181,25 @@ fn routes(registry: Registry, config: &Config, errors: &mut Vec<String>) -> (Pat
     (paths, documents)
 }
 
+/// What the endpoint shows of HTTPS: the status for `/healthz`, the open ACME challenges.
+#[derive(Clone, Default)]
+pub struct TlsParts {
+    pub status: Option<TlsStatus>,
+    pub challenges: Challenges,
+}
+
+/// An HTTP-01 challenge's key authorization, while its order waits for validation.
+#[handler]
+async fn acme_challenge(
+    poem::web::Path(token): poem::web::Path<String>,
+    challenges: poem::web::Data<&Challenges>,
+) -> poem::Response {
+    match challenges.answer(&token).await {
+        Some(answer) => poem::Response::builder().content_type("application/octet-stream").body(answer),
+        None => poem::Response::builder().status(poem::http::StatusCode::NOT_FOUND).body("no such challenge"),
+    }
+}
+
 #[handler]
 fn docs_page(page: poem::web::Data<&Arc<docs::DocsPage>>) -> Html<String> {
     Html(page.html().to_owned())
@@ -210,38 +238,76 @@ fn duplicate_routes(paths: &Paths) -> Vec<String> {
     errors
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; in-flight requests get 10 s.
+/// Serves `app` on `listener` (and on `[tls] listen` over HTTPS) until `shutdown` resolves;
+/// in-flight requests get 10 s.
 pub async fn run(
     listener: std::net::TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    crate::tls::install_default_provider();
     let services = app.open_services().await.map_err(std::io::Error::other)?;
     listener.set_nonblocking(true)?;
+    let plain = TcpAcceptor::from_std(listener)?;
     let limits = &app.config.server_limits;
-    let acceptor = Guarded::new(
-        TcpAcceptor::from_std(listener)?,
-        Limits {
-            max_connections: limits.max_connections,
-            per_client: limits.max_connections_per_client,
-            header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
-            http2: limits.http2,
-            trusted_proxies: limits.trusted_proxies.clone(),
-        },
-    );
-    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms.max(1));
-    let max_streams = limits.http2_max_streams;
+    let limits = Limits {
+        max_connections: limits.max_connections,
+        per_client: limits.max_connections_per_client,
+        header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
+        http2: limits.http2,
+        trusted_proxies: limits.trusted_proxies.clone(),
+    };
+    let challenges = Challenges::default();
+    let tls = Tls::start(&app.config, services.pipeline.metrics.clone(), challenges.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let problems = Problems::default();
     let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval, problems.clone()));
-    let endpoint = app.endpoint(services.pipeline.clone(), problems);
-    let result = Server::new_with_acceptor(acceptor)
-        .idle_timeout(idle_timeout)
-        .http2_max_concurrent_streams(max_streams)
-        .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
-        .await;
+    let parts = TlsParts { status: tls.as_ref().map(|t| t.status.clone()), challenges };
+    let endpoint = app.endpoint(services.pipeline.clone(), problems, parts);
+    let server = &app.config.server_limits;
+    let options = ServeOptions {
+        idle_timeout: Duration::from_millis(server.idle_timeout_ms.max(1)),
+        max_streams: server.http2_max_streams,
+    };
+    let result = match (&tls, app.config.tls.listen) {
+        (Some(tls), Some(address)) => {
+            let secure = std::net::TcpListener::bind(address)?;
+            secure.set_nonblocking(true)?;
+            let secure =
+                TlsAcceptor::new(TcpAcceptor::from_std(secure)?, tls.server_config.clone(), tls.handshake_timeout);
+            tracing::info!(%address, "HTTPS listening");
+            serve(Guarded::new(plain.combine(secure), limits), options, endpoint, shutdown).await
+        }
+        _ => serve(Guarded::new(plain, limits), options, endpoint, shutdown).await,
+    };
+    if let Some(tls) = &tls {
+        tls.stop();
+    }
     watcher.abort();
     services.close().await;
     result
+}
+
+/// One server over `acceptor` (the plain listener, or it and the TLS one under one guard).
+/// How the server treats its connections.
+struct ServeOptions {
+    idle_timeout: Duration,
+    /// Concurrent streams of one HTTP/2 connection (when `[server] http2` lets one in).
+    max_streams: u32,
+}
+
+async fn serve<A: Acceptor + 'static>(
+    acceptor: A,
+    options: ServeOptions,
+    endpoint: impl poem::Endpoint + 'static,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    Server::new_with_acceptor(acceptor)
+        .idle_timeout(options.idle_timeout)
+        .http2_max_concurrent_streams(options.max_streams)
+        .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
+        .await
 }
 
 /// Reloads changed scripts; a change that does not compile is reported in `/healthz` until a

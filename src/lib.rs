@@ -25,6 +25,7 @@ pub mod services;
 pub mod spec;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{App, run};
 pub use config::Config;

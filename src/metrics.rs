@@ -55,6 +55,7 @@ pub struct Metrics {
     script_seconds: Family<ProtocolLabels, Histogram, fn() -> Histogram>,
     journal_bytes: Gauge,
     journal_path: PathBuf,
+    tls_expiry: Gauge,
 }
 
 impl Metrics {
@@ -94,7 +95,14 @@ impl Metrics {
              output, journal, disk_full, busy, busy_elsewhere, shared_unreachable, stopped",
             failures.clone(),
         );
-        Self { registry, requests, events, failures, script_seconds, journal_bytes, journal_path }
+        let tls_expiry = Gauge::default();
+        registry.register_with_unit(
+            "tls_certificate_expiry_timestamp",
+            "When the served HTTPS certificate expires, in Unix time (0 while none is served: HTTPS off, or a certificate pending)",
+            Unit::Seconds,
+            tls_expiry.clone(),
+        );
+        Self { registry, requests, events, failures, script_seconds, journal_bytes, journal_path, tls_expiry }
     }
 
     pub fn request(&self, protocol: &str, route: &str, outcome: &str) {
@@ -113,6 +121,11 @@ impl Metrics {
     /// One request that failed after it was accepted, by kind.
     pub fn failure(&self, protocol: &str, kind: &str) {
         self.failures.get_or_create(&FailureLabels { protocol: protocol.into(), kind: kind.into() }).inc();
+    }
+
+    /// The served certificate's expiry (Unix seconds; 0 while none is served).
+    pub fn tls_expiry(&self, unix_seconds: i64) {
+        self.tls_expiry.set(unix_seconds);
     }
 
     pub fn script_run(&self, protocol: &str, seconds: f64) {

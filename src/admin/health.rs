@@ -1,5 +1,6 @@
 //! `/healthz`: whether the server is up, which protocols it serves, and whether anything is
-//! degraded (a script change that does not compile, so an older version keeps running).
+//! degraded (a script change that does not compile, so an older version keeps running; an
+//! HTTPS certificate pending).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -43,12 +44,18 @@ struct Health {
     protocols: Vec<String>,
     /// The server's version.
     version: String,
+    /// HTTPS, when `[tls]` is on: the certificate served and until when, or
+    /// `certificate pending`.
+    #[oai(skip_serializing_if_is_none)]
+    tls: Option<String>,
 }
 
 /// The health endpoint.
 pub struct HealthApi {
     pub protocols: Vec<String>,
     pub problems: Problems,
+    /// The HTTPS status, when `[tls]` is on.
+    pub tls: Option<crate::tls::TlsStatus>,
 }
 
 #[OpenApi]
@@ -56,12 +63,14 @@ impl HealthApi {
     /// Whether the server is up, which protocols it serves, and what is degraded.
     #[oai(path = "/healthz", method = "get")]
     async fn healthz(&self) -> Json<Health> {
-        let problems = self.problems.all();
+        let mut problems = self.problems.all();
+        problems.extend(self.tls.as_ref().and_then(|t| t.problem()));
         Json(Health {
             status: if problems.is_empty() { "ok" } else { "degraded" }.into(),
             problems,
             protocols: self.protocols.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            tls: self.tls.as_ref().map(|t| t.summary()),
         })
     }
 }

@@ -16,7 +16,7 @@ use super::keys::{ApiKeys, HeaderAuth};
 use super::{Checker, HmacVerifier, Kind};
 use crate::config::credentials::CredentialKind;
 use crate::config::{self, Config, KeyLines, ProtocolSettings, Quote};
-use crate::spec::ext::{AuthBlock, DigestEncoding, HmacAlgorithm};
+use crate::spec::ext::{AuthBlock, DigestEncoding, HmacAlgorithm, SCHEME_KEY, SchemePolicy};
 use crate::spec::{ProtocolSpec, Registry};
 
 /// A protocol's settings do not fit what its spec's auth block needs.
@@ -320,6 +320,8 @@ pub fn check_protocols(config: &mut Config, registry: &Registry) -> Vec<String> 
 fn check_protocol(spec: &ProtocolSpec, settings: &mut ProtocolSettings, lines: &KeyLines) -> Vec<String> {
     let blocks: Vec<&AuthBlock> = spec.operations.iter().flat_map(|o| &o.auth).collect();
     let mut known: Vec<&str> = blocks.iter().flat_map(|b| config_keys(b)).collect();
+    // Every protocol may override its spec's `x-hookyard-scheme`.
+    known.push(SCHEME_KEY);
     known.sort_unstable();
     known.dedup();
     let unknown: Vec<String> = settings.0.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
@@ -327,6 +329,10 @@ fn check_protocol(spec: &ProtocolSpec, settings: &mut ProtocolSettings, lines: &
     for key in unknown {
         settings.0.remove(&key);
         problems.push(place(lines, &[&spec.name, &key], &config::unknown("unknown key", &key, &known)));
+    }
+    if let Some(Err(message)) = settings.get(SCHEME_KEY).map(SchemePolicy::from_setting) {
+        settings.0.remove(SCHEME_KEY);
+        problems.push(place(lines, &[&spec.name, SCHEME_KEY], message));
     }
     for message in check_values(&spec.name, &blocks, settings, lines) {
         if !problems.contains(&message) {

@@ -12,6 +12,7 @@ mod env;
 mod lines;
 mod problems;
 mod sections;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub use credentials::{CredentialsReport, fill_missing_credentials};
 pub use lines::KeyLines;
 pub use problems::{Problem, Quote, from_value, suggest, unknown};
 pub use sections::{AdminSettings, ProtocolSettings, ScriptLimits, ServerLimits};
+pub use tls::{CertSource, TlsSettings};
 
 use sections::FileConfig;
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `[outputs]`: SQL, MQTT and HTTP outputs of scripts.
     pub outputs: OutputSettings,
+    /// `[tls]`: HTTPS (off unless the section sets `listen`).
+    pub tls: TlsSettings,
     /// The line of every key of the file, to name it in a problem found later.
     pub lines: KeyLines,
 }
@@ -93,6 +97,7 @@ impl Config {
             protocols: BTreeMap::new(),
             plugins: BTreeMap::new(),
             outputs: OutputSettings::default(),
+            tls: TlsSettings::default(),
             lines: KeyLines::default(),
         }
     }
@@ -150,6 +155,7 @@ impl Config {
         config.protocols = file.protocols;
         config.plugins = file.plugins;
         config.outputs = file.outputs;
+        config.tls = file.tls.unwrap_or_default();
         config.lines = lines;
         config
     }

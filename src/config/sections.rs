@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 use super::problems::Problem;
+use super::tls::TlsSettings;
 use crate::output::{ColumnType, OutputSettings};
 use crate::plugin::PluginSettings;
 use crate::secret::Secret;
@@ -160,6 +161,7 @@ pub(super) struct FileConfig {
     pub plugins: BTreeMap<String, PluginSettings>,
     #[serde(default)]
     pub outputs: OutputSettings,
+    pub tls: Option<TlsSettings>,
 }
 
 fn not_zero<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -242,6 +244,9 @@ pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
                 refuse(&["outputs", "sql", "tables", table, column], &message);
             }
         }
+    }
+    if let Some(tls) = &file.tls {
+        problems.extend(super::tls::check(tls));
     }
     problems
 }

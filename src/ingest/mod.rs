@@ -27,8 +27,9 @@ use crate::config::{ProtocolSettings, ServerLimits};
 use crate::event::Origin;
 use crate::form::Form;
 use crate::spec::OperationSpec;
-use crate::spec::ext::BodyKind;
+use crate::spec::ext::{BodyKind, SCHEME_KEY, SchemePolicy};
 use crate::store::journal::RequestRecord;
+use crate::tls::HttpsGate;
 
 pub use claims::{Claims, ClusterAnswer};
 pub use pipeline::{Pipeline, deliver};
@@ -45,6 +46,9 @@ pub struct Operation {
     verification: String,
     /// A header check proves the sender before the body is read (no budget needed).
     known_before_body: bool,
+    /// Plain HTTP is refused (when the server has HTTPS): the spec's `x-hookyard-scheme`,
+    /// or the protocol's `scheme` setting.
+    require_https: bool,
 }
 
 impl Operation {
@@ -58,7 +62,16 @@ impl Operation {
             false => format!("passed: {}", checkers.iter().map(Checker::describe).collect::<Vec<_>>().join("; ")),
         };
         let known_before_body = checkers.iter().any(|c| c.authenticates() && !c.needs_body());
-        Ok(Self { spec, checkers, keep_headers, verification, known_before_body })
+        let scheme = match settings.get(SCHEME_KEY) {
+            Some(value) => SchemePolicy::from_setting(value).map_err(|message| auth::AuthConfigError {
+                key: SCHEME_KEY.into(),
+                path: Vec::new(),
+                message: message.into(),
+            })?,
+            None => spec.scheme,
+        };
+        let require_https = scheme == SchemePolicy::Https;
+        Ok(Self { spec, checkers, keep_headers, verification, known_before_body, require_https })
     }
 
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
@@ -106,6 +119,8 @@ pub struct PathEndpoint {
     pub ops: Vec<Arc<Operation>>,
     pub pipeline: Arc<Pipeline>,
     pub intake: Arc<Intake>,
+    /// Whether requests came over HTTPS (`None`: the server has no HTTPS).
+    pub https: Option<Arc<HttpsGate>>,
 }
 
 impl Endpoint for PathEndpoint {
@@ -124,9 +139,11 @@ impl Endpoint for PathEndpoint {
         let (protocol, route) = (op.spec.protocol.as_str(), op.spec.path.as_str());
         let ip = client.0;
         let lockout = &self.pipeline.lockout;
-        let outcome = match lockout.refused(ip, Instant::now()) {
-            Some(wait) => Err(Rejection::TooManyAttempts(wait)),
-            None => handle(&op, &self.pipeline, &self.intake, req).await,
+        let plain = self.https.as_ref().filter(|_| op.require_https).and_then(|gate| gate.refusal(&req));
+        let outcome = match (plain, lockout.refused(ip, Instant::now())) {
+            (Some(reason), _) => Err(Rejection::PlainHttp(reason)),
+            (None, Some(wait)) => Err(Rejection::TooManyAttempts(wait)),
+            (None, None) => handle(&op, &self.pipeline, &self.intake, req).await,
         };
         let response = match outcome {
             Ok(events) => {

@@ -30,6 +30,8 @@ pub enum Rejection {
     MethodNotAllowed(String),
     /// Too many failed credential attempts from this client: retry after this many seconds.
     TooManyAttempts(u64),
+    /// Plain HTTP to a protocol that takes HTTPS only (the reason names the HTTPS URL).
+    PlainHttp(String),
 }
 
 impl Rejection {
@@ -44,6 +46,7 @@ impl Rejection {
             Rejection::Failed(_) => "failed",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::TooManyAttempts(_) => "too_many_attempts",
+            Rejection::PlainHttp(_) => "plain_http",
         }
     }
 
@@ -62,6 +65,7 @@ impl Rejection {
                 format!("Content-Type {given} is not accepted here (send {accepted})")
             }
             Rejection::MethodNotAllowed(allow) => format!("method not allowed (allowed: {allow})"),
+            Rejection::PlainHttp(reason) => reason.clone(),
             Rejection::TooManyAttempts(wait) => {
                 format!("too many failed attempts from this address; retry in {wait} s")
             }
@@ -146,6 +150,7 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
         // A text-style protocol (Wattmon) tells everything in the body, under its own status.
         Rejection::TooManyAttempts(_) if spec.style == ReplyStyle::Text => s.unauthorized,
         Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS.as_u16(),
+        Rejection::PlainHttp(_) => StatusCode::FORBIDDEN.as_u16(),
     };
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = match (rejection, spec.style) {

@@ -199,3 +199,29 @@ pub struct UnknownType {
     /// `$ref` of the schema such bodies are validated against instead.
     pub schema: String,
 }
+
+/// Which schemes an operation takes (`x-hookyard-scheme`, on the operation or the document):
+/// with HTTPS on, `https` refuses plain HTTP. `[protocols.<name>] scheme` overrides it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemePolicy {
+    /// Only HTTPS (when the server has it: `[tls]`, or a trusted proxy terminating TLS).
+    Https,
+    /// Plain HTTP and HTTPS (devices whose firmware has no TLS).
+    #[default]
+    Any,
+}
+
+/// The `[protocols.<name>]` key that overrides a spec's `x-hookyard-scheme`.
+pub const SCHEME_KEY: &str = "scheme";
+
+impl SchemePolicy {
+    /// The policy of a `scheme = "https" | "any"` config value.
+    pub fn from_setting(value: &toml::Value) -> Result<Self, &'static str> {
+        match value.as_str() {
+            Some("https") => Ok(Self::Https),
+            Some("any") => Ok(Self::Any),
+            _ => Err("must be \"https\" or \"any\""),
+        }
+    }
+}

@@ -4,7 +4,7 @@ use poem::http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::ext::{AuthBlock, BodyKind, Idempotency, ReplySpec, Split, UnknownType};
+use super::ext::{AuthBlock, BodyKind, Idempotency, ReplySpec, SchemePolicy, Split, UnknownType};
 use super::schema::{Check, SchemaError};
 
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -60,6 +60,8 @@ pub struct OperationSpec {
     /// Media types the request body may be sent as (lowercase); any when empty.
     pub media_types: Vec<String>,
     pub query: Vec<QueryParam>,
+    /// `x-hookyard-scheme` (operation, else document; default `any`).
+    pub scheme: SchemePolicy,
 }
 
 /// Builds every operation of `document`, or every problem found.
@@ -67,6 +69,7 @@ pub fn build_all(protocol: &str, document: &Value) -> Result<Vec<OperationSpec>,
     let components = document.get("components").cloned().unwrap_or_else(|| json!({}));
     let root_reply = document.get("x-hookyard-reply");
     let root_limit = document.get("x-hookyard-body-limit");
+    let root_scheme = document.get("x-hookyard-scheme");
     let mut ops = Vec::new();
     let mut errors = Vec::new();
     let Some(paths) = document.get("paths").and_then(Value::as_object) else {
@@ -75,7 +78,8 @@ pub fn build_all(protocol: &str, document: &Value) -> Result<Vec<OperationSpec>,
     for (path, item) in paths {
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
-            let ctx = Ctx { protocol, path, method, item, op, components: &components, root_reply, root_limit };
+            let ctx =
+                Ctx { protocol, path, method, item, op, components: &components, root_reply, root_limit, root_scheme };
             match ctx.build() {
                 Ok(spec) => ops.push(spec),
                 Err(e) => errors.push(format!("{} {path}: {e}", method.to_uppercase())),
@@ -94,6 +98,7 @@ struct Ctx<'a> {
     components: &'a Value,
     root_reply: Option<&'a Value>,
     root_limit: Option<&'a Value>,
+    root_scheme: Option<&'a Value>,
 }
 
 impl Ctx<'_> {
@@ -112,6 +117,8 @@ impl Ctx<'_> {
             ext(self.op.get("x-hookyard-body-limit").or(self.root_limit), "x-hookyard-body-limit")?;
         let idempotency: Option<Idempotency> = ext(self.op.get("x-hookyard-idempotency"), "x-hookyard-idempotency")?;
         let unknown: Option<UnknownType> = ext(self.op.get("x-hookyard-unknown-type"), "x-hookyard-unknown-type")?;
+        let scheme: Option<SchemePolicy> =
+            ext(self.op.get("x-hookyard-scheme").or(self.root_scheme), "x-hookyard-scheme")?;
         let content = self.request_content()?;
         let body_check = self.body_check(content, split.body_kind(), unknown.as_ref().map(|u| u.schema.as_str()))?;
         Ok(OperationSpec {
@@ -127,6 +134,7 @@ impl Ctx<'_> {
             body_check,
             media_types: media_types(content),
             query: self.query_params()?,
+            scheme: scheme.unwrap_or_default(),
         })
     }
 

@@ -26,5 +26,6 @@ mod scale_out;
 mod schemathesis;
 mod scripts;
 mod slow;
+mod tls;
 mod wattmon;
 mod wattsense;
