@@ -21,6 +21,8 @@ pub enum CredentialKind {
     SecretList,
     /// A bearer-token auth table `{ type = "bearer", token = "…" }`.
     BearerAuth,
+    /// One token string (`token = "…"`, carried in a URL's query).
+    Token,
 }
 
 /// One credential a protocol needs: `[protocols.<protocol>] <key> = …`.
@@ -134,6 +136,7 @@ fn generate(kind: CredentialKind) -> toml::Value {
             t.insert("token".into(), toml::Value::String(random_token(40)));
             toml::Value::Table(t)
         }
+        CredentialKind::Token => toml::Value::String(random_token(40)),
     }
 }
 

@@ -125,10 +125,10 @@ async fn handle(
         ),
         _ => None,
     };
-    let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref() };
+    let query = parse_query(req.uri().query());
+    let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref(), query: &query };
     let source = auth::check_all(&op.checkers, &auth_req)
         .map_err(|r| Rejection::Unauthorized { reason: r.reason, reject: r.reject })?;
-    let query = parse_query(req.uri().query());
     let origin =
         Origin { protocol: spec.protocol.clone(), operation: spec.operation_id.clone(), source, received_ms: now_ms() };
     let request = RequestRecord {
@@ -142,6 +142,7 @@ async fn handle(
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
+    split::check_freshness(spec, &parsed.events, origin.received_ms).map_err(Rejection::Invalid)?;
     if let Some(kind) = &parsed.unknown_type {
         tracing::warn!(protocol = %spec.protocol, event_type = %kind, "acknowledging an event type the spec does not know");
     }

@@ -7,6 +7,7 @@
 //! resolves nothing. Runs are synchronous: call them from a blocking thread.
 
 pub mod api;
+mod cells;
 mod engine;
 
 use std::collections::HashMap;
