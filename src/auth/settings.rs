@@ -359,10 +359,14 @@ fn check_values(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for block in blocks {
-        if credential_need(block).is_some_and(|(key, _)| settings.get(&key).is_none()) {
-            continue;
-        }
-        if let Err(e) = build(block, settings) {
+        // A credential not set yet is generated later: check the block's other keys with a
+        // stand-in of its shape.
+        let stand_in = credential_need(block).filter(|(key, _)| settings.get(key).is_none()).map(|(key, kind)| {
+            let mut with = settings.clone();
+            with.0.insert(key, crate::config::credentials::placeholder(kind));
+            with
+        });
+        if let Err(e) = build(block, stand_in.as_ref().unwrap_or(settings)) {
             settings.0.remove(&e.key);
             let mut path = vec![protocol, e.key.as_str()];
             path.extend(e.path.iter().map(String::as_str));

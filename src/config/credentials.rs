@@ -114,6 +114,12 @@ fn write_stored(path: &Path, protocols: &toml::Table) -> Result<(), ConfigError>
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// A value of `kind`'s shape, to check the other keys of a block whose credential is not
+/// set yet (never stored).
+pub fn placeholder(kind: CredentialKind) -> toml::Value {
+    generate(kind)
+}
+
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();

@@ -265,3 +265,26 @@ async fn formula_cells_of_a_block_land_neutralised_and_numbers_stay_numbers() {
     let expected: Vec<&str> = FORMULAS.iter().map(|(_, written)| *written).collect();
     assert_eq!(notes, expected);
 }
+
+#[test]
+fn check_names_a_token_setting_that_does_not_fit() {
+    for (config, expected) in [
+        (
+            "[protocols.wattmon]\nrequire_token = \"no\"\n",
+            "hookyard.toml line 2: [protocols.wattmon] require_token: expected true or false, found a string",
+        ),
+        ("[protocols.wattmon]\ntoken = \"\"\n", "hookyard.toml line 2: [protocols.wattmon] token: must not be empty"),
+        ("[protocols.wattmon]\ntokens = \"x\"\n", "hookyard.toml line 2: [protocols.wattmon] tokens: unknown key"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hookyard.toml"), config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookyard"))
+            .arg("check")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{config}\n{text}");
+        assert!(text.contains(expected), "{config}\nexpected: {expected}\ngot: {text}");
+    }
+}
