@@ -9,6 +9,7 @@
 pub mod api;
 mod cells;
 mod engine;
+mod outbound;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

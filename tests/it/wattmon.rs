@@ -288,3 +288,41 @@ fn check_names_a_token_setting_that_does_not_fit() {
         assert!(text.contains(expected), "{config}\nexpected: {expected}\ngot: {text}");
     }
 }
+
+#[tokio::test]
+async fn neither_the_token_nor_a_wrong_guess_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hookyard.toml"), CONFIG).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookyard"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HOOKYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let up = crate::helpers::eventually(20, async || client.get(format!("{base}/healthz")).send().await.is_ok()).await;
+    assert!(up, "server did not start");
+    let block = block();
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs([("key", MAC), ("data", &block)]).finish();
+    let mut replies = Vec::new();
+    for token in [TOKEN, "Gu3ssedT0k3n"] {
+        let res = client
+            .post(format!("{base}/wattmon/export?token={token}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        replies.push(res.text().await.unwrap());
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    assert_eq!(replies, ["OK", "ERROR: wrong token"]);
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(log.contains("reason=wrong token"), "the refusal is logged: {log}");
+    assert!(!log.contains(TOKEN) && !log.contains("Gu3ssedT0k3n"), "{log}");
+}
