@@ -13,6 +13,7 @@ pub mod docs;
 pub mod event;
 pub mod form;
 pub mod ingest;
+pub mod lockout;
 pub mod metrics;
 pub mod net;
 pub mod output;
@@ -23,6 +24,7 @@ pub mod secret;
 pub mod services;
 pub mod spec;
 pub mod store;
+pub mod telemetry;
 
 pub use app::{App, run};
 pub use config::Config;

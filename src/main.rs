@@ -1,7 +1,5 @@
 //! The `hookyard` binary: arguments → config → telemetry → run.
 
-use std::io::IsTerminal;
-
 use clap::Parser;
 
 /// mimalloc: measurably faster than the system allocator for the many small, short-lived
@@ -29,14 +27,7 @@ fn tune_allocator() {
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = hookyard::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    hookyard::telemetry::init();
     match hookyard::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

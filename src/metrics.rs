@@ -91,7 +91,7 @@ impl Metrics {
         registry.register(
             "failures",
             "Accepted requests that could not be processed (retryable), by protocol and kind: script, plugin, \
-             output, journal, busy, busy_elsewhere, shared_unreachable, stopped",
+             output, journal, disk_full, busy, busy_elsewhere, shared_unreachable, stopped",
             failures.clone(),
         );
         Self { registry, requests, events, failures, script_seconds, journal_bytes, journal_path }

@@ -99,6 +99,7 @@ pub async fn replay_foreign(pipeline: &Pipeline, item: &LedgerEvent) -> Replayed
         headers: Vec::new(),
         verification: format!("replay of event {} of instance {}", item.id, item.instance),
         body: bytes::Bytes::from(item.data.clone().into_bytes()),
+        client: format!("replay of instance {}", item.instance),
     };
     let key = item.key.clone();
     let result = match pipeline.process(|_| key.clone(), request, vec![event]).await {

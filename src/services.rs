@@ -67,6 +67,7 @@ impl Services {
             outputs: Arc::new(outputs),
             shared,
             large_runs: Pipeline::large_runs_limit(),
+            lockout: Arc::default(),
         });
         Ok(Self { pipeline, settler, _lock: lock })
     }
@@ -139,8 +140,7 @@ pub fn default_instance(data: &DataDir) -> String {
 
 /// Holds `<data>/.hookyard/lock` exclusively: one process per data directory.
 pub fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, ServicesError> {
-    let dir = data.root().join(".hookyard");
-    std::fs::create_dir_all(&dir).map_err(ServicesError::Lock)?;
+    let dir = data.state_dir().map_err(ServicesError::Lock)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

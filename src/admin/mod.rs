@@ -57,6 +57,9 @@ pub enum AdminError {
     /// A parameter is malformed.
     #[oai(status = 400)]
     BadRequest(Json<ApiMessage>),
+    /// Too many wrong tokens from this address: retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyAttempts(Json<ApiMessage>, #[oai(header = "Retry-After")] u64),
     /// The journal could not be read.
     #[oai(status = 500)]
     Internal(Json<ApiMessage>),
@@ -128,6 +131,11 @@ pub struct EventDetail {
     pub logs: Vec<String>,
     /// What the scripts wrote for the event's request.
     pub effects: Vec<String>,
+    /// The client's address.
+    pub client: String,
+    /// For a duplicate: the event that processed its key. A request that brought nothing new
+    /// keeps no body of its own (its original has it).
+    pub duplicate_of: Option<i64>,
 }
 
 impl From<Detail> for EventDetail {
@@ -141,6 +149,8 @@ impl From<Detail> for EventDetail {
             data: d.data,
             logs: d.logs,
             effects: d.effects,
+            client: d.client,
+            duplicate_of: d.duplicate_of,
         }
     }
 }
@@ -221,17 +231,27 @@ fn time(param: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
 }
 
 impl Admin {
-    fn guard(&self, token: &AdminToken) -> Result<&AdminState, AdminError> {
+    /// The state, when `token` is right and its sender is not refused for failing too often.
+    fn guard(&self, token: &AdminToken, req: &poem::Request) -> Result<&AdminState, AdminError> {
         let state = self
             .state
             .as_ref()
             .ok_or_else(|| AdminError::NotFound(message("the management API is disabled: set [admin] token")))?;
+        let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let lockout = &state.pipeline.lockout;
+        if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
+            let text = format!("too many wrong tokens from this address; retry in {wait} s");
+            return Err(AdminError::TooManyAttempts(message(text), wait));
+        }
         let given: [u8; 32] = Sha256::digest(token.0.token.as_bytes()).into();
         if bool::from(given.ct_eq(&state.token_digest)) {
-            Ok(state)
-        } else {
-            Err(AdminError::Unauthorized(message("invalid admin token")))
+            lockout.succeeded(ip);
+            return Ok(state);
         }
+        let client = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let refused = lockout.failed(ip, std::time::Instant::now());
+        tracing::warn!(%client, path = %req.uri().path(), refused, "management API: invalid admin token");
+        Err(AdminError::Unauthorized(message("invalid admin token")))
     }
 }
 
@@ -242,6 +262,7 @@ impl Admin {
     #[oai(path = "/api/events", method = "get")]
     async fn list_events(
         &self,
+        req: &poem::Request,
         token: AdminToken,
         protocol: Query<Option<String>>,
         source: Query<Option<String>>,
@@ -256,7 +277,7 @@ impl Admin {
         /// At most this many (default 100, at most 1000)
         limit: Query<Option<u32>>,
     ) -> Result<Json<Vec<EventSummary>>, AdminError> {
-        let state = self.guard(&token)?;
+        let state = self.guard(&token, req)?;
         let filter = ListFilter {
             protocol: protocol.0,
             source: source.0,
@@ -279,12 +300,13 @@ impl Admin {
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(
         &self,
+        req: &poem::Request,
         token: AdminToken,
         /// `application/openmetrics-text` for OpenMetrics (as Prometheus asks)
         #[oai(name = "Accept")]
         accept: Header<Option<String>>,
     ) -> Result<MetricsResponse, AdminError> {
-        let state = self.guard(&token)?;
+        let state = self.guard(&token, req)?;
         let (content_type, text) = state.pipeline.metrics.exposition(accept.0.as_deref());
         Ok(MetricsResponse::Ok(if content_type == crate::metrics::OPENMETRICS {
             MetricsText::OpenMetrics(PlainText(text))
@@ -295,8 +317,13 @@ impl Admin {
 
     /// One event: raw request, verification, payload, script log lines and what was written.
     #[oai(path = "/api/events/:id", method = "get")]
-    async fn show_event(&self, token: AdminToken, id: Path<i64>) -> Result<Json<EventDetail>, AdminError> {
-        let state = self.guard(&token)?;
+    async fn show_event(
+        &self,
+        req: &poem::Request,
+        token: AdminToken,
+        id: Path<i64>,
+    ) -> Result<Json<EventDetail>, AdminError> {
+        let state = self.guard(&token, req)?;
         let conn = state.pipeline.journal.reader().map_err(internal)?;
         let detail = query::detail(&conn, id.0).map_err(internal)?;
         detail.map(|d| Json(d.into())).ok_or_else(|| AdminError::NotFound(message(format!("no event {}", id.0))))
@@ -304,8 +331,13 @@ impl Admin {
 
     /// Run the current script again over one processed or failed event.
     #[oai(path = "/api/events/:id/replay", method = "post")]
-    async fn replay_one(&self, token: AdminToken, id: Path<i64>) -> Result<Json<ReplayResult>, AdminError> {
-        let state = self.guard(&token)?;
+    async fn replay_one(
+        &self,
+        req: &poem::Request,
+        token: AdminToken,
+        id: Path<i64>,
+    ) -> Result<Json<ReplayResult>, AdminError> {
+        let state = self.guard(&token, req)?;
         let item = {
             let conn = state.pipeline.journal.reader().map_err(internal)?;
             query::journaled(&conn, id.0).map_err(internal)?
@@ -320,10 +352,11 @@ impl Admin {
     #[oai(path = "/api/replay", method = "post")]
     async fn replay_many(
         &self,
+        req: &poem::Request,
         token: AdminToken,
         request: Json<ReplayRequest>,
     ) -> Result<Json<ReplaySummary>, AdminError> {
-        let state = self.guard(&token)?;
+        let state = self.guard(&token, req)?;
         let filter = Filter {
             protocol: request.0.protocol.clone(),
             since_ms: time(request.0.since.as_deref(), "since")?,

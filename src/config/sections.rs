@@ -172,6 +172,9 @@ pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
     if j.prune_interval_ms == 0 {
         refuse(&["journal", "prune_interval_ms"], "must be at least 1");
     }
+    if !j.min_free_disk_mb.is_finite() || j.min_free_disk_mb < 0.0 {
+        refuse(&["journal", "min_free_disk_mb"], "must be 0 or more");
+    }
     if let Some(mqtt) = &file.outputs.mqtt {
         if mqtt.host.is_empty() {
             refuse(&["outputs", "mqtt", "host"], "must not be empty");

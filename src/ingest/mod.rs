@@ -13,7 +13,7 @@ pub mod reply;
 pub mod split;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use poem::http::header;
 use poem::{Endpoint, Request, Response};
@@ -85,16 +85,27 @@ impl Endpoint for PathEndpoint {
         // line itself); the few lines logged inside carry the protocol themselves.
         let method = req.method().clone();
         let (protocol, route) = (op.spec.protocol.as_str(), op.spec.path.as_str());
-        let response = match handle(&op, &self.pipeline, req, self.body_timeout).await {
+        let ip = client_ip(&req);
+        let lockout = &self.pipeline.lockout;
+        let outcome = match lockout.refused(ip, Instant::now()) {
+            Some(wait) => Err(Rejection::TooManyAttempts(wait)),
+            None => handle(&op, &self.pipeline, req, self.body_timeout).await,
+        };
+        let client = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let response = match outcome {
             Ok(events) => {
+                lockout.succeeded(ip);
                 self.pipeline.metrics.request(protocol, route, "accepted");
                 tracing::info!(protocol, route, %method, outcome = "accepted", events, "request accepted");
                 reply::success(&op.spec.reply, events)
             }
             Err(rejection) => {
+                if matches!(rejection, Rejection::Unauthorized { .. }) && lockout.failed(ip, Instant::now()) {
+                    tracing::warn!(protocol, %client, "too many failed attempts: refusing this client for a minute");
+                }
                 let outcome = rejection.outcome();
                 self.pipeline.metrics.request(protocol, route, outcome);
-                tracing::warn!(protocol, route, %method, outcome, reason = %rejection.reason(), "request rejected");
+                tracing::warn!(protocol, route, %method, %client, outcome, reason = %rejection.reason(), "request rejected");
                 reply::failure(&op.spec.reply, &rejection)
             }
         };
@@ -139,6 +150,7 @@ async fn handle(
         headers: op.journal_headers(req.headers()),
         verification: op.verification.clone(),
         body: raw.clone(),
+        client: client_address(&req),
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
@@ -173,6 +185,15 @@ pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
         }
     }
     pairs
+}
+
+/// The client's address as logged and journaled: the peer's IP.
+fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.remote_addr().as_socket_addr().map(|a| a.ip())
+}
+
+fn client_address(req: &Request) -> String {
+    client_ip(req).map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::output::Outputs;
 use crate::script::{RunReport, ScriptHost};
-use crate::store::journal::{RequestRecord, Status, Submission, Target};
+use crate::store::journal::{JournalError, RequestRecord, Status, Submission, Target};
 use crate::store::shared::LedgerRow;
 use crate::store::{Journal, SeenKeys, Shared};
 
@@ -33,11 +33,14 @@ pub struct Pipeline {
     /// Script runs of large requests on blocking threads at once (one per CPU: more would
     /// only add threads, each with its own allocator memory, not speed).
     pub large_runs: tokio::sync::Semaphore,
+    /// Failed credential attempts per client (shared with the management API).
+    pub lockout: Arc<crate::lockout::Lockout>,
 }
 
-/// Requests with at most this many events run their script on the request's own thread: a
-/// hand-off to a blocking thread costs more than the script. Larger ones (Wattmon blocks)
-/// run on a blocking thread so that they do not hold up other requests.
+/// Requests with at most this many events run their script on the request's own thread,
+/// which first hands its other work to another thread (`block_in_place`: cheaper than a
+/// hand-off of the run itself), so a slow script never holds up other requests or
+/// `/healthz`. Larger ones (Wattmon blocks) run on a blocking thread, at most one per CPU.
 const INLINE_EVENTS: usize = 16;
 
 impl Pipeline {
@@ -112,7 +115,11 @@ impl Pipeline {
         let submission = Submission { target: Target::New(request), events, effects };
         if let Err(e) = self.journal.submit(submission).await {
             tracing::error!(protocol = %protocol, error = %e, "the request could not be journaled or written");
-            return Err(Rejection::Failed(Failure::Journal));
+            let failure = match e {
+                JournalError::DiskFull { .. } => Failure::DiskFull,
+                _ => Failure::Journal,
+            };
+            return Err(Rejection::Failed(failure));
         }
         claims.commit(&processed, ledger).await;
         for (status, n) in tallies {
@@ -136,7 +143,11 @@ impl Pipeline {
         }
         let started = std::time::Instant::now();
         let result = if count <= INLINE_EVENTS {
-            let report = self.scripts.run(protocol, &plan.to_run());
+            let run = || self.scripts.run(protocol, &plan.to_run());
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            // A single-threaded runtime (the replay command) has nothing else to serve.
+            let report = if multi_thread { tokio::task::block_in_place(run) } else { run() };
             Ok((plan, report))
         } else {
             let _permit = self.large_runs.acquire().await;

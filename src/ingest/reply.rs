@@ -28,6 +28,8 @@ pub enum Rejection {
     /// Processing failed after the request was accepted (script, store): retryable.
     Failed(Failure),
     MethodNotAllowed(String),
+    /// Too many failed credential attempts from this client: retry after this many seconds.
+    TooManyAttempts(u64),
 }
 
 impl Rejection {
@@ -41,6 +43,7 @@ impl Rejection {
             Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
             Rejection::Failed(_) => "failed",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::TooManyAttempts(_) => "too_many_attempts",
         }
     }
 
@@ -59,6 +62,9 @@ impl Rejection {
                 format!("Content-Type {given} is not accepted here (send {accepted})")
             }
             Rejection::MethodNotAllowed(allow) => format!("method not allowed (allowed: {allow})"),
+            Rejection::TooManyAttempts(wait) => {
+                format!("too many failed attempts from this address; retry in {wait} s")
+            }
         }
     }
 }
@@ -73,6 +79,9 @@ pub enum Failure {
     /// The journal could not commit, or the data directory refused a write.
     #[error("processing failed: data could not be stored")]
     Journal,
+    /// The disk is below `[journal] min_free_disk_mb`: nothing new is taken until it has room.
+    #[error("processing paused: the server's disk is nearly full; retry later")]
+    DiskFull,
     /// A key of this request is being processed by another request right now.
     #[error("the same data is being processed by another request; retry")]
     Busy,
@@ -95,6 +104,7 @@ impl Failure {
             Failure::Event { kind: FailureKind::Plugin { .. }, .. } => "plugin",
             Failure::Event { kind: FailureKind::Output, .. } => "output",
             Failure::Journal => "journal",
+            Failure::DiskFull => "disk_full",
             Failure::Busy => "busy",
             Failure::BusyElsewhere => "busy_elsewhere",
             Failure::SharedUnreachable => "shared_unreachable",
@@ -129,6 +139,7 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
         Rejection::UnsupportedMediaType { .. } => s.unsupported_media_type,
         Rejection::Failed(_) => s.failed,
         Rejection::MethodNotAllowed(_) => s.method_not_allowed,
+        Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS.as_u16(),
     };
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = match (rejection, spec.style) {
@@ -143,6 +154,9 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
         && let Ok(value) = allow.parse()
     {
         response.headers_mut().insert(header::ALLOW, value);
+    }
+    if let Rejection::TooManyAttempts(wait) = rejection {
+        response.headers_mut().insert(header::RETRY_AFTER, (*wait).into());
     }
     response
 }

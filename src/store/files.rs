@@ -22,6 +22,14 @@ pub enum StoreError {
     Io { path: String, source: io::Error },
 }
 
+/// Creates `path` empty with mode 0600 if it does not exist, and tightens it to 0600 if it
+/// does (SQLite then gives its `-wal` and `-shm` files the same mode).
+pub fn private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
 /// Checks a script-chosen path and returns it as a relative path.
 pub fn safe_relative_path(rel: &str) -> Result<PathBuf, StoreError> {
     let refuse = |why| Err(StoreError::Path(rel.chars().take(200).collect(), why));
@@ -64,6 +72,16 @@ impl DataDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `<data>/.hookyard`, the server's own state (journal, lock): created, or tightened,
+    /// to mode 0700, since the journal holds raw request bodies.
+    pub fn state_dir(&self) -> io::Result<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = self.root.join(".hookyard");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        Ok(dir)
     }
 
     /// Resolves a checked relative path, creating its parent directories inside the data dir

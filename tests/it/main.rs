@@ -10,6 +10,7 @@ mod config;
 mod docs;
 mod durability;
 mod gridx;
+mod hardening;
 mod helpers;
 mod house;
 mod metrics;

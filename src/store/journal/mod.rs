@@ -61,6 +61,10 @@ pub enum JournalError {
     /// The data directory could not be synced at a checkpoint.
     #[error("checkpoint: cannot sync the data directory: {0}")]
     Sync(std::io::Error),
+    /// The data directory's file system has less free space than `[journal]
+    /// min_free_disk_mb`: new work waits for room (the journal's upkeep goes on).
+    #[error("the disk is nearly full ({free_mb} MB free, below [journal] min_free_disk_mb = {floor_mb})")]
+    DiskFull { free_mb: u64, floor_mb: u64 },
     #[error("the journal writer has stopped")]
     Stopped,
 }
@@ -77,6 +81,8 @@ pub struct RequestRecord {
     /// Which checks the request passed.
     pub verification: String,
     pub body: Bytes,
+    /// The client's address (the peer, or the forwarded-for address from a trusted proxy).
+    pub client: String,
 }
 
 /// What became of one event (stored as its lowercase name).
@@ -178,6 +184,8 @@ enum Job {
 pub struct Journal {
     jobs: Mutex<mpsc::Sender<Job>>,
     path: PathBuf,
+    data: Arc<DataDir>,
+    floor_mb: f64,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -185,21 +193,23 @@ impl Journal {
     /// Opens (creating if needed) the journal of `data`, redoes unapplied effects, and starts
     /// the writer.
     pub fn open(data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
-        let dir = data.root().join(".hookyard");
-        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io { path: dir.clone(), source })?;
+        let dir =
+            data.state_dir().map_err(|source| JournalError::Io { path: data.root().join(".hookyard"), source })?;
         let path = dir.join("journal.db");
+        super::files::private_file(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
         let mut conn = schema::open(&path)?;
         let redone = recover::redo(&mut conn, &data)?;
         if redone > 0 {
             tracing::warn!(effects = redone, "journal: redid effects that were committed but not checkpointed");
         }
-        let writer = writer::Writer::new(conn, data, retention)?;
+        let floor_mb = retention.min_free_disk_mb;
+        let writer = writer::Writer::new(conn, data.clone(), retention)?;
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx, Duration::from_secs(1)))
             .map_err(|source| JournalError::Io { path: dir, source })?;
-        Ok(Self { jobs: Mutex::new(tx), path, worker: Mutex::new(Some(worker)) })
+        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, worker: Mutex::new(Some(worker)) })
     }
 
     /// Records `submission` durably and applies its effects; returns once both are done.
@@ -207,6 +217,12 @@ impl Journal {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Job::Submit(Box::new(submission), tx))?;
         rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Whether there is room for new work: the disk above `[journal] min_free_disk_mb`.
+    /// Asked before a request's scripts run, so nothing is delivered that cannot be kept.
+    pub fn room(&self) -> Result<(), JournalError> {
+        writer::room(&self.data, self.floor_mb).map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })
     }
 
     /// Syncs every file written so far and records the checkpoint.

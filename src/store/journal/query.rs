@@ -149,18 +149,30 @@ pub struct Detail {
     pub logs: Vec<String>,
     /// What its request's scripts wrote (all events of the request), described.
     pub effects: Vec<String>,
+    /// The client's address.
+    pub client: String,
+    /// For a duplicate: the event that processed its key (whose data it shows). A request
+    /// whose every event is a duplicate keeps no body of its own.
+    pub duplicate_of: Option<i64>,
 }
 
 /// One event in full, or `None` when there is no such event.
 pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError> {
     let sql = format!("{SUMMARY} WHERE e.id = ?1");
     let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
-    let (headers, verification, body, data, logs): (String, String, Vec<u8>, String, Option<String>) = conn.query_row(
-        "SELECT r.headers, r.verification, r.body, e.data, e.logs FROM events e JOIN requests r ON r.id = e.request_id
-         WHERE e.id = ?1",
+    type Row = (String, String, Vec<u8>, String, Option<String>, String, Option<i64>);
+    let (headers, verification, body, mut data, logs, client, duplicate_of): Row = conn.query_row(
+        "SELECT r.headers, r.verification, r.body, e.data, e.logs, r.client, e.duplicate_of
+         FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1",
         params![id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
+    if let (Some(original), true) = (duplicate_of, data.is_empty()) {
+        data = conn
+            .query_row("SELECT data FROM events WHERE id = ?1", params![original], |r| r.get(0))
+            .optional()?
+            .unwrap_or_else(|| "{}".into());
+    }
     let mut stmt =
         conn.prepare_cached("SELECT path, kind, header, bytes FROM effects WHERE request_id = ?1 ORDER BY id")?;
     let effects = stmt
@@ -179,6 +191,8 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
         logs: logs.unwrap_or_default(),
         effects,
         summary,
+        client,
+        duplicate_of,
     }))
 }
 

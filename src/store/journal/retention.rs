@@ -18,6 +18,9 @@ pub struct Retention {
     pub max_age_days: Option<f64>,
     /// Prune the oldest done requests while the journal uses more than this (unset: no limit).
     pub max_size_mb: Option<f64>,
+    /// Refuse new work (with the protocol's retryable reply) while the data directory's file
+    /// system has less free space than this, before the disk is full (0: never).
+    pub min_free_disk_mb: f64,
     /// How often to prune.
     pub prune_interval_ms: u64,
     /// `postgres://…`: share idempotency keys and the event ledger with other instances
@@ -31,7 +34,8 @@ impl Default for Retention {
     fn default() -> Self {
         Self {
             max_age_days: Some(30.0),
-            max_size_mb: None,
+            max_size_mb: Some(1024.0),
+            min_free_disk_mb: 256.0,
             prune_interval_ms: 60_000,
             postgres_url: None,
             instance: None,

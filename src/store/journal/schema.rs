@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS requests (
     received_ms INTEGER NOT NULL,
     headers TEXT NOT NULL,
     verification TEXT NOT NULL DEFAULT '',
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    client TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -30,7 +31,8 @@ CREATE TABLE IF NOT EXISTS events (
     blob INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     error TEXT,
-    logs TEXT
+    logs TEXT,
+    duplicate_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
 CREATE INDEX IF NOT EXISTS events_processed_key ON events(idem_key) WHERE status = 'processed' AND idem_key IS NOT NULL;
@@ -55,8 +57,10 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
 ";
 
-/// The journal's layout; older journals are brought up to it when opened.
-const SCHEMA_VERSION: i64 = 1;
+/// The journal's layout; older journals are brought up to it when opened. Version 2 added
+/// `requests.client` and `events.duplicate_of` (a duplicate keeps a reference to the event
+/// that processed its key instead of a copy of its data).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -71,6 +75,11 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tx = conn.transaction()?;
     tx.execute_batch(SCHEMA)?;
+    if version < 2 {
+        // Tables of older journals exist already, without the columns version 2 added.
+        add_column(&tx, "requests", "client", "TEXT NOT NULL DEFAULT ''")?;
+        add_column(&tx, "events", "duplicate_of", "INTEGER")?;
+    }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
         // event's key and status; the two partial indexes above answer the same questions
@@ -82,6 +91,19 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Adds `column` to `table` unless it has it.
+fn add_column(tx: &rusqlite::Transaction<'_>, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let has: bool = tx.query_row(
+        &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 /// Opens a connection for reading (and for replay's own writes through the writer only).

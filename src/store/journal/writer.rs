@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::retention::{self, Retention};
 use super::{EventRecord, Job, JournalError, Reply, RequestRecord, Status, Submission, Target};
@@ -112,6 +112,13 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: Vec<(Submission, Reply)>) {
         self.retry_unmarked();
+        if let Err(full) = room(&self.data, self.retention.min_free_disk_mb) {
+            tracing::error!(error = %full, requests = batch.len(), "refusing new work until the disk has room");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(JournalError::DiskFull { free_mb: full.0, floor_mb: full.1 }));
+            }
+            return;
+        }
         let ids = match self.record(&batch) {
             Ok(ids) => ids,
             Err(e) => {
@@ -210,6 +217,27 @@ impl Writer {
     }
 }
 
+/// Whether the data directory's file system has `floor_mb` free (0: always).
+pub fn room(data: &DataDir, floor_mb: f64) -> Result<(), DiskFull> {
+    if floor_mb <= 0.0 {
+        return Ok(());
+    }
+    // Unknown free space refuses nothing: a disk that is really full fails the commit.
+    let Ok(stat) = rustix::fs::statvfs(data.root()) else { return Ok(()) };
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024);
+    if (free as f64) < floor_mb { Err(DiskFull(free, floor_mb as u64)) } else { Ok(()) }
+}
+
+/// Free and required space, in MB.
+#[derive(Debug)]
+pub struct DiskFull(pub u64, pub u64);
+
+impl std::fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} MB free, below [journal] min_free_disk_mb = {}", self.0, self.1)
+    }
+}
+
 /// What one submission wrote: its event rows and the id range of its effects.
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -256,9 +284,13 @@ fn insert_request(
     failed_keys: &HashSet<String>,
 ) -> Result<(i64, Vec<i64>), JournalError> {
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
+    // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
+    // copy of its body: its events point at the ones that processed their keys.
+    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
+    let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
     tx.prepare_cached(
-        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         r.protocol,
@@ -267,25 +299,33 @@ fn insert_request(
         r.received_ms,
         headers,
         r.verification,
-        r.body.as_ref()
+        body,
+        r.client
     ])?;
     let request_id = tx.last_insert_rowid();
     let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let mut ids = Vec::with_capacity(events.len());
     for e in events {
         let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
+        let original = match (e.outcome, &e.key) {
+            (Status::Duplicate, Some(key)) => processed_event(tx, key)?,
+            _ => None,
+        };
+        // A duplicate's data is its original's (the same key); kept only when there is none.
+        let data = if original.is_some() { "" } else { e.data.as_str() };
         insert_event.execute(params![
             request_id,
             e.index as i64,
             e.key,
-            e.data,
+            data,
             e.blob,
             e.outcome.as_str(),
             e.error,
-            logs
+            logs,
+            original
         ])?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
@@ -312,6 +352,13 @@ fn update_replayed(
         remember_key(tx, key, event_id, failed_keys)?;
     }
     Ok(())
+}
+
+/// The event that processed `key`, if the journal still has it.
+fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached("SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' LIMIT 1")?
+        .query_row(params![key], |row| row.get(0))
+        .optional()
 }
 
 /// A key was processed (the event row says so): earlier failed attempts with it
