@@ -28,12 +28,15 @@ use crate::services::{Services, ServicesError};
 use crate::spec::Registry;
 use crate::store::DataDir;
 
+/// The operations of each route path.
+type Paths = BTreeMap<String, Vec<Arc<Operation>>>;
+
 /// A fully loaded server, not yet listening.
 pub struct App {
     pub config: Config,
     pub credentials: CredentialsReport,
     pub scripts: Arc<ScriptHost>,
-    paths: BTreeMap<String, Vec<Arc<Operation>>>,
+    paths: Paths,
     documents: BTreeMap<String, Document>,
     pub data: Arc<DataDir>,
     /// What scripts may send to (the outputs connect when the server starts).
@@ -71,25 +74,7 @@ impl App {
         let ext = Arc::new(Extensions { plugins, catalog: Some(catalog.clone()) });
         let scripts = ScriptHost::load(config.scripts_dir.as_deref(), &names, &config.script_limits, ext);
         errors.extend(scripts.as_ref().err().map(|e| strings(e.iter().collect::<Vec<_>>())).unwrap_or_default());
-        let mut paths: BTreeMap<String, Vec<Arc<Operation>>> = BTreeMap::new();
-        let mut documents = BTreeMap::new();
-        for protocol in registry.protocols {
-            let settings = config.protocol(&protocol.name);
-            for op in protocol.operations {
-                match Operation::build(op, &settings) {
-                    Ok(op) => paths.entry(op.spec.path.clone()).or_default().push(Arc::new(op)),
-                    Err(e) => {
-                        let message = format!("[protocols.{}] {e}", protocol.name);
-                        if !errors.contains(&message) {
-                            errors.push(message);
-                        }
-                    }
-                }
-            }
-            let json = serde_json::to_string_pretty(&protocol.document).unwrap_or_default();
-            documents.insert(protocol.name.clone(), Document { yaml: protocol.source_text, json });
-        }
-        errors.extend(duplicate_routes(&paths));
+        let (paths, documents) = routes(registry, &config, &mut errors);
         let scripts = match scripts {
             Ok(s) if errors.is_empty() => Arc::new(s),
             _ => return Err(errors),
@@ -162,6 +147,31 @@ fn admin_disabled() -> poem::Response {
         .body(body)
 }
 
+/// Every protocol's operations by path, and its documents; what cannot be built goes to
+/// `errors` (each problem once).
+fn routes(registry: Registry, config: &Config, errors: &mut Vec<String>) -> (Paths, BTreeMap<String, Document>) {
+    let mut paths = Paths::new();
+    let mut documents = BTreeMap::new();
+    for protocol in registry.protocols {
+        let settings = config.protocol(&protocol.name);
+        for op in protocol.operations {
+            match Operation::build(op, &settings) {
+                Ok(op) => paths.entry(op.spec.path.clone()).or_default().push(Arc::new(op)),
+                Err(e) => {
+                    let message = format!("[protocols.{}] {e}", protocol.name);
+                    if !errors.contains(&message) {
+                        errors.push(message);
+                    }
+                }
+            }
+        }
+        let json = serde_json::to_string_pretty(&protocol.document).unwrap_or_default();
+        documents.insert(protocol.name.clone(), Document { yaml: protocol.source_text, json });
+    }
+    errors.extend(duplicate_routes(&paths));
+    (paths, documents)
+}
+
 #[handler]
 fn docs_page(page: poem::web::Data<&Arc<docs::DocsPage>>) -> Html<String> {
     Html(page.html().to_owned())
@@ -185,7 +195,7 @@ fn credential_needs(registry: &Registry) -> Vec<CredentialNeed> {
     needs
 }
 
-fn duplicate_routes(paths: &BTreeMap<String, Vec<Arc<Operation>>>) -> Vec<String> {
+fn duplicate_routes(paths: &Paths) -> Vec<String> {
     let mut errors = Vec::new();
     for (path, ops) in paths {
         for (i, a) in ops.iter().enumerate() {

@@ -10,8 +10,6 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures allowed per client within [`WINDOW`] before it is refused.
-pub const MAX_FAILURES: u32 = 10;
 /// How long failures are counted, and how long a client is then refused.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Clients remembered at most.
@@ -25,12 +23,17 @@ struct Entry {
 }
 
 /// The failed attempts of recent clients.
-#[derive(Default)]
 pub struct Lockout {
     clients: Mutex<HashMap<IpAddr, Entry>>,
+    /// Failures allowed per client within [`WINDOW`] before it is refused (0: never).
+    max_failures: u32,
 }
 
 impl Lockout {
+    pub fn new(max_failures: u32) -> Self {
+        Self { clients: Mutex::default(), max_failures }
+    }
+
     /// `Some(seconds to wait)` while `client` is refused.
     pub fn refused(&self, client: Option<IpAddr>, now: Instant) -> Option<u64> {
         let client = client?;
@@ -41,7 +44,7 @@ impl Lockout {
 
     /// Counts a failed attempt of `client`; returns whether it is refused from now on.
     pub fn failed(&self, client: Option<IpAddr>, now: Instant) -> bool {
-        let Some(client) = client else { return false };
+        let Some(client) = client.filter(|_| self.max_failures > 0) else { return false };
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
             clients.retain(|_, e| now.duration_since(e.since) < WINDOW || e.refused_until.is_some_and(|u| u > now));
@@ -56,7 +59,7 @@ impl Lockout {
             *entry = Entry { failures: 0, since: now, refused_until: None };
         }
         entry.failures += 1;
-        if entry.failures >= MAX_FAILURES {
+        if entry.failures >= self.max_failures {
             entry.refused_until = Some(now + WINDOW);
             return true;
         }
@@ -75,9 +78,20 @@ impl Lockout {
 mod tests {
     use super::*;
 
+    const MAX_FAILURES: u32 = 10;
+
+    #[test]
+    fn zero_turns_the_lockout_off() {
+        let lockout = Lockout::new(0);
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        let now = Instant::now();
+        assert!((0..100).all(|_| !lockout.failed(Some(a), now)));
+        assert_eq!(lockout.refused(Some(a), now), None);
+    }
+
     #[test]
     fn a_client_is_refused_after_too_many_failures_and_others_are_not() {
-        let lockout = Lockout::default();
+        let lockout = Lockout::new(MAX_FAILURES);
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap());
         let now = Instant::now();
         for _ in 1..MAX_FAILURES {
@@ -92,7 +106,7 @@ mod tests {
 
     #[test]
     fn failures_older_than_the_window_do_not_count() {
-        let lockout = Lockout::default();
+        let lockout = Lockout::new(MAX_FAILURES);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let start = Instant::now();
         for _ in 1..MAX_FAILURES {

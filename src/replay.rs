@@ -9,7 +9,7 @@
 //! writes nothing. The `hookyard replay` command (printing) lives in `cli`.
 
 use crate::event::Event;
-use crate::ingest::{ClusterAnswer, Pipeline, Rejection, deliver, plan};
+use crate::ingest::{Claims, ClusterAnswer, Pipeline, Rejection, deliver, plan};
 use crate::script::ScriptHost;
 use crate::store::Claim;
 use crate::store::journal::query::Journaled;
@@ -27,20 +27,10 @@ pub enum Replayed {
 /// Replays one journaled event through `pipeline`.
 pub async fn replay_event(pipeline: &Pipeline, item: &Journaled) -> Replayed {
     let mut claims = pipeline.claims();
-    if let (Some(key), Status::Failed) = (&item.key, item.status) {
-        match claims.claim(key) {
-            Claim::New => {}
-            Claim::Seen => return Replayed::Skipped("a later attempt already processed it".into()),
-            Claim::InFlight => return Replayed::Skipped("a request with the same data is being processed".into()),
-        }
-        match claims.claim_cluster().await {
-            Ok(ClusterAnswer::Ours { done_elsewhere }) if done_elsewhere.is_empty() => {}
-            Ok(ClusterAnswer::Ours { .. }) => return Replayed::Skipped("another instance already processed it".into()),
-            Ok(ClusterAnswer::BusyElsewhere) => {
-                return Replayed::Skipped("another instance is processing the same data".into());
-            }
-            Err(_) => return Replayed::Skipped("the shared journal is unreachable; try again".into()),
-        }
+    if let (Some(key), Status::Failed) = (&item.key, item.status)
+        && let Some(skipped) = claim_failed(&mut claims, key).await
+    {
+        return skipped;
     }
     // The key was claimed above where it needs to be; the plan only carries it to the outputs.
     let key = item.key.clone();
@@ -76,6 +66,22 @@ pub async fn replay_event(pipeline: &Pipeline, item: &Journaled) -> Replayed {
     let processed: Vec<String> = item.key.iter().filter(|_| result == Replayed::Processed).cloned().collect();
     claims.commit(&processed, Vec::new()).await;
     result
+}
+
+/// Claims the key of a failed event for its replay; `Some` when it must be skipped.
+async fn claim_failed(claims: &mut Claims, key: &str) -> Option<Replayed> {
+    let skip = |why: &str| Some(Replayed::Skipped(why.into()));
+    match claims.claim(key) {
+        Claim::New => {}
+        Claim::Seen => return skip("a later attempt already processed it"),
+        Claim::InFlight => return skip("a request with the same data is being processed"),
+    }
+    match claims.claim_cluster().await {
+        Ok(ClusterAnswer::Ours { done_elsewhere }) if done_elsewhere.is_empty() => None,
+        Ok(ClusterAnswer::Ours { .. }) => skip("another instance already processed it"),
+        Ok(ClusterAnswer::BusyElsewhere) => skip("another instance is processing the same data"),
+        Err(_) => skip("the shared journal is unreachable; try again"),
+    }
 }
 
 /// Replays a failed event another instance recorded in the shared ledger: processed here as

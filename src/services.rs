@@ -67,7 +67,7 @@ impl Services {
             outputs: Arc::new(outputs),
             shared,
             large_runs: Pipeline::large_runs_limit(),
-            lockout: Arc::default(),
+            lockout: Arc::new(crate::lockout::Lockout::new(config.server_limits.max_failed_attempts)),
         });
         Ok(Self { pipeline, settler, _lock: lock })
     }

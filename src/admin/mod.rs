@@ -226,6 +226,35 @@ pub fn service(health: health::HealthApi, admin: Admin) -> Service {
     OpenApiService::new((health, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
+/// Replays the failed events other instances recorded in the shared ledger.
+async fn replay_cluster_failed(
+    pipeline: &Pipeline,
+    shared: &Arc<crate::store::Shared>,
+    protocol: Option<String>,
+    tally: &mut Tally,
+    results: &mut Vec<ReplayResult>,
+) -> Result<(), AdminError> {
+    let mut after = 0;
+    loop {
+        let (client, protocol) = (shared.clone(), protocol.clone());
+        let page = tokio::task::spawn_blocking(move || client.failed_events(protocol.as_deref(), after, 500))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.id;
+        for item in page.iter().filter(|e| e.instance != shared.instance) {
+            let r = crate::replay::replay_foreign(pipeline, item).await;
+            tally.add(&r);
+            if results.len() < 1000 {
+                let mut shown = result(0, r);
+                (shown.ledger_id, shown.instance) = (Some(item.id), Some(item.instance.clone()));
+                results.push(shown);
+            }
+        }
+    }
+}
+
 fn time(param: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
     param.map(parse_time).transpose().map_err(|e| AdminError::BadRequest(message(format!("{name}: {e}"))))
 }
@@ -382,25 +411,8 @@ impl Admin {
         }
         // With a shared journal, failed events other instances recorded are replayed here.
         if let (Some(shared), true) = (state.pipeline.shared.clone(), request.0.failed) {
-            let mut after = 0;
-            loop {
-                let (client, protocol) = (shared.clone(), request.0.protocol.clone());
-                let page = tokio::task::spawn_blocking(move || client.failed_events(protocol.as_deref(), after, 500))
-                    .await
-                    .map_err(internal)?
-                    .map_err(internal)?;
-                let Some(last) = page.last() else { break };
-                after = last.id;
-                for item in page.iter().filter(|e| e.instance != shared.instance) {
-                    let r = crate::replay::replay_foreign(&state.pipeline, item).await;
-                    tally.add(&r);
-                    if results.len() < 1000 {
-                        let mut shown = result(0, r);
-                        (shown.ledger_id, shown.instance) = (Some(item.id), Some(item.instance.clone()));
-                        results.push(shown);
-                    }
-                }
-            }
+            replay_cluster_failed(&state.pipeline, &shared, request.0.protocol.clone(), &mut tally, &mut results)
+                .await?;
         }
         Ok(Json(ReplaySummary {
             processed: tally.processed as u64,

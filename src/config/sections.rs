@@ -66,11 +66,20 @@ pub struct ServerLimits {
     /// Keep-alive connections with no traffic for this long are closed.
     #[serde(deserialize_with = "not_zero")]
     pub idle_timeout_ms: u64,
+    /// Failed credential attempts one client address may make within a minute before it is
+    /// refused for a minute (429); 0 turns the lockout off.
+    pub max_failed_attempts: u32,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { max_connections: 1024, header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 60_000 }
+        Self {
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_failed_attempts: 10,
+        }
     }
 }
 

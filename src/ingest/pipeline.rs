@@ -75,6 +75,11 @@ impl Pipeline {
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
+        // Before any script runs: what cannot be kept must not be delivered either.
+        if let Err(e) = self.journal.room() {
+            tracing::error!(protocol = %request.protocol, error = %e, "refusing new work until the disk has room");
+            return Err(Rejection::Failed(Failure::DiskFull));
+        }
         let mut claims = self.claims();
         let mut plan =
             plan(events, key_of, |k| claims.claim(k)).map_err(|InFlight| Rejection::Failed(Failure::Busy))?;
@@ -91,47 +96,24 @@ impl Pipeline {
         plan.settle(&report);
         let processed = plan.processed_keys();
         let tallies = Status::ALL.map(|s| (s, plan.count(s)));
-        let (protocol, operation, source, received_ms) =
-            (request.protocol.clone(), request.operation.clone(), request.source.clone(), request.received_ms);
+        let protocol = request.protocol.clone();
         let events = plan.into_records();
-        let ledger: Vec<LedgerRow> = match &self.shared {
-            None => Vec::new(),
-            Some(_) => events
-                .iter()
-                .map(|e| LedgerRow {
-                    protocol: protocol.clone(),
-                    operation: operation.clone(),
-                    source: source.clone(),
-                    received_ms,
-                    key: e.key.clone(),
-                    status: e.outcome,
-                    error: e.error.clone(),
-                    data: e.data.clone(),
-                    blob: e.blob,
-                })
-                .collect(),
-        };
+        let ledger = if self.shared.is_some() { ledger_rows(&request, &events) } else { Vec::new() };
         let effects = crate::store::effects::coalesce(std::mem::take(&mut report.effects));
         let submission = Submission { target: Target::New(request), events, effects };
         if let Err(e) = self.journal.submit(submission).await {
             tracing::error!(protocol = %protocol, error = %e, "the request could not be journaled or written");
-            let failure = match e {
-                JournalError::DiskFull { .. } => Failure::DiskFull,
-                _ => Failure::Journal,
-            };
-            return Err(Rejection::Failed(failure));
+            let disk_full = matches!(e, JournalError::DiskFull { .. });
+            return Err(Rejection::Failed(if disk_full { Failure::DiskFull } else { Failure::Journal }));
         }
         claims.commit(&processed, ledger).await;
         for (status, n) in tallies {
             self.metrics.events(&protocol, status.as_str(), n);
         }
-        match report.failure {
-            None => Ok(()),
-            Some(f) => {
-                tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "processing failed: {f}");
-                Err(Rejection::Failed(Failure::Event { index: f.index, kind: f.kind }))
-            }
-        }
+        report.failure.map_or(Ok(()), |f| {
+            tracing::error!(protocol = %protocol, event = f.index, error = %f.message, "processing failed: {f}");
+            Err(Rejection::Failed(Failure::Event { index: f.index, kind: f.kind }))
+        })
     }
 
     /// Runs the plan's events through the protocol's script; the plan comes back with the
@@ -165,6 +147,24 @@ impl Pipeline {
         self.metrics.script_run(protocol, started.elapsed().as_secs_f64());
         result
     }
+}
+
+/// The shared journal's ledger rows of a request's events.
+fn ledger_rows(request: &RequestRecord, events: &[crate::store::journal::EventRecord]) -> Vec<LedgerRow> {
+    events
+        .iter()
+        .map(|e| LedgerRow {
+            protocol: request.protocol.clone(),
+            operation: request.operation.clone(),
+            source: request.source.clone(),
+            received_ms: request.received_ms,
+            key: e.key.clone(),
+            status: e.outcome,
+            error: e.error.clone(),
+            data: e.data.clone(),
+            blob: e.blob,
+        })
+        .collect()
 }
 
 /// Delivers the outputs of the processed events (keys: the run events' idempotency keys, in

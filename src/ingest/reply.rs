@@ -139,6 +139,8 @@ pub fn failure(spec: &ReplySpec, rejection: &Rejection) -> Response {
         Rejection::UnsupportedMediaType { .. } => s.unsupported_media_type,
         Rejection::Failed(_) => s.failed,
         Rejection::MethodNotAllowed(_) => s.method_not_allowed,
+        // A text-style protocol (Wattmon) tells everything in the body, under its own status.
+        Rejection::TooManyAttempts(_) if spec.style == ReplyStyle::Text => s.unauthorized,
         Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS.as_u16(),
     };
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);

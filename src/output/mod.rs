@@ -247,8 +247,8 @@ impl Outputs {
         Ok(Self { catalog, sql, mqtt, http })
     }
 
-    /// Delivers the outputs of a request's processed events (in order); `keys` are their
-    /// idempotency keys.
+    /// Delivers the outputs of a request's processed events (in order), each given with its
+    /// idempotency key (SQL rows of a keyed event are written once).
     pub async fn deliver(&self, events: &[(Option<String>, Vec<Output>)]) -> Delivery {
         let mut logs: Vec<Vec<String>> =
             events.iter().map(|(_, outs)| outs.iter().map(Output::describe).collect()).collect();

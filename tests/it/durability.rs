@@ -231,7 +231,10 @@ impl Drop for TinyDisk {
 #[tokio::test]
 async fn a_full_disk_gets_retryable_replies_and_the_retries_store_everything_once() {
     let disk = TinyDisk::mount(16 * 1024);
-    let mut setup = ping_app_setup();
+    // The free-disk floor would refuse everything on this tiny disk before it fills: this is
+    // the test of what happens when a write finds the disk full.
+    let config = "[protocols.gridx]\nsecrets = [\"whsec_durability\"]\n[journal]\nmin_free_disk_mb = 0\n";
+    let mut setup = Setup { config, ..Setup::default() };
     setup.data_dir = Some(disk.path.join("data"));
     let app = spawn_with(setup).await;
     assert_eq!(post(&app, 1).await, 204);

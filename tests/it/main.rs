@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod docs;
 mod durability;
+mod fuzz;
 mod gridx;
 mod hardening;
 mod helpers;

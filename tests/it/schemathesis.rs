@@ -10,7 +10,10 @@ use std::process::Command;
 use crate::helpers::{REPO, spawn_app};
 
 const VERSION: &str = "4.32.5";
-const CONFIG: &str = "[protocols.ai-on-the-edge]\napi_keys = { \"st-key\" = \"fuzz\" }\n\
+// The fuzzer sends wrong credentials on purpose, then right ones from the same address: the
+// lockout (tested in `hardening`) would refuse the right ones, so it is off here.
+const CONFIG: &str = "[server]\nmax_failed_attempts = 0\n\
+                      [protocols.ai-on-the-edge]\napi_keys = { \"st-key\" = \"fuzz\" }\n\
                       [protocols.gridx]\nsecrets = [\"st-secret\"]\n\
                       [protocols.wattmon]\nrequire_md5 = false\n\
                       [protocols.wattsense]\nauth = { type = \"none\" }\n";

@@ -157,7 +157,16 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 1);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 2);
+        // Version 2's columns are there, empty for the old rows.
+        let (client, original): (String, Option<i64>) = conn
+            .query_row(
+                "SELECT r.client, e.duplicate_of FROM events e JOIN requests r ON r.id = e.request_id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((client.as_str(), original), ("", None));
         assert!(!names(&conn, "table").contains(&"keys".to_string()));
         let indexes = names(&conn, "index");
         assert!(!indexes.contains(&"events_status".to_string()) && !indexes.contains(&"events_key".to_string()));

@@ -303,6 +303,18 @@ fn insert_request(
         r.client
     ])?;
     let request_id = tx.last_insert_rowid();
+    let ids = insert_events(tx, request_id, events, failed_keys)?;
+    Ok((request_id, ids))
+}
+
+/// The event rows of request `request_id`; a duplicate points at the event that processed
+/// its key instead of keeping its data.
+fn insert_events(
+    tx: &Transaction<'_>,
+    request_id: i64,
+    events: &[EventRecord],
+    failed_keys: &HashSet<String>,
+) -> Result<Vec<i64>, JournalError> {
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -314,26 +326,16 @@ fn insert_request(
             (Status::Duplicate, Some(key)) => processed_event(tx, key)?,
             _ => None,
         };
-        // A duplicate's data is its original's (the same key); kept only when there is none.
         let data = if original.is_some() { "" } else { e.data.as_str() };
-        insert_event.execute(params![
-            request_id,
-            e.index as i64,
-            e.key,
-            data,
-            e.blob,
-            e.outcome.as_str(),
-            e.error,
-            logs,
-            original
-        ])?;
+        let row = params![request_id, e.index as i64, e.key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
+        insert_event.execute(row)?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
         if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
             remember_key(tx, key, event_id, failed_keys)?;
         }
     }
-    Ok((request_id, ids))
+    Ok(ids)
 }
 
 fn update_replayed(
