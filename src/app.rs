@@ -19,7 +19,7 @@ use crate::admin::{self, Admin, AdminState};
 use crate::config::credentials::CredentialNeed;
 use crate::config::{self, Config, CredentialsReport};
 use crate::docs::{self, Document};
-use crate::ingest::{Operation, PathEndpoint, Pipeline};
+use crate::ingest::{Intake, Operation, PathEndpoint, Pipeline};
 use crate::net::{Guarded, Limits};
 use crate::output::Catalog;
 use crate::plugin::Plugins;
@@ -116,9 +116,10 @@ impl App {
             // Without a token nothing behind it exists: 404 before any token check.
             route = route.at("/api/*rest", admin_disabled).at("/metrics", admin_disabled);
         }
+        let intake = Arc::new(Intake::new(&self.config.server_limits));
         for (path, ops) in &self.paths {
-            let body_timeout = Duration::from_millis(self.config.server_limits.body_timeout_ms.max(1));
-            route = route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone(), body_timeout });
+            route =
+                route.at(path, PathEndpoint { ops: ops.clone(), pipeline: pipeline.clone(), intake: intake.clone() });
         }
         // poem-openapi's own refusals (missing token, bad parameter) in the documented JSON shape.
         route.nest(
@@ -223,15 +224,20 @@ pub async fn run(
         TcpAcceptor::from_std(listener)?,
         Limits {
             max_connections: limits.max_connections,
+            per_client: limits.max_connections_per_client,
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
+            http2: limits.http2,
+            trusted_proxies: limits.trusted_proxies.clone(),
         },
     );
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms.max(1));
+    let max_streams = limits.http2_max_streams;
     let problems = Problems::default();
     let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval, problems.clone()));
     let endpoint = app.endpoint(services.pipeline.clone(), problems);
     let result = Server::new_with_acceptor(acceptor)
         .idle_timeout(idle_timeout)
+        .http2_max_concurrent_streams(max_streams)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(10)))
         .await;
     watcher.abort();

@@ -86,6 +86,28 @@ impl Checker {
         }
     }
 
+    /// Whether the check reads the body (a signature, a form field); the others read only
+    /// headers (or the URL's query), so they can run before the body is read.
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Hmac(_) | Kind::Integrity(Some(_)) | Kind::FormChecksum { .. } | Kind::FormSource { .. }
+        )
+    }
+
+    /// Whether passing the check proves a credential (an API key, basic, bearer, a static
+    /// header, a signature, a required URL token); "none configured" and form fields prove
+    /// nothing.
+    pub fn authenticates(&self) -> bool {
+        match &self.kind {
+            Kind::ApiKey { .. } | Kind::Hmac(_) | Kind::Integrity(Some(_)) => true,
+            // An optional token proves nothing when it is left out.
+            Kind::QueryToken(t) => t.required,
+            Kind::Header(auth) => !matches!(auth, HeaderAuth::None),
+            Kind::Integrity(None) | Kind::FormChecksum { .. } | Kind::FormSource { .. } => false,
+        }
+    }
+
     /// Runs the check; `Ok(Some(name))` when it establishes who the sender is.
     pub fn check(&self, req: &Request<'_>) -> Result<Option<String>, Refusal> {
         self.run(req).map_err(|reason| Refusal { reason, reject: self.reject.clone() })

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 use super::problems::Problem;
@@ -50,34 +51,59 @@ impl Default for ScriptLimits {
     }
 }
 
-/// Limits on connections and slow clients.
+/// Limits on connections, slow clients and bodies in memory (`[server]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerLimits {
     /// Open connections at most; further clients wait in the kernel's backlog.
     #[serde(deserialize_with = "not_zero")]
     pub max_connections: usize,
+    /// Open connections from one address at most; more are closed at once (trusted proxies
+    /// are exempt).
+    #[serde(deserialize_with = "not_zero")]
+    pub max_connections_per_client: usize,
     /// A request head (request line and headers) must arrive within this time.
     #[serde(deserialize_with = "not_zero")]
     pub header_timeout_ms: u64,
     /// A request body must arrive within this time, with no pause longer than a third of it.
     #[serde(deserialize_with = "not_zero")]
     pub body_timeout_ms: u64,
+    /// After a grace period, a body slower than this on average is cut with 408 (0 = off).
+    pub min_body_rate_bytes_per_s: u64,
+    /// Bytes of bodies read before their sender is known (signature and form checks) held
+    /// in memory at once, over all requests; past it a request waits briefly, then gets the
+    /// protocol's retryable reply.
+    #[serde(deserialize_with = "not_zero")]
+    pub body_budget_bytes: usize,
     /// Keep-alive connections with no traffic for this long are closed.
     #[serde(deserialize_with = "not_zero")]
     pub idle_timeout_ms: u64,
     /// Failed credential attempts one client address may make within a minute before it is
     /// refused for a minute (429); 0 turns the lockout off.
     pub max_failed_attempts: u32,
+    /// Cleartext HTTP/2 (h2c, by prior knowledge); off: such a connection is closed.
+    pub http2: bool,
+    /// Concurrent streams on one HTTP/2 connection at most.
+    #[serde(deserialize_with = "not_zero")]
+    pub http2_max_streams: u32,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client.
+    #[serde(deserialize_with = "proxy_ranges")]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_client: 128,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
-            idle_timeout_ms: 60_000,
+            min_body_rate_bytes_per_s: 1024,
+            body_budget_bytes: 16 * 1024 * 1024,
+            idle_timeout_ms: 15_000,
+            http2: false,
+            http2_max_streams: 32,
+            trusted_proxies: Vec::new(),
             max_failed_attempts: 10,
         }
     }
@@ -159,6 +185,17 @@ fn non_empty_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
 /// The address to listen on, parsed (the only place a user writes one).
 pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080"))
+}
+
+/// `["10.0.0.0/8", "192.0.2.7"]`: ranges, or single addresses.
+fn proxy_ranges<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    let parse = |text: &String| {
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address or a range like 10.0.0.0/8")))
+    };
+    texts.iter().map(parse).collect()
 }
 
 fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -2,7 +2,10 @@
 //!
 //! One [`PathEndpoint`] serves one spec path and dispatches on the method; each operation
 //! owns its built checkers. Nothing parses a body before its checks have passed (a form is
-//! split into fields first only when its checks travel inside the form).
+//! split into fields first only when its checks travel inside the form). Checks that read
+//! only headers run before the body is read (a refused request sends no `100 Continue`); a
+//! body read before its sender is known counts against the server's budget for bodies in
+//! flight ([`Intake`]).
 
 mod body;
 mod claims;
@@ -15,11 +18,12 @@ pub mod split;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use poem::http::header;
 use poem::{Endpoint, Request, Response};
 
 use crate::auth::{self, Checker};
-use crate::config::ProtocolSettings;
+use crate::config::{ProtocolSettings, ServerLimits};
 use crate::event::Origin;
 use crate::form::Form;
 use crate::spec::OperationSpec;
@@ -39,6 +43,8 @@ pub struct Operation {
     keep_headers: Vec<String>,
     /// What a request that passed has been verified by (for the journal).
     verification: String,
+    /// A header check proves the sender before the body is read (no budget needed).
+    known_before_body: bool,
 }
 
 impl Operation {
@@ -51,7 +57,8 @@ impl Operation {
             true => "no checks".to_owned(),
             false => format!("passed: {}", checkers.iter().map(Checker::describe).collect::<Vec<_>>().join("; ")),
         };
-        Ok(Self { spec, checkers, keep_headers, verification })
+        let known_before_body = checkers.iter().any(|c| c.authenticates() && !c.needs_body());
+        Ok(Self { spec, checkers, keep_headers, verification, known_before_body })
     }
 
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
@@ -64,12 +71,41 @@ impl Operation {
     }
 }
 
+/// What every protocol route shares: how bodies must arrive, the budget for bodies in
+/// flight, and whose `X-Forwarded-For` names the client.
+pub struct Intake {
+    pace: body::Pace,
+    budget: body::Budget,
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl Intake {
+    pub fn new(limits: &ServerLimits) -> Self {
+        Self {
+            pace: body::Pace {
+                deadline: Duration::from_millis(limits.body_timeout_ms.max(1)),
+                min_rate: limits.min_body_rate_bytes_per_s,
+            },
+            budget: body::Budget::new(limits.body_budget_bytes),
+            trusted_proxies: limits.trusted_proxies.clone(),
+        }
+    }
+
+    /// The client of `req` for logs: the peer, or what a trusted proxy forwarded.
+    fn client(&self, req: &Request) -> crate::net::Client {
+        let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let forwarded: Vec<&str> =
+            req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+        crate::net::client(peer, forwarded.as_deref(), &self.trusted_proxies)
+    }
+}
+
 /// All operations of one path.
 pub struct PathEndpoint {
     pub ops: Vec<Arc<Operation>>,
     pub pipeline: Arc<Pipeline>,
-    /// How long a request body may take to arrive.
-    pub body_timeout: Duration,
+    pub intake: Arc<Intake>,
 }
 
 impl Endpoint for PathEndpoint {
@@ -84,14 +120,14 @@ impl Endpoint for PathEndpoint {
         // One log line per request with its context (a span per request cost more than the
         // line itself); the few lines logged inside carry the protocol themselves.
         let method = req.method().clone();
+        let client = self.intake.client(&req);
         let (protocol, route) = (op.spec.protocol.as_str(), op.spec.path.as_str());
-        let ip = client_ip(&req);
+        let ip = client.0;
         let lockout = &self.pipeline.lockout;
         let outcome = match lockout.refused(ip, Instant::now()) {
             Some(wait) => Err(Rejection::TooManyAttempts(wait)),
-            None => handle(&op, &self.pipeline, req, self.body_timeout).await,
+            None => handle(&op, &self.pipeline, &self.intake, req).await,
         };
-        let client = ip.map(|ip| ip.to_string()).unwrap_or_default();
         let response = match outcome {
             Ok(events) => {
                 lockout.succeeded(ip);
@@ -114,32 +150,25 @@ impl Endpoint for PathEndpoint {
 }
 
 /// The whole path of one request; the number of events on success.
-async fn handle(
-    op: &Operation,
-    pipeline: &Pipeline,
-    mut req: Request,
-    body_timeout: Duration,
-) -> Result<usize, Rejection> {
+async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: Request) -> Result<usize, Rejection> {
     let spec = &op.spec;
-    let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let raw =
-        body::read_limited(req.take_body(), declared, spec.body_limit, body_timeout).await.map_err(|e| match e {
-            body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
-            body::BodyError::TooSlow => Rejection::Timeout,
-            body::BodyError::Io(why) => Rejection::Invalid(vec![format!("body: could not be read ({why})")]),
-        })?;
+    check_media_type(spec, req.header(header::CONTENT_TYPE))?;
+    let mut identities = vec![None; op.checkers.len()];
+    let query = parse_query(req.uri().query());
+    let headers_only = auth::Request { headers: req.headers(), body: &[], form: None, query: &query };
+    run_checks(&op.checkers, &headers_only, false, &mut identities)?;
+    let received = read_body(op, intake, &mut req).await?;
+    let raw = received.bytes.clone();
     let content_type = req.header(header::CONTENT_TYPE);
-    check_media_type(spec, content_type)?;
     let form = match spec.split.body_kind() {
         BodyKind::Form => Some(
             Form::parse(content_type, raw.clone()).await.map_err(|e| Rejection::Invalid(vec![format!("body: {e}")]))?,
         ),
         _ => None,
     };
-    let query = parse_query(req.uri().query());
     let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref(), query: &query };
-    let source = auth::check_all(&op.checkers, &auth_req)
-        .map_err(|r| Rejection::Unauthorized { reason: r.reason, reject: r.reject })?;
+    run_checks(&op.checkers, &auth_req, true, &mut identities)?;
+    let source = identities.into_iter().flatten().next_back().unwrap_or_default();
     let origin =
         Origin { protocol: spec.protocol.clone(), operation: spec.operation_id.clone(), source, received_ms: now_ms() };
     let request = RequestRecord {
@@ -150,7 +179,7 @@ async fn handle(
         headers: op.journal_headers(req.headers()),
         verification: op.verification.clone(),
         body: raw.clone(),
-        client: client_address(&req),
+        client: intake.client(&req).to_string(),
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
@@ -161,6 +190,36 @@ async fn handle(
     let count = parsed.events.len();
     pipeline.process(|event| event.idempotency_key(&spec.idempotency), request, parsed.events).await?;
     Ok(count)
+}
+
+/// Reads the body under the operation's limit and the intake's pace; under the budget when
+/// no header check has proved the sender.
+async fn read_body(op: &Operation, intake: &Intake, req: &mut Request) -> Result<body::Received, Rejection> {
+    let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let budget = (!op.known_before_body).then_some(&intake.budget);
+    body::read_limited(req.take_body(), declared, op.spec.body_limit, intake.pace, budget).await.map_err(|e| match e {
+        body::BodyError::TooLarge(limit) => Rejection::TooLarge(limit),
+        body::BodyError::TooSlow => Rejection::Timeout,
+        body::BodyError::Busy => Rejection::Failed(Failure::Overloaded),
+        body::BodyError::Io(_) => Rejection::Invalid(vec![format!("body: {e}")]),
+    })
+}
+
+/// Runs the checks that read the body (`with_body`) or only headers, in spec order; each
+/// identity established is kept in `identities` (the last one names the sender).
+fn run_checks(
+    checkers: &[Checker],
+    req: &auth::Request<'_>,
+    with_body: bool,
+    identities: &mut [Option<String>],
+) -> Result<(), Rejection> {
+    for (checker, identity) in checkers.iter().zip(identities) {
+        if checker.needs_body() == with_body {
+            *identity =
+                checker.check(req).map_err(|r| Rejection::Unauthorized { reason: r.reason, reject: r.reject })?;
+        }
+    }
+    Ok(())
 }
 
 /// A Content-Type, when sent, must be one the spec lists (a missing one is accepted: some
@@ -185,15 +244,6 @@ pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
         }
     }
     pairs
-}
-
-/// The client's address as logged and journaled: the peer's IP.
-fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
-    req.remote_addr().as_socket_addr().map(|a| a.ip())
-}
-
-fn client_address(req: &Request) -> String {
-    client_ip(req).map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

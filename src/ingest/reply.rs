@@ -91,6 +91,9 @@ pub enum Failure {
     /// The shared journal (PostgreSQL) could not be reached to claim the keys.
     #[error("processing failed: the shared journal is unreachable; retry")]
     SharedUnreachable,
+    /// The memory budget for bodies in flight stayed used up while the request waited.
+    #[error("the server is busy receiving other requests; retry")]
+    Overloaded,
     /// A processing thread stopped (a panic in a script host call).
     #[error("processing stopped unexpectedly; retry")]
     Stopped,
@@ -108,6 +111,7 @@ impl Failure {
             Failure::Busy => "busy",
             Failure::BusyElsewhere => "busy_elsewhere",
             Failure::SharedUnreachable => "shared_unreachable",
+            Failure::Overloaded => "overloaded",
             Failure::Stopped => "stopped",
         }
     }

@@ -19,6 +19,7 @@ mod outputs;
 mod plugins;
 mod properties;
 mod protocols;
+mod public;
 mod replay;
 mod retention;
 mod scale_out;

@@ -326,3 +326,20 @@ async fn neither_the_token_nor_a_wrong_guess_reaches_the_log() {
     assert!(log.contains("reason=wrong token"), "the refusal is logged: {log}");
     assert!(!log.contains(TOKEN) && !log.contains("Gu3ssedT0k3n"), "{log}");
 }
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_before_the_body_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(CONFIG).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST /wattmon/export?token=guess HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut reply)).await;
+    let n = read.expect("answered without the body").unwrap();
+    let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.ends_with("ERROR: wrong token"), "{text}");
+}
