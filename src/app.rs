@@ -50,6 +50,7 @@ impl App {
         let registry = Registry::load(config.spec_dir.as_deref()).map_err(strings)?;
         // Config mistakes first: with any, no credential is stored.
         let mut errors = crate::auth::check_protocols(&mut config, &registry);
+        errors.extend(registry.dedup_window_problems(&config));
         let needs = credential_needs(&registry);
         let store = errors.is_empty();
         let credentials =

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::spec::ext::{Freshness, Idempotency};
+
 /// A value that should have been a time is not one.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -105,16 +107,17 @@ impl Event {
         }
     }
 
-    /// The idempotency key made of the values at `pointers` (JSON pointers into this event's
-    /// [`Event::to_json`] form), or `None` when any of them is missing or empty.
-    pub fn idempotency_key(&self, pointers: &[String]) -> Option<String> {
-        if pointers.is_empty() {
+    /// The idempotency key made of the values at `spec.key` (JSON pointers into this event's
+    /// [`Event::to_json`] form) and, with `spec.digest`, `sha256:<hex>` of the compact JSON
+    /// of the value there; `None` when the spec names nothing or any value is missing or empty.
+    pub fn idempotency_key(&self, spec: &Idempotency) -> Option<String> {
+        if spec.key.is_empty() && spec.digest.is_none() {
             return None;
         }
-        let mut parts = Vec::with_capacity(pointers.len() + 2);
+        let mut parts = Vec::with_capacity(spec.key.len() + 3);
         parts.push(self.protocol.clone());
         parts.push(self.operation.clone());
-        for pointer in pointers {
+        for pointer in &spec.key {
             let part = match self.pointer(pointer)?.as_ref() {
                 Value::String(s) if s.is_empty() => return None,
                 Value::String(s) => s.clone(),
@@ -123,8 +126,44 @@ impl Event {
             };
             parts.push(part);
         }
+        if let Some(pointer) = &spec.digest {
+            let value = self.pointer(pointer)?;
+            let text = serde_json::to_vec(value.as_ref()).ok()?;
+            parts.push(format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text))));
+        }
         Some(serde_json::to_string(&parts).unwrap_or_default())
     }
+
+    /// Whether the time at `rule.time` (a pointer into `data`) lies inside the window around
+    /// `received_ms`; `Err` names the pointer and the reason, as the sender reads it.
+    pub fn check_freshness(&self, rule: &Freshness, received_ms: i64) -> Result<(), String> {
+        let at = &rule.time;
+        let ms = match self.data.pointer(at) {
+            Some(Value::String(text)) => parse_time(text).map_err(|e| format!("{at}: {e}"))?,
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("{at}: not a time in milliseconds"))?,
+            _ => return Err(format!("{at}: required (the event's time tells whether it is fresh)")),
+        };
+        let max_age = rule.max_age_seconds.saturating_mul(1000).min(i64::MAX as u64) as i64;
+        let ahead = rule.ahead_seconds.saturating_mul(1000).min(i64::MAX as u64) as i64;
+        if ms < received_ms.saturating_sub(max_age) {
+            return Err(format!("{at}: the event is older than {}", span(rule.max_age_seconds)));
+        }
+        if ms > received_ms.saturating_add(ahead) {
+            return Err(format!("{at}: the event is more than {} in the future", span(rule.ahead_seconds)));
+        }
+        Ok(())
+    }
+}
+
+/// `604800` → `7 days`, `300` → `5 minutes`: the largest unit that divides the span.
+pub fn span(seconds: u64) -> String {
+    let (n, unit) = match seconds {
+        s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
 }
 
 /// `/first/rest` → (`first`, `/rest`); `/first` → (`first`, ``); `None` without a leading `/`.
@@ -187,10 +226,35 @@ mod tests {
         let mut meta = Map::new();
         meta.insert("timestamp".into(), json!("2025-09-01 12:00"));
         let e = origin().event(3, json!({"V": "1"}), meta);
-        let key = e.idempotency_key(&["/source".into(), "/meta/timestamp".into()]).unwrap();
+        let keyed = |key: &[&str], digest: Option<&str>| {
+            let spec = Idempotency { key: key.iter().map(|k| k.to_string()).collect(), digest: digest.map(Into::into) };
+            e.idempotency_key(&spec)
+        };
+        let key = keyed(&["/source", "/meta/timestamp"], None).unwrap();
         assert_eq!(key, r#"["wattmon","export","00:04:A3:12:34:56","2025-09-01 12:00"]"#);
-        assert_eq!(e.idempotency_key(&["/data/missing".into()]), None);
-        assert_eq!(e.idempotency_key(&[]), None);
+        assert_eq!(keyed(&["/data/missing"], None), None);
+        assert_eq!(keyed(&[], None), None);
+        let digest = keyed(&[], Some("/data")).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(br#"{"V":"1"}"#));
+        assert_eq!(digest, format!(r#"["wattmon","export","sha256:{sha}"]"#));
+        let mut other = e.clone();
+        other.data = json!({"V": "2"});
+        let spec = Idempotency { key: Vec::new(), digest: Some("/data".into()) };
+        assert_ne!(other.idempotency_key(&spec), Some(digest));
+    }
+
+    #[test]
+    fn freshness_refuses_old_and_far_future_times_naming_the_pointer() {
+        let rule = Freshness { time: "/time".into(), max_age_seconds: 7 * 86_400, ahead_seconds: 300 };
+        let now = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        let at = |time: Value| origin().event(0, json!({ "time": time }), Map::new()).check_freshness(&rule, now);
+        assert_eq!(at(json!("2025-12-26T00:00:00Z")), Ok(()));
+        assert_eq!(at(json!("2025-12-24T23:59:59Z")), Err("/time: the event is older than 7 days".into()));
+        assert_eq!(at(json!("2026-01-01T00:04:00Z")), Ok(()));
+        assert_eq!(at(json!(now + 301_000)), Err("/time: the event is more than 5 minutes in the future".into()));
+        assert!(at(json!("soon")).unwrap_err().starts_with("/time: \"soon\" is neither"));
+        assert_eq!(at(Value::Null), Err("/time: required (the event's time tells whether it is fresh)".into()));
+        assert_eq!((span(86_400), span(7_200), span(90)), ("1 day".into(), "2 hours".into(), "90 seconds".into()));
     }
 
     /// Reading a pointer from the fields agrees with reading it from the JSON form.

@@ -43,7 +43,7 @@ impl Scenario {
         match self {
             Scenario::Gridx => "/gridx/events",
             Scenario::Ai | Scenario::AiNewConnection => "/ai-on-the-edge/webhook",
-            Scenario::Wattmon => "/wattmon/export",
+            Scenario::Wattmon => "/wattmon/export?token=bench-wattmon-token",
             Scenario::Wattsense => "/wattsense/values",
         }
     }
@@ -71,7 +71,7 @@ impl Default for Credentials {
 pub fn server_config(c: &Credentials) -> String {
     format!(
         "[protocols.ai-on-the-edge]\napi_keys = {{ \"{}\" = \"bench\" }}\n[protocols.gridx]\nsecrets = [\"{}\"]\n\
-         [protocols.wattmon]\nallowed_keys = [\"{}\"]\n[protocols.wattsense]\nauth = {{ type = \"none\" }}\n",
+         [protocols.wattmon]\ntoken = \"bench-wattmon-token\"\nallowed_keys = [\"{}\"]\n[protocols.wattsense]\nauth = {{ type = \"none\" }}\n",
         c.api_key, c.gridx_secret, c.wattmon_key
     )
 }
@@ -126,8 +126,12 @@ impl Report {
 pub fn request(scenario: Scenario, c: &Credentials, n: u64) -> (Vec<u8>, Vec<(&'static str, String)>) {
     match scenario {
         Scenario::Gridx => {
+            // gridX refuses events older than its freshness window: the time is now.
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
             let body = format!(
-                r#"{{"id":"{:08x}-0000-4000-8000-{:012x}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/systems/bench","type":"ping","data":{{"message":"bench {n}"}}}}"#,
+                r#"{{"id":"{:08x}-0000-4000-8000-{:012x}","time":"{time}","specVersion":"1.0","source":"/systems/bench","type":"ping","data":{{"message":"bench {n}"}}}}"#,
                 n >> 48,
                 n & 0xffff_ffff_ffff
             );
@@ -309,7 +313,17 @@ pub fn landed(scenario: Scenario, data: &Path, c: &Credentials) -> u64 {
     match scenario {
         Scenario::Gridx => lines("gridx/events.jsonl"),
         Scenario::Ai | Scenario::AiNewConnection => lines("ai-on-the-edge/bench/webhook_log.csv").saturating_sub(1),
-        Scenario::Wattmon => lines(&format!("wattmon/{}.csv", c.wattmon_key)).saturating_sub(1),
+        Scenario::Wattmon => {
+            // wattmon/<key spelled aa-bb-…>-<header digest>.csv, one file per header.
+            let device = c.wattmon_key.to_ascii_lowercase().replace(':', "-");
+            let files = std::fs::read_dir(data.join("wattmon")).into_iter().flatten().flatten();
+            let names: Vec<String> = files.map(|f| f.file_name().to_string_lossy().into_owned()).collect();
+            names
+                .iter()
+                .filter(|n| n.starts_with(&device))
+                .map(|n| lines(&format!("wattmon/{n}")).saturating_sub(1))
+                .sum()
+        }
         Scenario::Wattsense => lines("wattsense/values.jsonl"),
     }
 }

@@ -1,4 +1,5 @@
-//! API keys mapped to tenants, and the configurable header auth (none, basic, bearer, static).
+//! API keys mapped to tenants, the configurable header auth (none, basic, bearer, static),
+//! and a token carried in a query parameter of the URL.
 //!
 //! Keys are compared as SHA-256 digests in constant time, so neither their content nor their
 //! length leaks through timing.
@@ -36,6 +37,41 @@ impl ApiKeys {
             }
         }
         found
+    }
+}
+
+/// Why a query token was refused (the sender reads it; the token itself is never in it).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the {0} query parameter is missing (the URL must end in ?{0}=<token>)")]
+    Missing(String),
+    #[error("wrong {0}")]
+    Wrong(String),
+}
+
+/// A token the URL must carry in query parameter `parameter` (`?token=…`).
+pub struct QueryToken {
+    pub parameter: String,
+    digest: [u8; 32],
+    /// When false, a URL without the parameter passes (a wrong token never does).
+    pub required: bool,
+}
+
+impl QueryToken {
+    pub fn new(parameter: String, token: &str, required: bool) -> Self {
+        Self { parameter, digest: digest(token.as_bytes()), required }
+    }
+
+    /// Checks the request's query pairs (the first pair of that name counts).
+    pub fn check(&self, query: &[(String, String)]) -> Result<(), TokenError> {
+        let Some((_, given)) = query.iter().find(|(name, _)| *name == self.parameter) else {
+            return if self.required { Err(TokenError::Missing(self.parameter.clone())) } else { Ok(()) };
+        };
+        if bool::from(digest(given.as_bytes()).ct_eq(&self.digest)) {
+            Ok(())
+        } else {
+            Err(TokenError::Wrong(self.parameter.clone()))
+        }
     }
 }
 
@@ -102,6 +138,18 @@ mod tests {
         assert_eq!(keys.tenant(Some(b"s3cr3tKe")), None);
         assert_eq!(keys.tenant(Some(b"")), None);
         assert_eq!(keys.tenant(None), None);
+    }
+
+    #[test]
+    fn a_query_token_must_match_and_may_be_optional() {
+        let pair = |v: &str| vec![("token".to_string(), v.to_string())];
+        let strict = QueryToken::new("token".into(), "t0k3n", true);
+        assert_eq!(strict.check(&pair("t0k3n")), Ok(()));
+        assert_eq!(strict.check(&pair("t0k3")), Err(TokenError::Wrong("token".into())));
+        assert_eq!(strict.check(&[]), Err(TokenError::Missing("token".into())));
+        let lenient = QueryToken::new("token".into(), "t0k3n", false);
+        assert_eq!(lenient.check(&[]), Ok(()));
+        assert!(lenient.check(&pair("nope")).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Who sent a request: API keys, HMAC signatures, form checksums, basic/bearer/static headers.
+//! Who sent a request: API keys, HMAC signatures, form checksums, basic/bearer/static headers,
+//! URL tokens.
 //!
 //! A component is a spec block plus the protocol's settings, built once into a [`Checker`].
 //! Checking is pure: `(headers, raw body, form fields)` → the sender's identity or a reason.
@@ -17,13 +18,15 @@ pub use settings::{AuthConfigError, check_protocols, credential_need};
 
 use crate::config::ProtocolSettings;
 use crate::form::Form;
-use crate::spec::ext::{AuthBlock, Reject};
+use crate::spec::ext::{AuthBlock, Reject, SourceSpelling};
 
 /// What a check sees of a request.
 pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
     pub form: Option<&'a Form>,
+    /// The URL's query pairs.
+    pub query: &'a [(String, String)],
 }
 
 /// A refused request: the reason (safe to show the client) and how to answer.
@@ -39,7 +42,8 @@ enum Kind {
     Integrity(Option<HmacVerifier>),
     Header(HeaderAuth),
     FormChecksum { field: String, over: String, required: bool },
-    FormSource { field: String, allowed: Option<Vec<String>> },
+    FormSource { field: String, allowed: Option<Vec<String>>, spelling: Option<SourceSpelling> },
+    QueryToken(keys::QueryToken),
 }
 
 /// One built check of an operation.
@@ -66,7 +70,8 @@ impl Checker {
             Kind::Header(HeaderAuth::Bearer { .. }) => "bearer token".into(),
             Kind::Header(HeaderAuth::Static { name, .. }) => format!("static header {name}"),
             Kind::FormChecksum { field, over, .. } => format!("{field} checksum of {over}"),
-            Kind::FormSource { field, allowed } => match allowed {
+            Kind::QueryToken(t) => format!("token in query parameter {}", t.parameter),
+            Kind::FormSource { field, allowed, .. } => match allowed {
                 Some(_) => format!("{field} in the allowed list"),
                 None => format!("{field} present (no allowed list)"),
             },
@@ -82,7 +87,7 @@ impl Checker {
     }
 
     /// Whether the check reads the body (a signature, a form field); the others read only
-    /// headers, so they can run before the body is read.
+    /// headers (or the URL's query), so they can run before the body is read.
     pub fn needs_body(&self) -> bool {
         matches!(
             self.kind,
@@ -91,10 +96,13 @@ impl Checker {
     }
 
     /// Whether passing the check proves a credential (an API key, basic, bearer, a static
-    /// header, a signature); "none configured" and form fields prove nothing.
+    /// header, a signature, a required URL token); "none configured" and form fields prove
+    /// nothing.
     pub fn authenticates(&self) -> bool {
         match &self.kind {
             Kind::ApiKey { .. } | Kind::Hmac(_) | Kind::Integrity(Some(_)) => true,
+            // An optional token proves nothing when it is left out.
+            Kind::QueryToken(t) => t.required,
             Kind::Header(auth) => !matches!(auth, HeaderAuth::None),
             Kind::Integrity(None) | Kind::FormChecksum { .. } | Kind::FormSource { .. } => false,
         }
@@ -120,9 +128,10 @@ impl Checker {
             Kind::FormChecksum { field, over, required } => {
                 form_checks::checksum(req.form, field, over, *required).map(|_| None).map_err(|e| e.to_string())
             }
-            Kind::FormSource { field, allowed } => {
-                form_checks::source(req.form, field, allowed.as_deref()).map(Some).map_err(|e| e.to_string())
+            Kind::FormSource { field, allowed, spelling } => {
+                form_checks::source(req.form, field, allowed.as_deref(), *spelling).map(Some).map_err(|e| e.to_string())
             }
+            Kind::QueryToken(t) => t.check(req.query).map(|_| None).map_err(|e| e.to_string()),
         }
     }
 }

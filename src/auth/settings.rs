@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Visitor};
 
-use super::keys::{ApiKeys, HeaderAuth};
+use super::keys::{ApiKeys, HeaderAuth, QueryToken};
 use super::{Checker, HmacVerifier, Kind};
 use crate::config::credentials::CredentialKind;
 use crate::config::{self, Config, KeyLines, ProtocolSettings, Quote};
@@ -46,6 +46,7 @@ pub fn credential_need(block: &AuthBlock) -> Option<(String, CredentialKind)> {
         AuthBlock::ApiKeyHeader { keys, .. } => Some((keys.clone(), CredentialKind::ApiKeyTable)),
         AuthBlock::Hmac { secrets, .. } => Some((secrets.clone(), CredentialKind::SecretList)),
         AuthBlock::ConfiguredAuth { config, .. } => Some((config.clone(), CredentialKind::BearerAuth)),
+        AuthBlock::QueryToken { token, .. } => Some((token.clone(), CredentialKind::Token)),
         _ => None,
     }
 }
@@ -59,6 +60,9 @@ pub fn config_keys(block: &AuthBlock) -> Vec<&str> {
         | AuthBlock::ConfiguredIntegrity { config: key, .. } => vec![key.as_str()],
         AuthBlock::FormChecksum { required: key, .. } | AuthBlock::FormSource { allowed: key, .. } => {
             key.as_deref().into_iter().collect()
+        }
+        AuthBlock::QueryToken { token, required, .. } => {
+            std::iter::once(token.as_str()).chain(required.as_deref()).collect()
         }
     }
 }
@@ -87,12 +91,21 @@ pub(super) fn build(block: &AuthBlock, s: &ProtocolSettings) -> Result<Checker, 
             };
             (Kind::FormChecksum { field: field.clone(), over: over.clone(), required }, reject)
         }
-        AuthBlock::FormSource { field, allowed, reject } => {
+        AuthBlock::FormSource { field, allowed, normalize, reject } => {
             let allowed = match allowed {
                 Some(key) => read::<StringList>(s, key, ShowPath::Yes)?.map(|l| l.0),
                 None => None,
             };
-            (Kind::FormSource { field: field.clone(), allowed }, reject)
+            let allowed = allowed.map(|l| l.iter().map(|a| super::form_checks::spell(a, *normalize)).collect());
+            (Kind::FormSource { field: field.clone(), allowed, spelling: *normalize }, reject)
+        }
+        AuthBlock::QueryToken { parameter, token, required, reject } => {
+            let value: Text = read(s, token, ShowPath::Yes)?.ok_or_else(|| bad(token, "must be set"))?;
+            let required = match required {
+                Some(key) => read::<bool>(s, key, ShowPath::Yes)?.unwrap_or(true),
+                None => true,
+            };
+            (Kind::QueryToken(QueryToken::new(parameter.clone(), &value.0, required)), reject)
         }
         AuthBlock::ConfiguredAuth { config, reject } => (Kind::Header(header_auth(s, config)?), reject),
         AuthBlock::ConfiguredIntegrity { config, reject } => (Kind::Integrity(integrity(s, config)?), reject),
@@ -352,10 +365,14 @@ fn check_values(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for block in blocks {
-        if credential_need(block).is_some_and(|(key, _)| settings.get(&key).is_none()) {
-            continue;
-        }
-        if let Err(e) = build(block, settings) {
+        // A credential not set yet is generated later: check the block's other keys with a
+        // stand-in of its shape.
+        let stand_in = credential_need(block).filter(|(key, _)| settings.get(key).is_none()).map(|(key, kind)| {
+            let mut with = settings.clone();
+            with.0.insert(key, crate::config::credentials::placeholder(kind));
+            with
+        });
+        if let Err(e) = build(block, stand_in.as_ref().unwrap_or(settings)) {
             settings.0.remove(&e.key);
             let mut path = vec![protocol, e.key.as_str()];
             path.extend(e.path.iter().map(String::as_str));

@@ -21,6 +21,8 @@ pub enum CredentialKind {
     SecretList,
     /// A bearer-token auth table `{ type = "bearer", token = "…" }`.
     BearerAuth,
+    /// One token string (`token = "…"`, carried in a URL's query).
+    Token,
 }
 
 /// One credential a protocol needs: `[protocols.<protocol>] <key> = …`.
@@ -112,6 +114,12 @@ fn write_stored(path: &Path, protocols: &toml::Table) -> Result<(), ConfigError>
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// A value of `kind`'s shape, to check the other keys of a block whose credential is not
+/// set yet (never stored).
+pub fn placeholder(kind: CredentialKind) -> toml::Value {
+    generate(kind)
+}
+
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -134,6 +142,7 @@ fn generate(kind: CredentialKind) -> toml::Value {
             t.insert("token".into(), toml::Value::String(random_token(40)));
             toml::Value::Table(t)
         }
+        CredentialKind::Token => toml::Value::String(random_token(40)),
     }
 }
 

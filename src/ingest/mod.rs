@@ -171,7 +171,8 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
     let spec = &op.spec;
     check_media_type(spec, req.header(header::CONTENT_TYPE))?;
     let mut identities = vec![None; op.checkers.len()];
-    let headers_only = auth::Request { headers: req.headers(), body: &[], form: None };
+    let query = parse_query(req.uri().query());
+    let headers_only = auth::Request { headers: req.headers(), body: &[], form: None, query: &query };
     run_checks(&op.checkers, &headers_only, false, &mut identities)?;
     let received = read_body(op, intake, &mut req).await?;
     let raw = received.bytes.clone();
@@ -182,10 +183,9 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
         ),
         _ => None,
     };
-    let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref() };
+    let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref(), query: &query };
     run_checks(&op.checkers, &auth_req, true, &mut identities)?;
     let source = identities.into_iter().flatten().next_back().unwrap_or_default();
-    let query = parse_query(req.uri().query());
     let origin =
         Origin { protocol: spec.protocol.clone(), operation: spec.operation_id.clone(), source, received_ms: now_ms() };
     let request = RequestRecord {
@@ -200,6 +200,7 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
+    split::check_freshness(spec, &parsed.events, origin.received_ms).map_err(Rejection::Invalid)?;
     if let Some(kind) = &parsed.unknown_type {
         tracing::warn!(protocol = %spec.protocol, event_type = %kind, "acknowledging an event type the spec does not know");
     }

@@ -34,6 +34,20 @@ pub fn split(op: &OperationSpec, origin: &Origin, input: Input<'_>) -> Result<Pa
     }
 }
 
+/// Refuses the request when any event's time lies outside the operation's freshness window
+/// (`x-hookyard-freshness`) around `received_ms`: an old capture replayed after its key left
+/// the dedup window must not be processed again.
+pub fn check_freshness(op: &OperationSpec, events: &[Event], received_ms: i64) -> Result<(), Vec<String>> {
+    let Some(rule) = &op.freshness else { return Ok(()) };
+    let mut problems: Vec<String> = Vec::new();
+    for problem in events.iter().filter_map(|e| e.check_freshness(rule, received_ms).err()) {
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
 fn validate_query(op: &OperationSpec, query: &[(String, String)]) -> Result<Map<String, Value>, Vec<String>> {
     let mut meta = Map::new();
     let mut problems = Vec::new();

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use rhai::plugin::*;
 
+use super::cells::{self, Cells, cell, row};
+use super::outbound::{catalog, http_output, json_of, mqtt_output, option, payload};
 use crate::output::{Catalog, Output};
 use crate::plugin::Plugins;
-use crate::store::files::csv_record;
 use crate::store::{Effect, safe_relative_path};
 
 /// What scripts can reach beyond the data directory: plugins and outputs.
@@ -54,80 +55,31 @@ fn send(ctx: &NativeCallContext, output: Output) -> Res<()> {
     Ok(())
 }
 
-fn catalog(host: &HostCall) -> Res<Arc<Catalog>> {
-    host.ext.catalog.clone().ok_or_else(|| "outputs are not available here".into())
+fn append_row(
+    ctx: &NativeCallContext,
+    path: &str,
+    header: Option<&rhai::Array>,
+    values: &rhai::Array,
+    mode: Cells,
+) -> Res<()> {
+    let header = header.map(|h| row(h, mode));
+    record(ctx, Effect::Append { path: path.into(), header, bytes: row(values, mode) })
 }
 
-fn json_of(value: &Dynamic) -> Res<serde_json::Value> {
-    rhai::serde::from_dynamic(value)
-}
-
-/// Text stays text; anything else becomes compact JSON.
-fn payload(value: &Dynamic) -> Res<(Vec<u8>, &'static str)> {
-    if value.is_string() {
-        return Ok((value.clone().into_string()?.into_bytes(), "text/plain; charset=utf-8"));
-    }
-    let json = json_of(value)?;
-    Ok((serde_json::to_vec(&json).map_err(|e| e.to_string())?, "application/json"))
-}
-
-fn option<'a>(options: &'a rhai::Map, name: &str) -> Option<&'a Dynamic> {
-    options.get(name).filter(|v| !v.is_unit())
-}
-
-fn int_option(options: &rhai::Map, name: &str) -> Res<Option<i64>> {
-    match option(options, name) {
-        None => Ok(None),
-        Some(v) => v.as_int().map(Some).map_err(|_| format!("option {name} must be an integer").into()),
-    }
-}
-
-fn mqtt_output(host: &HostCall, topic: &str, value: &Dynamic, options: &rhai::Map) -> Res<Output> {
-    if !catalog(host)?.mqtt {
-        return Err("mqtt_publish: no broker is configured ([outputs.mqtt])".into());
-    }
-    if topic.is_empty() || topic.contains(['+', '#', '\0']) {
-        return Err(format!("mqtt_publish: {topic:?} is not a topic to publish to").into());
-    }
-    let qos = int_option(options, "qos")?.unwrap_or(1);
-    if !(0..=1).contains(&qos) {
-        return Err("mqtt_publish: qos must be 0 or 1".into());
-    }
-    let retain = match option(options, "retain") {
-        None => false,
-        Some(v) => v.as_bool().map_err(|_| "mqtt_publish: retain must be true or false")?,
-    };
-    let (payload, _) = payload(value)?;
-    Ok(Output::Mqtt { topic: topic.to_owned(), payload, qos: qos as u8, retain })
-}
-
-fn http_output(url: &str, value: &Dynamic, options: &rhai::Map) -> Res<Output> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!("http_post: {url:?} is not an http:// or https:// URL").into());
-    }
-    let (body, content_type) = payload(value)?;
-    let mut headers = Vec::new();
-    if let Some(h) = option(options, "headers") {
-        let map = h.clone().try_cast::<rhai::Map>().ok_or("http_post: headers must be a map")?;
-        for (name, value) in map {
-            headers.push((name.to_string(), value.to_string()));
-        }
-    }
-    let timeout_ms = int_option(options, "timeout_ms")?.map(|n| n.max(1) as u64);
-    let retries = int_option(options, "retries")?.map(|n| n.clamp(0, 10) as u32);
-    let content_type = match option(options, "content_type") {
-        Some(c) => c.to_string(),
-        None => content_type.to_owned(),
-    };
-    Ok(Output::Http { url: url.to_owned(), body, content_type, headers, timeout_ms, retries })
-}
-
-fn cell(value: &Dynamic) -> String {
-    if value.is_unit() { String::new() } else { value.to_string() }
-}
-
-fn row(values: &rhai::Array) -> Vec<u8> {
-    csv_record(&values.iter().map(cell).collect::<Vec<_>>())
+/// The values of `map` under the names in `header`, in that order (`""` for a missing one).
+fn append_map(ctx: &NativeCallContext, path: &str, header: &rhai::Array, map: &rhai::Map, mode: Cells) -> Res<()> {
+    let cells: Vec<String> = header
+        .iter()
+        .map(|name| {
+            let value = match name.read_lock::<ImmutableString>() {
+                Some(name) => map.get(name.as_str()),
+                None => map.get(name.to_string().as_str()),
+            };
+            value.map(cell).unwrap_or_default()
+        })
+        .collect();
+    let header = Some(row(header, mode));
+    record(ctx, Effect::Append { path: path.into(), header, bytes: cells::record(cells, mode) })
 }
 
 fn log_line(host: &HostCall, level: tracing::Level, message: &str) {
@@ -140,17 +92,21 @@ fn log_line(host: &HostCall, level: tracing::Level, message: &str) {
 
 #[export_module]
 pub mod host_api {
-    /// Appends one CSV row (RFC 4180 quoting, CRLF line end) to `path`.
+    /// Appends one CSV row (RFC 4180 quoting, CRLF line end) to `path`. A cell starting with
+    /// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` unless it is a
+    /// number (`-12.5` stays), so no spreadsheet runs it as a formula (`append_csv_raw`
+    /// writes cells as they are).
     ///
     /// ```rhai
     /// append_csv("ai-on-the-edge/home/webhook_log.csv", [event.data.name, event.data.value]);
     /// ```
     #[rhai_fn(return_raw)]
     pub fn append_csv(ctx: NativeCallContext, path: &str, values: rhai::Array) -> Res<()> {
-        record(&ctx, Effect::Append { path: path.into(), header: None, bytes: row(&values) })
+        append_row(&ctx, path, None, &values, Cells::Neutralised)
     }
 
-    /// Appends one CSV row, writing `header` first when the file is new or empty.
+    /// Appends one CSV row, writing `header` first when the file is new or empty (formulas
+    /// neutralised in both).
     ///
     /// ```rhai
     /// append_csv("wattmon/mac.csv", ["time", "V"], ["2025-09-01 12:00", "12.5"]);
@@ -162,31 +118,47 @@ pub mod host_api {
         header: rhai::Array,
         values: rhai::Array,
     ) -> Res<()> {
-        let header = Some(row(&header));
-        record(&ctx, Effect::Append { path: path.into(), header, bytes: row(&values) })
+        append_row(&ctx, path, Some(&header), &values, Cells::Neutralised)
     }
 
     /// Appends one CSV row of the values `row` (a map) holds under the names in `header`, in
     /// that order (a name the map lacks is an empty cell), writing `header` first when the
-    /// file is new or empty. A CSV row's event is written back in its column order with:
+    /// file is new or empty (formulas neutralised). A CSV row's event is written back in its
+    /// column order with:
     ///
     /// ```rhai
     /// append_csv("wattmon/mac.csv", event.meta.columns, event.data);
     /// ```
     #[rhai_fn(name = "append_csv", return_raw)]
     pub fn append_csv_from_map(ctx: NativeCallContext, path: &str, header: rhai::Array, row: rhai::Map) -> Res<()> {
-        let cells: Vec<String> = header
-            .iter()
-            .map(|name| {
-                let value = match name.read_lock::<ImmutableString>() {
-                    Some(name) => row.get(name.as_str()),
-                    None => row.get(name.to_string().as_str()),
-                };
-                value.map(cell).unwrap_or_default()
-            })
-            .collect();
-        let header = Some(self::row(&header));
-        record(&ctx, Effect::Append { path: path.into(), header, bytes: csv_record(&cells) })
+        append_map(&ctx, path, &header, &row, Cells::Neutralised)
+    }
+
+    /// `append_csv` with every cell written as it is, formulas included: only for files no
+    /// one opens in a spreadsheet, or whose cells the script has checked. The same three
+    /// forms: `(path, values)`, `(path, header, values)`, `(path, header, map)`.
+    ///
+    /// ```rhai
+    /// append_csv_raw("exports/formulas.csv", ["=SUM(A1:A3)"]);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn append_csv_raw(ctx: NativeCallContext, path: &str, values: rhai::Array) -> Res<()> {
+        append_row(&ctx, path, None, &values, Cells::Raw)
+    }
+
+    #[rhai_fn(name = "append_csv_raw", return_raw)]
+    pub fn append_csv_raw_with_header(
+        ctx: NativeCallContext,
+        path: &str,
+        header: rhai::Array,
+        values: rhai::Array,
+    ) -> Res<()> {
+        append_row(&ctx, path, Some(&header), &values, Cells::Raw)
+    }
+
+    #[rhai_fn(name = "append_csv_raw", return_raw)]
+    pub fn append_csv_raw_from_map(ctx: NativeCallContext, path: &str, header: rhai::Array, row: rhai::Map) -> Res<()> {
+        append_map(&ctx, path, &header, &row, Cells::Raw)
     }
 
     /// Appends `value` as one line of compact JSON to `path` (JSON Lines).
@@ -369,8 +341,9 @@ pub mod host_api {
         Ok(())
     }
 
-    /// Turns any text into a safe file name: letters, digits, `.`, `_`, `-` and `:` are kept,
-    /// everything else becomes `_`; a leading `.` becomes `_` too.
+    /// Turns any text into a safe file name: letters, digits, `.`, `_` and `-` are kept,
+    /// everything else (`:` too, awkward on SMB and Windows shares) becomes `_`; a leading
+    /// `.` becomes `_` too.
     ///
     /// ```rhai
     /// let file = `wattmon/${safe_name(event.source)}.csv`;
@@ -379,12 +352,22 @@ pub mod host_api {
         let mut out: String = text
             .chars()
             .take(128)
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') { c } else { '_' })
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
             .collect();
         if out.starts_with('.') || out.is_empty() {
             out.replace_range(0..out.len().min(1), "_");
         }
         out
+    }
+
+    /// The first 8 hex digits of the SHA-256 of `value`: text as its bytes, a list as the
+    /// CSV row of its items (so a CSV header names its own file), anything else as its text.
+    ///
+    /// ```rhai
+    /// let file = `wattmon/${safe_name(event.source)}-${short_digest(event.meta.columns)}.csv`;
+    /// ```
+    pub fn short_digest(value: Dynamic) -> String {
+        cells::short_digest(&value)
     }
 
     /// Compact JSON text of any value.

@@ -7,7 +7,9 @@
 //! resolves nothing. Runs are synchronous: call them from a blocking thread.
 
 pub mod api;
+mod cells;
 mod engine;
+mod outbound;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

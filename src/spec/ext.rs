@@ -46,9 +46,28 @@ pub enum AuthBlock {
     /// A form field naming the sender, checked against an optional allow-list.
     FormSource {
         field: String,
-        /// Config key of a list of allowed values (compared case-insensitively).
+        /// Config key of a list of allowed values (compared case-insensitively, after the
+        /// same normalisation as the field).
         #[serde(default)]
         allowed: Option<String>,
+        /// How the sender's name is spelled canonically before the allow-list, the event's
+        /// `source`, file names and dedup see it.
+        #[serde(default)]
+        normalize: Option<SourceSpelling>,
+        #[serde(default)]
+        reject: Reject,
+    },
+    /// A token in a query parameter of the URL (devices whose only setting is a URL),
+    /// compared in constant time.
+    QueryToken {
+        /// The query parameter's name (`token`).
+        parameter: String,
+        /// Config key of the token (generated on first start when unset).
+        token: String,
+        /// Config key of a boolean: when false, a request without the parameter passes
+        /// (default true).
+        #[serde(default)]
+        required: Option<String>,
         #[serde(default)]
         reject: Reject,
     },
@@ -64,6 +83,15 @@ pub enum AuthBlock {
         #[serde(default)]
         reject: Reject,
     },
+}
+
+/// A canonical spelling of a sender's name.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceSpelling {
+    /// 12 hex digits with or without `:`, `-` or `.` separators become `aa-bb-cc-dd-ee-ff`;
+    /// any other name is lowercased with `:` turned into `-`.
+    Mac,
 }
 
 /// How a failed check is answered (status and message, in the operation's reply style).
@@ -189,7 +217,31 @@ fn status_200() -> u16 {
 #[serde(deny_unknown_fields)]
 pub struct Idempotency {
     /// JSON pointers into the event's JSON form, e.g. `/source`, `/data/id`.
+    #[serde(default)]
     pub key: Vec<String>,
+    /// A JSON pointer into the event's JSON form (e.g. `/data`, the whole message) whose
+    /// value's SHA-256 (of its compact JSON) is one more part of the key: for messages
+    /// without an id, an identical resend is the same key.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// How old an event may be (`x-hookyard-freshness`): captures replayed after the dedup
+/// window are refused instead of processed again.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Freshness {
+    /// JSON pointer into the event's data to its time (RFC 3339, or Unix milliseconds).
+    pub time: String,
+    /// The oldest an event may be, in seconds before the receive time.
+    pub max_age_seconds: u64,
+    /// How far ahead of the receive time an event's time may be (clocks that run fast).
+    #[serde(default = "five_minutes")]
+    pub ahead_seconds: u64,
+}
+
+fn five_minutes() -> u64 {
+    300
 }
 
 /// What to do with a discriminator value the spec does not map (`x-hookyard-unknown-type`).

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::config::Config;
+
 pub use operation::{OperationSpec, QueryParam};
 
 /// A problem in one spec file.
@@ -66,6 +68,30 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<&ProtocolSpec> {
         self.protocols.iter().find(|p| p.name == name)
+    }
+
+    /// The invariant between freshness and dedup: an event still fresh must still be
+    /// remembered, so every accepted event is either fresh and deduplicated or refused. The
+    /// dedup window is the journal's retention (`[journal] max_age_days`, unset: forever);
+    /// each protocol whose longest `x-hookyard-freshness` window is longer is one problem.
+    pub fn dedup_window_problems(&self, config: &Config) -> Vec<String> {
+        let Some(days) = config.journal.max_age_days else { return Vec::new() };
+        let place = config.lines.place(&["journal".to_owned(), "max_age_days".to_owned()]);
+        let mut problems = Vec::new();
+        for protocol in &self.protocols {
+            let longest =
+                protocol.operations.iter().filter_map(|o| o.freshness.as_ref()).map(|f| f.max_age_seconds).max();
+            let Some(window) = longest.filter(|w| (*w as f64) > days * 86_400.0) else { continue };
+            problems.push(format!(
+                "{place}: {days} days is shorter than the freshness window of {} ({}, x-hookyard-freshness): \
+                 an event older than the dedup window but still fresh would be processed again; \
+                 keep the journal at least {}",
+                protocol.name,
+                crate::event::span(window),
+                crate::event::span(window),
+            ));
+        }
+        problems
     }
 }
 

@@ -4,7 +4,7 @@ use poem::http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::ext::{AuthBlock, BodyKind, Idempotency, ReplySpec, SchemePolicy, Split, UnknownType};
+use super::ext::{AuthBlock, BodyKind, Freshness, Idempotency, ReplySpec, SchemePolicy, Split, UnknownType};
 use super::schema::{Check, SchemaError};
 
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -54,7 +54,9 @@ pub struct OperationSpec {
     pub split: Split,
     pub reply: ReplySpec,
     pub body_limit: usize,
-    pub idempotency: Vec<String>,
+    pub idempotency: Idempotency,
+    /// How old an event may be (`x-hookyard-freshness`); any age when absent.
+    pub freshness: Option<Freshness>,
     /// Validator of the JSON body, or of the form fields as an object of strings.
     pub body_check: Option<Check>,
     /// Media types the request body may be sent as (lowercase); any when empty.
@@ -116,6 +118,7 @@ impl Ctx<'_> {
         let body_limit: Option<usize> =
             ext(self.op.get("x-hookyard-body-limit").or(self.root_limit), "x-hookyard-body-limit")?;
         let idempotency: Option<Idempotency> = ext(self.op.get("x-hookyard-idempotency"), "x-hookyard-idempotency")?;
+        let freshness: Option<Freshness> = ext(self.op.get("x-hookyard-freshness"), "x-hookyard-freshness")?;
         let unknown: Option<UnknownType> = ext(self.op.get("x-hookyard-unknown-type"), "x-hookyard-unknown-type")?;
         let scheme: Option<SchemePolicy> =
             ext(self.op.get("x-hookyard-scheme").or(self.root_scheme), "x-hookyard-scheme")?;
@@ -130,7 +133,8 @@ impl Ctx<'_> {
             split,
             reply,
             body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
-            idempotency: idempotency.map(|i| i.key).unwrap_or_default(),
+            idempotency: idempotency.unwrap_or_default(),
+            freshness,
             body_check,
             media_types: media_types(content),
             query: self.query_params()?,

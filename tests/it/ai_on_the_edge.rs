@@ -206,3 +206,28 @@ async fn the_same_image_twice_is_stored_once_and_a_new_image_for_the_same_timest
     assert_eq!(put_image(&app, "?timestamp=1723196684", second.clone()).await.0, 200);
     assert_eq!(std::fs::read(app.data().join("ai-on-the-edge/vacation-home/1723196684.jpg")).unwrap(), second);
 }
+
+#[tokio::test]
+async fn formula_cells_of_a_reading_land_neutralised_and_negative_numbers_stay_numbers() {
+    let app = spawn_app(CONFIG).await;
+    let formulas = crate::wattmon::FORMULAS;
+    let readings: Vec<serde_json::Value> = formulas
+        .iter()
+        .enumerate()
+        .map(|(n, (cell, _))| {
+            serde_json::json!({"timestamp": "", "timestampLong": format!("172319668{n}"), "name": format!("m{n}"),
+                "rawValue": cell, "value": cell, "preValue": "", "rate": "", "changeAbsolute": "", "error": cell})
+        })
+        .collect();
+    let body = serde_json::Value::Array(readings).to_string();
+    let (status, reply) = post(&app, Some("s3cr3tKey"), body).await;
+    assert_eq!(status, 200, "{reply}");
+    let text = app.read(CSV);
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), formulas.len());
+    for (row, (sent, written)) in rows.iter().zip(formulas) {
+        let cells = (&row[2], &row[3], &row[7]);
+        assert_eq!(cells, (written, written, written), "sent {sent:?}");
+    }
+}

@@ -6,7 +6,7 @@ use hmac::{KeyInit, Mac};
 use crate::helpers::{TestApp, spawn_app};
 
 const CONFIG: &str = "[protocols.ai-on-the-edge]\napi_keys = { \"k\" = \"home\" }\n\
-                      [protocols.gridx]\nsecrets = [\"s\"]\n[protocols.wattsense]\nauth = { type = \"none\" }\n";
+                      [protocols.gridx]\nsecrets = [\"s\"]\n[protocols.wattmon]\nrequire_token = false\n[protocols.wattsense]\nauth = { type = \"none\" }\n";
 
 /// One kind of bad JSON input: name, body, content type, expected status and reason.
 type BadBody = (&'static str, Vec<u8>, Option<&'static str>, u16, &'static str);

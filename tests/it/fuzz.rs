@@ -14,6 +14,7 @@ const SECONDS: &str = "40";
 const CONFIG: &str = "[server]\nmax_failed_attempts = 0\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\n\
                       [protocols.ai-on-the-edge]\napi_keys = { \"fz-key\" = \"fuzz\" }\n\
                       [protocols.gridx]\nsecrets = [\"fz-secret\"]\n\
+                      [protocols.wattmon]\ntoken = \"fz-token\"\n\
                       [protocols.wattsense]\nauth = { type = \"none\" }\n";
 
 fn python() -> PathBuf {
@@ -74,7 +75,11 @@ fn seeds(dir: &Path) {
         ),
         (
             "wattmon",
-            request("POST /wattmon/export", &[("Content-Type", "application/x-www-form-urlencoded".into())], &wattmon),
+            request(
+                "POST /wattmon/export?token=fz-token",
+                &[("Content-Type", "application/x-www-form-urlencoded".into())],
+                &wattmon,
+            ),
         ),
         ("wattsense", request("POST /wattsense/values", &[json()], &value)),
     ];

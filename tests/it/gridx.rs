@@ -1,9 +1,15 @@
-//! gridX: X-Signature vectors and cases, every example event, per-type paths, dispatch.
+//! gridX: X-Signature vectors and cases, every example event, per-type paths, dispatch;
+//! old captures refused by the freshness window, which the journal must outlast.
+
+use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, fixture_text, gridx_signature as sign, read_fixture, spawn_app};
+use crate::helpers::{
+    REPO, Setup, TestApp, fixture_text, fresh_gridx, gridx_signature as sign, read_fixture, spawn_app, spawn_with,
+    test_start_time,
+};
 
 const SECRET: &str = "whsec_89d31d45a90e309f4e24b7";
 
@@ -11,8 +17,19 @@ fn vectors() -> Value {
     serde_json::from_slice(&read_fixture("gridx/hmac-test-vectors.json")).unwrap()
 }
 
+/// The 14 example events, their `time` now (gridX refuses old events).
 fn examples() -> Vec<String> {
-    fixture_text("gridx/examples.jsonl").lines().map(str::to_owned).collect()
+    fixture_text("gridx/examples.jsonl").lines().map(fresh_gridx).collect()
+}
+
+/// A server whose gridX spec allows events of any age (and whose journal keeps them as long,
+/// as it must): the signature vectors are fixed bytes signed long ago.
+async fn spawn_for_vectors(secrets: &[&str]) -> TestApp {
+    let spec = std::fs::read_to_string(format!("{REPO}/spec/gridx.yaml")).unwrap();
+    let ageless = spec.replace("max-age-seconds: 604800", "max-age-seconds: 3153600000");
+    assert_ne!(spec, ageless, "the shipped gridX spec declares a 7-day window");
+    let config = format!("{}[journal]\nmax_age_days = 36500\n", config(secrets));
+    spawn_with(Setup { config: &config, extra_specs: vec![("gridx.yaml", &ageless)], ..Setup::default() }).await
 }
 
 fn config(secrets: &[&str]) -> String {
@@ -40,7 +57,7 @@ async fn every_signed_vector_passes_the_signature_check() {
     for v in vectors()["vectors"].as_array().unwrap() {
         let secrets: Vec<&str> = v["signing_secrets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
         // The receiver holds only the newest secret, as after a rotation.
-        let app = spawn_app(&config(&secrets[secrets.len() - 1..])).await;
+        let app = spawn_for_vectors(&secrets[secrets.len() - 1..]).await;
         let body = base64::engine::general_purpose::STANDARD.decode(v["body_base64"].as_str().unwrap()).unwrap();
         let (status, reply) = send(&app, "/gridx/events", v["x_signature"].as_str(), body).await;
         if v["name"] == "V3-empty-body" {
@@ -68,7 +85,7 @@ async fn all_fourteen_verify_cases_accept_or_reject_as_the_vectors_say() {
     let cases = vectors["verify_cases"].as_array().unwrap();
     assert_eq!(cases.len(), 14);
     for case in cases {
-        let app = spawn_app(&config(&[case["receiver_secret"].as_str().unwrap()])).await;
+        let app = spawn_for_vectors(&[case["receiver_secret"].as_str().unwrap()]).await;
         let header = case["x_signature"].as_str().unwrap();
         let signature = (!header.is_empty()).then_some(header);
         let (status, reply) = send(&app, "/gridx/events", signature, body_of(case["body"].as_str().unwrap())).await;
@@ -146,13 +163,73 @@ async fn schema_violations_are_listed_with_their_paths() {
 #[tokio::test]
 async fn unknown_types_and_fields_are_acknowledged_and_duplicates_stored_once() {
     let app = spawn_app(&config(&[SECRET])).await;
-    let body = r#"{"id":"11111111-2222-4333-8444-555555555555","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/x","type":"battery/new-thing","data":{"x":1},"futureField":true}"#;
+    let body = format!(
+        r#"{{"id":"11111111-2222-4333-8444-555555555555","time":"{}","specVersion":"1.0","source":"/x","type":"battery/new-thing","data":{{"x":1}},"futureField":true}}"#,
+        test_start_time()
+    );
     for _ in 0..2 {
         let (status, _) =
             send(&app, "/gridx/events", Some(&sign(SECRET, body.as_bytes())), body.as_bytes().to_vec()).await;
         assert_eq!(status, 204);
     }
     assert_eq!(event_ids(&app), vec!["11111111-2222-4333-8444-555555555555"]);
+}
+
+/// The `violations` of a JSON error reply.
+fn violations(reply: &str) -> Vec<String> {
+    let reply: Value = serde_json::from_str(reply).unwrap_or_else(|_| panic!("not JSON: {reply}"));
+    reply["violations"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn an_old_capture_correctly_signed_is_refused_naming_the_reason() {
+    let app = spawn_app(&config(&[SECRET])).await;
+    // V1-ping as captured: signed with SECRET, its time 2025-08-13.
+    let v1 = &vectors()["vectors"][0];
+    assert_eq!(v1["name"], "V1-ping");
+    let body = base64::engine::general_purpose::STANDARD.decode(v1["body_base64"].as_str().unwrap()).unwrap();
+    let (status, reply) = send(&app, "/gridx/events", v1["x_signature"].as_str(), body).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(violations(&reply), ["/time: the event is older than 7 days"]);
+    let now = time::OffsetDateTime::now_utc();
+    let at = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let mut event: Value = serde_json::from_str(&examples().pop().unwrap()).unwrap();
+    for (offset, expected) in [
+        (time::Duration::hours(2), Some("/time: the event is more than 5 minutes in the future")),
+        (-time::Duration::days(8), Some("/time: the event is older than 7 days")),
+        (-time::Duration::days(6), None),
+    ] {
+        event["time"] = at(now + offset).into();
+        let body = event.to_string();
+        let (status, reply) = send(&app, "/gridx/events", Some(&sign(SECRET, body.as_bytes())), body.into()).await;
+        match expected {
+            Some(reason) => assert_eq!((status, violations(&reply)), (400, vec![reason.to_owned()])),
+            None => assert_eq!(status, 204, "{reply}"),
+        }
+    }
+    assert_eq!(event_ids(&app).len(), 1, "only the six-day-old event is stored");
+}
+
+#[test]
+fn check_refuses_a_journal_kept_shorter_than_the_freshness_window() {
+    let check = |days: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("[journal]\nmax_age_days = {days}\n");
+        std::fs::write(dir.path().join("hookyard.toml"), config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hookyard")).arg("check").current_dir(dir.path()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = check("3");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "error: hookyard.toml line 2: [journal] max_age_days: 3 days is shorter than the freshness window \
+             of gridx (7 days, x-hookyard-freshness)"
+        ),
+        "{out}"
+    );
+    let (code, out) = check("7");
+    assert_eq!(code, Some(0), "{out}");
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ fn control_characters_in_logged_values_are_escaped() {
     }
     let forged = "x/y\nINFO forged line\u{1b}[31m";
     let body = serde_json::json!({
-        "id": "0f8fad5b-d9cb-469f-a165-708677289500", "time": "2026-01-01T00:00:00Z", "specVersion": "1.0",
+        "id": "0f8fad5b-d9cb-469f-a165-708677289500", "time": crate::helpers::test_start_time(), "specVersion": "1.0",
         "source": "/s", "type": forged, "data": {}
     })
     .to_string();

@@ -257,10 +257,28 @@ fn healthy(port: u16) -> bool {
     reply.starts_with("HTTP/1.1 200")
 }
 
+/// The time this test process started, RFC 3339: fresh for gridX (`x-hookyard-freshness`)
+/// and the same on every call, so a body built twice is the same bytes.
+pub fn test_start_time() -> &'static str {
+    static START: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    START.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        hookyard::event::rfc3339_millis(now.as_millis() as i64)
+    })
+}
+
+/// A gridX event (JSON text) with its `time` set to [`test_start_time`].
+pub fn fresh_gridx(event: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(event).unwrap();
+    value["time"] = test_start_time().into();
+    value.to_string()
+}
+
 /// A gridX `ping` event whose id ends in `n`.
 pub fn gridx_ping(n: u64, message: &str) -> String {
+    let time = test_start_time();
     format!(
-        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"2026-01-01T00:00:00Z","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
+        r#"{{"id":"00000000-0000-4000-8000-{n:012}","time":"{time}","specVersion":"1.0","source":"/s","type":"ping","data":{{"message":"{message}"}}}}"#
     )
 }
 

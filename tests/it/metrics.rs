@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::helpers::{TestApp, fixture_text, gridx_signature, read_fixture, spawn_app};
+use crate::helpers::{TestApp, fixture_text, fresh_gridx, gridx_signature, read_fixture, spawn_app};
 
 const CONFIG: &str = r#"
 [admin]
@@ -13,6 +13,8 @@ token = "adm1n"
 api_keys = { "s3cr3tKey" = "home" }
 [protocols.gridx]
 secrets = ["s"]
+[protocols.wattmon]
+require_token = false
 [protocols.wattsense]
 auth = { type = "none" }
 "#;
@@ -29,7 +31,7 @@ async fn post(app: &TestApp, path: &str, fixture: &str, headers: &[(&str, &str)]
 /// One accepted request of each protocol, and one refused.
 async fn one_request_of_each_protocol(app: &TestApp) {
     let json = ("Content-Type", "application/json");
-    let event = fixture_text("gridx/examples.jsonl").lines().next().unwrap().to_owned();
+    let event = fresh_gridx(fixture_text("gridx/examples.jsonl").lines().next().unwrap());
     let signature = gridx_signature("s", event.as_bytes());
     let res = app.client.post(app.url("/gridx/events")).header("X-Signature", signature).body(event).send().await;
     assert_eq!(res.unwrap().status(), 204);

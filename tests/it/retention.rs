@@ -1,6 +1,6 @@
 //! Retention prunes old processed requests from the journal, never failed ones.
 
-use crate::helpers::{Setup, TestApp, eventually, gridx_ping as ping, post_gridx, spawn_with};
+use crate::helpers::{REPO, Setup, TestApp, eventually, gridx_ping as ping, post_gridx, spawn_with};
 
 const SCRIPT: &str = r#"
 fn on_event(event) {
@@ -17,9 +17,35 @@ fn journal_statuses(app: &TestApp) -> Vec<String> {
     crate::helpers::journal_statuses(app, "ORDER BY id")
 }
 
+/// The shipped gridX spec without its freshness window: a journal that keeps nothing
+/// (`max_age_days = 0`) is refused beside one, and these tests are about pruning.
+fn gridx_without_freshness() -> String {
+    let spec = std::fs::read_to_string(format!("{REPO}/spec/gridx.yaml")).unwrap();
+    let mut out = Vec::new();
+    let mut skip_below: Option<usize> = None;
+    for line in spec.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if skip_below.is_some_and(|at| indent > at) {
+            continue;
+        }
+        skip_below = line.contains("x-hookyard-freshness").then_some(indent);
+        if skip_below.is_none() {
+            out.push(line);
+        }
+    }
+    out.join("\n")
+}
+
 async fn pruned_to_the_failed_one(journal: &str) {
     let config = format!("[protocols.gridx]\nsecrets = [\"s\"]\n[journal]\n{journal}prune_interval_ms = 100\n");
-    let app = spawn_with(Setup { config: &config, scripts: vec![("gridx.rhai", SCRIPT)], ..Setup::default() }).await;
+    let spec = gridx_without_freshness();
+    let setup = Setup {
+        config: &config,
+        scripts: vec![("gridx.rhai", SCRIPT)],
+        extra_specs: vec![("gridx.yaml", &spec)],
+        ..Setup::default()
+    };
+    let app = spawn_with(setup).await;
     assert_eq!(post(&app, ping(1, "ok")).await, 204);
     assert_eq!(post(&app, ping(2, "bad")).await, 503);
     assert_eq!(post(&app, ping(1, "ok")).await, 204);

@@ -169,3 +169,21 @@ async fn with_no_auth_configured_a_generated_bearer_token_is_required() {
     let bearer = format!("Bearer {token}");
     assert_eq!(send(&app, "values", &[("Authorization", &bearer)], &value(0).to_string()).await.0, 200);
 }
+
+#[tokio::test]
+async fn an_identical_event_or_alarm_resent_is_processed_once_and_a_changed_one_again() {
+    let app = spawn_app("[protocols.wattsense]\nauth = { type = \"none\" }\n").await;
+    for _ in 0..3 {
+        assert_eq!(send(&app, "events", &[], &message("event.json")).await.0, 200);
+        assert_eq!(send(&app, "alarms", &[], &message("alarm.json")).await.0, 200);
+    }
+    assert_eq!(stored(&app, "wattsense/events.jsonl"), messages("event.json"));
+    assert_eq!(stored(&app, "wattsense/alarms.jsonl"), messages("alarm.json"));
+    let statuses = crate::helpers::journal_statuses(&app, "ORDER BY id");
+    assert_eq!(statuses.iter().filter(|s| *s == "processed").count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 4, "{statuses:?}");
+    // The same alarm, now closed, is another message.
+    let closed = message("alarm.json").replace("\"open\"", "\"closed\"");
+    assert_eq!(send(&app, "alarms", &[], &closed).await.0, 200);
+    assert_eq!(stored(&app, "wattsense/alarms.jsonl").len(), 2);
+}

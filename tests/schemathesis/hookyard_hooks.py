@@ -1,11 +1,13 @@
 """schemathesis hooks for hookyard's own tests.
 
 gridX requests must carry an X-Signature over the exact body bytes: serialise the generated
-body here, send those bytes, and sign them with the test server's secret.
+body here, send those bytes, and sign them with the test server's secret. gridX refuses
+events whose `time` is outside its freshness window, so a generated event's time is now.
 """
 
 import hashlib
 import hmac
+import datetime
 import json
 import os
 
@@ -20,6 +22,8 @@ def before_call(context, case, kwargs):
     if type(body).__name__ == "NotSet":
         body = b""  # no body is sent: sign the empty body
     elif not isinstance(body, bytes):
+        if isinstance(body, dict) and "time" in body:
+            body["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         body = json.dumps(body).encode("utf-8")
         case.body = body
     secret = os.environ["HOOKYARD_GRIDX_SECRET"].encode("utf-8")
