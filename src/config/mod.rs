@@ -13,6 +13,7 @@ mod lines;
 mod problems;
 mod sections;
 pub mod tls;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -163,7 +164,7 @@ impl Config {
     fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(listen) = lookup("HOOKYARD_LISTEN") {
             self.listen =
-                sections::parse_listen(&listen).map_err(|e| ConfigError::Invalid(format!("HOOKYARD_LISTEN: {e}")))?;
+                values::parse_listen(&listen).map_err(|e| ConfigError::Invalid(format!("HOOKYARD_LISTEN: {e}")))?;
         }
         if let Some(dir) = lookup("HOOKYARD_DATA_DIR") {
             self.data_dir = PathBuf::from(dir);

@@ -184,11 +184,6 @@ fn non_empty_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
     Ok(Some(secret))
 }
 
-/// The address to listen on, parsed (the only place a user writes one).
-pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080"))
-}
-
 /// `["10.0.0.0/8", "192.0.2.7"]`: ranges, or single addresses.
 fn proxy_ranges<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
     let texts = Vec::<String>::deserialize(deserializer)?;
@@ -202,7 +197,7 @@ fn proxy_ranges<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>
 
 fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
+    super::values::parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Values of other rooms' settings that read fine but cannot be right.

@@ -83,7 +83,7 @@ impl TlsSettings {
 
 fn address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    super::sections::parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
+    super::values::parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Settings that contradict each other or are incomplete, each at its key.

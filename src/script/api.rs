@@ -5,34 +5,14 @@
 //! (before the request is acknowledged). Errors become script errors (the request fails with
 //! the protocol's failure reply).
 
-use std::sync::{Arc, Mutex};
-
 use rhai::plugin::*;
 
 use super::cells::{self, Cells, cell, row};
 use super::outbound::{catalog, http_output, json_of, mqtt_output, option, payload};
-use crate::output::{Catalog, Output};
-use crate::plugin::Plugins;
+use crate::output::Output;
 use crate::store::{Effect, safe_relative_path};
 
-/// What scripts can reach beyond the data directory: plugins and outputs.
-#[derive(Default)]
-pub struct Extensions {
-    pub plugins: Plugins,
-    /// The declared outputs; `None` when the host runs without them (dry runs).
-    pub catalog: Option<Arc<Catalog>>,
-}
-
-/// Per-request state the host functions reach through the call tag.
-#[derive(Clone)]
-pub struct HostCall {
-    pub(super) protocol: String,
-    pub(super) effects: Arc<Mutex<Vec<Effect>>>,
-    pub(super) outputs: Arc<Mutex<Vec<Output>>>,
-    pub(super) logs: Arc<Mutex<Vec<String>>>,
-    pub(super) blob: Option<bytes::Bytes>,
-    pub(super) ext: Arc<Extensions>,
-}
+use super::host::HostCall;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 

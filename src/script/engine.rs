@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
 
-use super::api::{HostCall, host_api};
+use super::api::host_api;
+use super::host::HostCall;
 use crate::config::ScriptLimits;
 use crate::event::Event;
 

@@ -9,6 +9,7 @@
 pub mod api;
 mod cells;
 mod engine;
+mod host;
 mod outbound;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use crate::event::Event;
 use crate::store::Effect;
 
 use crate::output::Output;
-pub use api::{Extensions, HostCall};
+pub use host::{Extensions, HostCall};
 
 /// A script that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult};
 
-use super::api::HostCall;
+use super::host::HostCall;
 use crate::output::{Catalog, Output};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;

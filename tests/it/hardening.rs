@@ -56,6 +56,7 @@ async fn scripts_at_their_cap_hold_neither_healthz_nor_other_protocols_nor_run_p
         let health = app.client.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
         let took = started.elapsed();
+        eprintln!("/healthz answered in {took:?} while four scripts ran at their cap");
         assert!(took < Duration::from_millis(100), "/healthz took {took:?} while scripts ran at their cap");
     }
     let started = Instant::now();
@@ -63,6 +64,7 @@ async fn scripts_at_their_cap_hold_neither_healthz_nor_other_protocols_nor_run_p
     assert!(started.elapsed() < Duration::from_millis(500), "another protocol waited {:?}", started.elapsed());
     for run in slow {
         let (status, took) = run.await.unwrap();
+        eprintln!("a script at its 1 s cap: its request answered after {took:?}");
         assert_eq!(status, 503, "a script stopped at its cap fails its request (retryable)");
         assert!(took < Duration::from_millis(1100 + 100), "the 1 s cap held only to {took:?}");
     }
@@ -196,6 +198,7 @@ async fn a_resent_one_megabyte_request_costs_a_row_not_its_body() {
         assert_eq!(post_gridx(&app.client, &base, "s", big.clone()).await.unwrap(), 204);
     }
     let grown = journal_bytes(&app) - before;
+    eprintln!("100 resends of a 1 MB gridX request grew the journal by {grown} bytes");
     assert!(grown < 2 * 1024 * 1024, "100 resends grew the journal by {grown} bytes");
     // Each resend is still on record as a duplicate of the original, with its client.
     let list: Value = app
