@@ -177,6 +177,10 @@ async fn the_bearer_scheme_is_case_insensitive_for_the_api_and_metrics() {
     }
 }
 
+async fn admin_json(app: &TestApp, path: &str) -> Value {
+    app.client.get(app.url(path)).bearer_auth("adm1n").send().await.unwrap().json().await.unwrap()
+}
+
 /// The journal's logical size (pages in use, the write-ahead log included).
 fn journal_bytes(app: &TestApp) -> i64 {
     let conn = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
@@ -201,29 +205,11 @@ async fn a_resent_one_megabyte_request_costs_a_row_not_its_body() {
     eprintln!("100 resends of a 1 MB gridX request grew the journal by {grown} bytes");
     assert!(grown < 2 * 1024 * 1024, "100 resends grew the journal by {grown} bytes");
     // Each resend is still on record as a duplicate of the original, with its client.
-    let list: Value = app
-        .client
-        .get(app.url("/api/events?status=duplicate&limit=1000"))
-        .bearer_auth("adm1n")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = admin_json(&app, "/api/events?status=duplicate&limit=1000").await;
     let duplicates = list.as_array().unwrap();
     assert_eq!(duplicates.len(), 100);
     let id = duplicates[0]["id"].as_i64().unwrap();
-    let detail: Value = app
-        .client
-        .get(app.url(&format!("/api/events/{id}")))
-        .bearer_auth("adm1n")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = admin_json(&app, &format!("/api/events/{id}")).await;
     assert_eq!(detail["client"], "127.0.0.1");
     assert!(detail["duplicate_of"].as_i64().is_some(), "{detail}");
     assert_eq!(detail["body_base64"], "", "no second copy of the body");
