@@ -14,6 +14,7 @@ mod helpers;
 mod house;
 mod metrics;
 mod outputs;
+mod packaging;
 mod plugins;
 mod properties;
 mod protocols;
