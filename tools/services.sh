@@ -2,7 +2,8 @@
 # Installs (when missing) and starts the real services the test suite uses, on loopback
 # with throwaway credentials: PostgreSQL (role/database hookyard_test) and Mosquitto
 # (user hookyard_test). Also installs promtool (Debian package prometheus), which the metrics
-# test runs; the Prometheus service that package sets up is stopped and disabled again.
+# test runs; the Prometheus service that package sets up is stopped and disabled again; and
+# systemd-analyze (Debian package systemd), which rates the packaged unit.
 # Idempotent; needs root (or sudo) to install and start them.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     as_root apt-get update -qq
