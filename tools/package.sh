@@ -53,8 +53,8 @@ echo
 
 key=$(python3 -c 'import sys, tomllib; print(next(iter(tomllib.load(open(sys.argv[1], "rb"))["ai-on-the-edge"]["api_keys"])))' \
     /var/lib/hookyard/credentials.toml)
-stamp=$(date +%s)
-reading="[{\"timestamp\":\"2024-08-09T11:44:44+0200\",\"timestampLong\":\"$stamp\",\"name\":\"main\",\"rawValue\":\"0345.4264\",\"value\":\"345.4264\",\"preValue\":\"345.4264\",\"rate\":\"0.000120\",\"changeAbsolute\":\"0.0006\",\"error\":\"no error\"}]"
+stamp=$(date +%s)  # a new reading on every run (the same one again would be a duplicate)
+reading="[{\"timestamp\":\"$(date -u -d "@$stamp" +%Y-%m-%dT%H:%M:%S+0000)\",\"timestampLong\":\"$stamp\",\"name\":\"main\",\"rawValue\":\"0345.4264\",\"value\":\"345.4264\",\"preValue\":\"345.4264\",\"rate\":\"0.000120\",\"changeAbsolute\":\"0.0006\",\"error\":\"no error\"}]"
 reply=$(curl -sS -w ' %{http_code}' -H "APIKEY: $key" -H 'Content-Type: application/json' --data "$reading" \
     "http://127.0.0.1:$port/ai-on-the-edge/webhook")
 echo "reply: $reply"
