@@ -5,6 +5,8 @@
 # reading with the credential it generated in its state directory, then stopped; and the
 # installed unit rated by `systemd-analyze security` (at most 2.0). Installs cargo-deb and
 # systemd when missing. Needs root (it installs the package). Fails on any failure.
+#
+#   tools/package.sh [DEB]     (with DEB: try that package file instead of building one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +22,13 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
 
-echo "== package: build (cargo deb --profile dist)"
-t0=$(date +%s)
-deb=$(nice -n 19 cargo deb --profile dist --locked | tail -n 1)
-echo "built $deb in $(( $(date +%s) - t0 )) s"
+deb=${1:-}
+if [ -z "$deb" ]; then
+    echo "== package: build (cargo deb --profile dist)"
+    t0=$(date +%s)
+    deb=$(nice -n 19 cargo deb --profile dist --locked | tail -n 1)
+    echo "built $deb in $(( $(date +%s) - t0 )) s"
+fi
 
 echo "== package: install (dpkg -i)"
 # A service the package started earlier (on a machine with systemd) holds the state directory.
@@ -42,7 +47,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 as_hookyard() { (cd /var/lib/hookyard && exec runuser -u hookyard -- env HOOKYARD_LISTEN="127.0.0.1:$port" "$@"); }
 as_hookyard /usr/bin/hookyard check --config "$config"
 log=$(mktemp)
-as_hookyard /usr/bin/hookyard serve --config "$config" 2>"$log" &
+(cd /var/lib/hookyard && exec runuser -u hookyard -- env HOOKYARD_LISTEN="127.0.0.1:$port" \
+    /usr/bin/hookyard serve --config "$config") 2>"$log" &
 server=$!
 # runuser passes the SIGTERM on to the server and waits for it.
 stop() { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
@@ -51,7 +57,7 @@ for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" &
 as_hookyard /usr/bin/hookyard healthcheck --config "$config"
 echo
 
-key=$(python3 -c 'import sys, tomllib; print(next(iter(tomllib.load(open(sys.argv[1], "rb"))["ai-on-the-edge"]["api_keys"])))' \
+key=$(python3 -c 'import sys, tomllib; print(next(iter(tomllib.load(open(sys.argv[1], "rb"))["protocols"]["ai-on-the-edge"]["api_keys"])))' \
     /var/lib/hookyard/credentials.toml)
 stamp=$(date +%s)  # a new reading on every run (the same one again would be a duplicate)
 reading="[{\"timestamp\":\"$(date -u -d "@$stamp" +%Y-%m-%dT%H:%M:%S+0000)\",\"timestampLong\":\"$stamp\",\"name\":\"main\",\"rawValue\":\"0345.4264\",\"value\":\"345.4264\",\"preValue\":\"345.4264\",\"rate\":\"0.000120\",\"changeAbsolute\":\"0.0006\",\"error\":\"no error\"}]"
