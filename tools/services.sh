@@ -3,7 +3,8 @@
 # with throwaway credentials: PostgreSQL (role/database hookyard_test) and Mosquitto
 # (user hookyard_test). Also installs promtool (Debian package prometheus), which the metrics
 # test runs; the Prometheus service that package sets up is stopped and disabled again; and
-# systemd-analyze (Debian package systemd), which rates the packaged unit.
+# systemd-analyze (Debian package systemd), which rates the packaged unit, and curl and openssl,
+# with which a test runs the README's examples.
 # Idempotent; needs root (or sudo) to install and start them.
 set -euo pipefail
 
@@ -14,6 +15,8 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v curl >/dev/null 2>&1 || need+=(curl)        # the README's examples, run by a test
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     as_root apt-get update -qq
