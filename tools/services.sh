@@ -5,6 +5,8 @@
 # test runs; the Prometheus service that package sets up is stopped and disabled again; and
 # Pebble (Debian package pebble: the ACME test CA and pebble-challtestsrv), which the HTTPS
 # tests start themselves on loopback.
+# systemd-analyze (Debian package systemd), which rates the packaged unit, and curl and openssl,
+# with which a test runs the README's examples.
 # Idempotent; needs root (or sudo) to install and start them.
 set -euo pipefail
 
@@ -15,6 +17,8 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v curl >/dev/null 2>&1 || need+=(curl)        # the README's examples, run by a test
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"

@@ -1,5 +1,8 @@
-//! The command line: `serve`, `check`, `replay` and `validate`.
+//! The command line: `serve`, `check`, `replay`, `validate`, `init` (a working directory to
+//! edit) and `healthcheck` (for containers and monitors).
 
+mod healthcheck;
+mod init;
 mod replay;
 
 use std::path::PathBuf;
@@ -68,6 +71,14 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write a working directory to edit: hookyard.toml (every default shown), spec/ and
+    /// scripts/; refuses to overwrite existing files.
+    Init { dir: PathBuf },
+    /// GET /healthz of the configured listen address; exit 0 when it answers 200, else 1.
+    Healthcheck {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs one command; the exit code tells the outcome.
@@ -82,6 +93,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { protocol, method, path, payload, config } => {
             let config = Config::load(config.as_deref())?;
             validate(&config, &protocol, &method, &path, &payload)
+        }
+        Command::Init { dir } => init(&dir),
+        Command::Healthcheck { config } => Ok(healthcheck(&Config::load(config.as_deref())?)),
+    }
+}
+
+fn init(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let written = init::init(dir)?;
+    println!("wrote {} files: {}/hookyard.toml, spec/ and scripts/", written.len(), dir.display());
+    println!("edit them and start the server there: cd {} && hookyard serve", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn healthcheck(config: &Config) -> ExitCode {
+    match healthcheck::check(healthcheck::target(config.listen)) {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,6 +1,7 @@
 //! House rules a test can check: every source file says what lives in it, the tests stand on
 //! the repository alone, `unsafe` stays where ARCHITECTURE.md allows it, the pure modules do
-//! no I/O and read no clock, and every host function of the script API is documented.
+//! no I/O and read no clock, every host function of the script API is documented, and the
+//! built-in defaults (`src/defaults/`) are what the repository's `spec/` and `scripts/` hold.
 
 use std::path::Path;
 
@@ -205,4 +206,31 @@ fn every_host_function_of_the_script_api_is_documented_in_scripts_readme() {
         .filter(|f| !readme.contains(&format!("`{f}(")) && !readme.contains(&format!("`{f}`")))
         .collect();
     assert!(undocumented.is_empty(), "host functions missing from scripts/README.md: {undocumented:?}");
+}
+
+/// The built-in specs and scripts (`src/defaults/`, compiled in) are the source; the
+/// repository's `spec/` and `scripts/` are what `hookyard init` writes from them. Editing
+/// those never rebuilds the server, so this test is what tells they went apart.
+#[test]
+fn the_repositorys_spec_and_scripts_are_the_built_in_defaults() {
+    use hookyard::spec::embedded::{SCRIPTS, SPECS};
+    let mut differ = Vec::new();
+    for (dir, ext, built_in) in [("spec", "yaml", SPECS), ("scripts", "rhai", SCRIPTS)] {
+        let on_disk: Vec<String> = sources(dir, &[ext]).into_iter().map(|(f, _)| f).collect();
+        let compiled: Vec<String> = built_in.iter().map(|(n, _)| format!("{dir}/{n}.{ext}")).collect();
+        assert_eq!(on_disk, compiled, "{dir}/ and the built-in list of src/spec/embedded.rs name other files");
+        let copies: Vec<String> = sources(&format!("src/defaults/{dir}"), &[ext]).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(copies.len(), compiled.len(), "src/defaults/{dir}/ holds other files: {copies:?}");
+        for (name, text) in built_in {
+            let file = format!("{dir}/{name}.{ext}");
+            if read(&file) != *text {
+                differ.push(file);
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{differ:?} differ from their built-in copy in src/defaults/ (the source of the defaults): \
+         change a default there and copy it over, or copy the built-in one back"
+    );
 }

@@ -16,6 +16,7 @@ mod helpers;
 mod house;
 mod metrics;
 mod outputs;
+mod packaging;
 mod plugins;
 mod properties;
 mod protocols;

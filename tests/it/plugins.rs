@@ -106,18 +106,20 @@ async fn a_handler_plugin_error_fails_the_event_naming_the_plugin_and_the_server
     assert_eq!(app.lines("quality.csv"), vec!["second,120.5,first,,first"]);
 }
 
-/// The configuration block of README.md as written, with the plugin's path pointing at the
-/// library built for the test. The MQTT port is moved off 1883 so that the test does not
-/// connect to a broker that may run on this machine (no script here publishes).
+/// The configuration block of README.md as written, with its plugin block (commented out
+/// there, as the README's run command does not build the plugin) switched on and its path
+/// pointing at the library built for the test.
 fn readme_config(lib: &Path) -> String {
     let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
     let (_, rest) = readme.split_once("## Configuration").expect("README has a Configuration section");
     let (_, rest) = rest.split_once("```toml\n").expect("the section has a toml block");
     let (block, _) = rest.split_once("```").unwrap();
-    let plugin_path = r#"path = "target/release/libhookyard_quality.so""#;
-    let mqtt_port = "port = 1883";
-    assert!(block.contains(plugin_path) && block.contains(mqtt_port), "{block}");
-    block.replace(plugin_path, &format!("path = \"{}\"", lib.display())).replace(mqtt_port, "port = 9")
+    let plugin_path = r#"# path = "target/release/libhookyard_quality.so""#;
+    assert!(block.contains(plugin_path), "{block}");
+    let plugin_line = |l: &str| ["[plugins.quality]", "handles = ", "options = "].iter().any(|p| l.starts_with(p));
+    let block = block.replace(plugin_path, &format!("path = \"{}\"", lib.display()));
+    let lines = block.lines().map(|l| l.strip_prefix("# ").filter(|rest| plugin_line(rest)).unwrap_or(l));
+    lines.collect::<Vec<_>>().join("\n")
 }
 
 /// The shipped script's image branch, and the quality verdict of each reading in a CSV.
