@@ -119,7 +119,7 @@ impl Pipeline {
     /// Runs the plan's events through the protocol's script; the plan comes back with the
     /// report (aligned with [`Plan::to_run`]).
     pub async fn run(&self, protocol: &str, plan: Plan) -> Result<(Plan, RunReport), Rejection> {
-        let count = plan.to_run().len();
+        let count = plan.running_count();
         if count == 0 {
             return Ok((plan, RunReport::empty()));
         }

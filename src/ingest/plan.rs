@@ -38,11 +38,12 @@ pub fn plan(
     mut claim: impl FnMut(&str) -> Claim,
 ) -> Result<Plan, InFlight> {
     let mut planned: Vec<Planned> = Vec::with_capacity(events.len());
+    let mut in_request = std::collections::HashSet::new();
     for event in events {
         let key = key_of(&event);
         let runs = match &key {
             None => true,
-            Some(k) if planned.iter().any(|p| p.key.as_ref() == Some(k)) => false,
+            Some(k) if !in_request.insert(k.clone()) => false,
             Some(k) => match claim(k) {
                 Claim::New => true,
                 Claim::Seen => false,
@@ -59,6 +60,11 @@ impl Plan {
     /// The events that go to the script, in order (a run report's n-th entry is the n-th).
     pub fn to_run(&self) -> Vec<&Event> {
         self.running().map(|p| &p.event).collect()
+    }
+
+    /// How many events go to the script.
+    pub fn running_count(&self) -> usize {
+        self.running().count()
     }
 
     /// The idempotency keys of the events that run, in the same order.
