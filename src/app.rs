@@ -105,8 +105,9 @@ impl App {
         let token_digest: Option<[u8; 32]> =
             self.config.admin.token.as_ref().map(|token| Sha256::digest(token.0.as_bytes()).into());
         let enabled = token_digest.is_some();
-        let admin =
-            Admin { state: token_digest.map(|token_digest| AdminState { token_digest, pipeline: pipeline.clone() }) };
+        let admin = Admin {
+            state: Arc::new(token_digest.map(|token_digest| AdminState { token_digest, pipeline: pipeline.clone() })),
+        };
         let management = admin::service(HealthApi { protocols: names.clone(), problems, tls: tls.status }, admin);
         let mut documents: BTreeMap<String, Document> = self
             .documents

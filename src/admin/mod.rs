@@ -5,17 +5,17 @@
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
 //! the server through the same pipeline and journal writer as requests.
 
+pub mod guard;
 pub mod health;
 
 use std::sync::Arc;
 
 use base64::Engine as _;
-use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent, SecurityScheme};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent};
+
+pub use guard::{AdminAuth, AdminError, AdminState, ApiMessage, Shared, guard, internal, message};
 
 use crate::event::{parse_time, rfc3339_millis};
 use crate::ingest::Pipeline;
@@ -23,55 +23,9 @@ use crate::replay::{Replayed, Tally, replay_event};
 use crate::store::journal::Status;
 use crate::store::journal::query::{self, Detail, Filter, ListFilter, Summary};
 
-/// The admin token, as `Authorization: Bearer <token>`.
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer")]
-pub struct AdminToken(Bearer);
-
-/// What the management API needs from the running server.
-pub struct AdminState {
-    pub token_digest: [u8; 32],
-    pub pipeline: Arc<Pipeline>,
-}
-
-/// The management API (disabled when `state` is `None`).
+/// The management API (disabled when `state` holds `None`).
 pub struct Admin {
-    pub state: Option<AdminState>,
-}
-
-/// A message explaining a refusal.
-#[derive(Object)]
-pub struct ApiMessage {
-    pub message: String,
-}
-
-/// Why a management call was refused.
-#[derive(ApiResponse)]
-pub enum AdminError {
-    /// The bearer token is missing or wrong.
-    #[oai(status = 401)]
-    Unauthorized(Json<ApiMessage>),
-    /// The management API is disabled (no admin token configured), or there is no such event.
-    #[oai(status = 404)]
-    NotFound(Json<ApiMessage>),
-    /// A parameter is malformed.
-    #[oai(status = 400)]
-    BadRequest(Json<ApiMessage>),
-    /// Too many wrong tokens from this address: retry after `Retry-After` seconds.
-    #[oai(status = 429)]
-    TooManyAttempts(Json<ApiMessage>, #[oai(header = "Retry-After")] u64),
-    /// The journal could not be read.
-    #[oai(status = 500)]
-    Internal(Json<ApiMessage>),
-}
-
-fn message(text: impl Into<String>) -> Json<ApiMessage> {
-    Json(ApiMessage { message: text.into() })
-}
-
-fn internal(e: impl std::fmt::Display) -> AdminError {
-    tracing::error!(error = %e, "management API could not read the journal");
-    AdminError::Internal(message("the journal could not be read"))
+    pub state: Shared,
 }
 
 /// One journaled event, in brief.
@@ -259,31 +213,6 @@ fn time(param: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
     param.map(parse_time).transpose().map_err(|e| AdminError::BadRequest(message(format!("{name}: {e}"))))
 }
 
-impl Admin {
-    /// The state, when `token` is right and its sender is not refused for failing too often.
-    fn guard(&self, token: &AdminToken, req: &poem::Request) -> Result<&AdminState, AdminError> {
-        let state = self
-            .state
-            .as_ref()
-            .ok_or_else(|| AdminError::NotFound(message("the management API is disabled: set [admin] token")))?;
-        let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let lockout = &state.pipeline.lockout;
-        if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
-            let text = format!("too many wrong tokens from this address; retry in {wait} s");
-            return Err(AdminError::TooManyAttempts(message(text), wait));
-        }
-        let given: [u8; 32] = Sha256::digest(token.0.token.as_bytes()).into();
-        if bool::from(given.ct_eq(&state.token_digest)) {
-            lockout.succeeded(ip);
-            return Ok(state);
-        }
-        let client = ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let refused = lockout.failed(ip, std::time::Instant::now());
-        tracing::warn!(%client, path = %req.uri().path(), refused, "management API: invalid admin token");
-        Err(AdminError::Unauthorized(message("invalid admin token")))
-    }
-}
-
 #[OpenApi]
 impl Admin {
     /// List journaled events, oldest first, filtered by protocol, source, status and time.
@@ -292,7 +221,7 @@ impl Admin {
     async fn list_events(
         &self,
         req: &poem::Request,
-        token: AdminToken,
+        auth: AdminAuth,
         protocol: Query<Option<String>>,
         source: Query<Option<String>>,
         /// processed, failed, duplicate or superseded
@@ -306,7 +235,7 @@ impl Admin {
         /// At most this many (default 100, at most 1000)
         limit: Query<Option<u32>>,
     ) -> Result<Json<Vec<EventSummary>>, AdminError> {
-        let state = self.guard(&token, req)?;
+        let state = guard(&self.state, &auth, req)?;
         let filter = ListFilter {
             protocol: protocol.0,
             source: source.0,
@@ -330,12 +259,12 @@ impl Admin {
     async fn metrics(
         &self,
         req: &poem::Request,
-        token: AdminToken,
+        auth: AdminAuth,
         /// `application/openmetrics-text` for OpenMetrics (as Prometheus asks)
         #[oai(name = "Accept")]
         accept: Header<Option<String>>,
     ) -> Result<MetricsResponse, AdminError> {
-        let state = self.guard(&token, req)?;
+        let state = guard(&self.state, &auth, req)?;
         let (content_type, text) = state.pipeline.metrics.exposition(accept.0.as_deref());
         Ok(MetricsResponse::Ok(if content_type == crate::metrics::OPENMETRICS {
             MetricsText::OpenMetrics(PlainText(text))
@@ -349,10 +278,10 @@ impl Admin {
     async fn show_event(
         &self,
         req: &poem::Request,
-        token: AdminToken,
+        auth: AdminAuth,
         id: Path<i64>,
     ) -> Result<Json<EventDetail>, AdminError> {
-        let state = self.guard(&token, req)?;
+        let state = guard(&self.state, &auth, req)?;
         let conn = state.pipeline.journal.reader().map_err(internal)?;
         let detail = query::detail(&conn, id.0).map_err(internal)?;
         detail.map(|d| Json(d.into())).ok_or_else(|| AdminError::NotFound(message(format!("no event {}", id.0))))
@@ -363,10 +292,10 @@ impl Admin {
     async fn replay_one(
         &self,
         req: &poem::Request,
-        token: AdminToken,
+        auth: AdminAuth,
         id: Path<i64>,
     ) -> Result<Json<ReplayResult>, AdminError> {
-        let state = self.guard(&token, req)?;
+        let state = guard(&self.state, &auth, req)?;
         let item = {
             let conn = state.pipeline.journal.reader().map_err(internal)?;
             query::journaled(&conn, id.0).map_err(internal)?
@@ -382,10 +311,10 @@ impl Admin {
     async fn replay_many(
         &self,
         req: &poem::Request,
-        token: AdminToken,
+        auth: AdminAuth,
         request: Json<ReplayRequest>,
     ) -> Result<Json<ReplaySummary>, AdminError> {
-        let state = self.guard(&token, req)?;
+        let state = guard(&self.state, &auth, req)?;
         let filter = Filter {
             protocol: request.0.protocol.clone(),
             since_ms: time(request.0.since.as_deref(), "since")?,

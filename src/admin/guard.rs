@@ -1,0 +1,88 @@
+//! Who may call the management API: the admin token (as a bearer token), checked in
+//! constant time, with failed attempts counted per client address (`lockout`). Every
+//! protected endpoint takes an [`AdminAuth`] and calls [`guard`]; the error type and its
+//! helpers live here so each API of the management service shares them.
+
+use std::sync::Arc;
+
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, SecurityScheme};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::ingest::Pipeline;
+
+/// How a management call proves it may: the admin token, as `Authorization: Bearer <token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+pub struct AdminAuth(Bearer);
+
+/// What the management API needs from the running server.
+pub struct AdminState {
+    pub token_digest: [u8; 32],
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// A message explaining a refusal.
+#[derive(Object)]
+pub struct ApiMessage {
+    pub message: String,
+}
+
+/// Why a management call was refused.
+#[derive(ApiResponse)]
+pub enum AdminError {
+    /// The bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiMessage>),
+    /// The management API is disabled (no admin token configured), or there is no such event.
+    #[oai(status = 404)]
+    NotFound(Json<ApiMessage>),
+    /// A parameter is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ApiMessage>),
+    /// Too many wrong tokens from this address: retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyAttempts(Json<ApiMessage>, #[oai(header = "Retry-After")] u64),
+    /// The journal could not be read.
+    #[oai(status = 500)]
+    Internal(Json<ApiMessage>),
+}
+
+/// The JSON body of a refusal.
+pub fn message(text: impl Into<String>) -> Json<ApiMessage> {
+    Json(ApiMessage { message: text.into() })
+}
+
+/// A journal read failed: logged, and answered 500 without the details.
+pub fn internal(e: impl std::fmt::Display) -> AdminError {
+    tracing::error!(error = %e, "management API could not read the journal");
+    AdminError::Internal(message("the journal could not be read"))
+}
+
+/// The management state every API of the service shares (`None`: disabled).
+pub type Shared = Arc<Option<AdminState>>;
+
+/// The state, when `auth` is right and its sender is not refused for failing too often.
+pub fn guard<'a>(state: &'a Shared, auth: &AdminAuth, req: &poem::Request) -> Result<&'a AdminState, AdminError> {
+    let state = state
+        .as_ref()
+        .as_ref()
+        .ok_or_else(|| AdminError::NotFound(message("the management API is disabled: set [admin] token")))?;
+    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let lockout = &state.pipeline.lockout;
+    if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
+        let text = format!("too many wrong tokens from this address; retry in {wait} s");
+        return Err(AdminError::TooManyAttempts(message(text), wait));
+    }
+    let given: [u8; 32] = Sha256::digest(auth.0.token.as_bytes()).into();
+    if bool::from(given.ct_eq(&state.token_digest)) {
+        lockout.succeeded(ip);
+        return Ok(state);
+    }
+    let client = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let refused = lockout.failed(ip, std::time::Instant::now());
+    tracing::warn!(%client, path = %req.uri().path(), refused, "management API: invalid admin token");
+    Err(AdminError::Unauthorized(message("invalid admin token")))
+}
