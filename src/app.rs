@@ -15,9 +15,11 @@ use poem::{EndpointExt, Route, Server, get, handler, web::Html};
 use sha2::{Digest, Sha256};
 
 use crate::admin::health::{HealthApi, Problems};
+use crate::admin::session::{SessionApi, Sessions};
 use crate::admin::{self, Admin, AdminState};
 use crate::config::credentials::CredentialNeed;
 use crate::config::{self, Config, CredentialsReport};
+use crate::console;
 use crate::docs::{self, Document};
 use crate::ingest::{Intake, Operation, PathEndpoint, Pipeline};
 use crate::net::{Guarded, Limits};
@@ -105,10 +107,16 @@ impl App {
         let token_digest: Option<[u8; 32]> =
             self.config.admin.token.as_ref().map(|token| Sha256::digest(token.0.as_bytes()).into());
         let enabled = token_digest.is_some();
-        let admin = Admin {
-            state: Arc::new(token_digest.map(|token_digest| AdminState { token_digest, pipeline: pipeline.clone() })),
-        };
-        let management = admin::service(HealthApi { protocols: names.clone(), problems, tls: tls.status }, admin);
+        let https = HttpsGate::from_config(&self.config).map(Arc::new);
+        let state: admin::Shared = Arc::new(token_digest.map(|token_digest| AdminState {
+            token_digest,
+            pipeline: pipeline.clone(),
+            sessions: Sessions::new(self.config.admin.session_hours),
+            https: https.clone(),
+        }));
+        let admin = Admin { state: state.clone() };
+        let health = HealthApi { protocols: names.clone(), problems, tls: tls.status };
+        let management = admin::service(health, SessionApi { state: state.clone() }, admin);
         let mut documents: BTreeMap<String, Document> = self
             .documents
             .iter()
@@ -120,13 +128,13 @@ impl App {
         let mut route = Route::new()
             .at("/docs", get(docs_page).data(Arc::new(docs::DocsPage::new(all_names))))
             .at("/openapi/:file", docs::documents_endpoint(documents))
-            .at("/.well-known/acme-challenge/:token", get(acme_challenge).data(tls.challenges));
+            .at("/.well-known/acme-challenge/:token", get(acme_challenge).data(tls.challenges))
+            .nest("/console", console::endpoint(state));
         if !enabled {
             // Without a token nothing behind it exists: 404 before any token check.
             route = route.at("/api/*rest", admin_disabled).at("/metrics", admin_disabled);
         }
         let intake = Arc::new(Intake::new(&self.config.server_limits));
-        let https = HttpsGate::from_config(&self.config).map(Arc::new);
         for (path, ops) in &self.paths {
             let (ops, pipeline, intake, https) = (ops.clone(), pipeline.clone(), intake.clone(), https.clone());
             route = route.at(path, PathEndpoint { ops, pipeline, intake, https });

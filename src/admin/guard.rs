@@ -1,5 +1,6 @@
 //! Who may call the management API: the admin token (as a bearer token), checked in
-//! constant time, with failed attempts counted per client address (`lockout`). Every
+//! constant time, with failed attempts counted per client address (`lockout`), or a console
+//! session's cookie (`session.rs`: CSRF and `Origin` checked on state-changing calls). Every
 //! protected endpoint takes an [`AdminAuth`] and calls [`guard`]; the error type and its
 //! helpers live here so each API of the management service shares them.
 
@@ -11,17 +12,41 @@ use poem_openapi::{ApiResponse, Object, SecurityScheme};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::session::{self, SessionCookie, Sessions};
 use crate::ingest::Pipeline;
+use crate::tls::HttpsGate;
 
-/// How a management call proves it may: the admin token, as `Authorization: Bearer <token>`.
+/// How a management call proves it may: the admin token as `Authorization: Bearer <token>`,
+/// or the console's session cookie.
+#[derive(SecurityScheme)]
+pub enum AdminAuth {
+    Bearer(BearerToken),
+    Session(SessionCookie),
+}
+
+/// The admin token, as `Authorization: Bearer <token>`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer")]
-pub struct AdminAuth(Bearer);
+pub struct BearerToken(Bearer);
 
 /// What the management API needs from the running server.
 pub struct AdminState {
     pub token_digest: [u8; 32],
     pub pipeline: Arc<Pipeline>,
+    /// The console's logged-in browsers.
+    pub sessions: Sessions,
+    /// How HTTPS is recognised (`None`: only the request's own scheme tells).
+    pub https: Option<Arc<HttpsGate>>,
+}
+
+impl AdminState {
+    /// Whether `req` came over HTTPS (directly, or as a trusted proxy says).
+    pub fn came_over_https(&self, req: &poem::Request) -> bool {
+        match &self.https {
+            Some(gate) => gate.came_over_https(req),
+            None => *req.scheme() == poem::http::uri::Scheme::HTTPS,
+        }
+    }
 }
 
 /// A message explaining a refusal.
@@ -33,9 +58,12 @@ pub struct ApiMessage {
 /// Why a management call was refused.
 #[derive(ApiResponse)]
 pub enum AdminError {
-    /// The bearer token is missing or wrong.
+    /// The bearer token is missing or wrong, or the session is unknown or has expired.
     #[oai(status = 401)]
     Unauthorized(Json<ApiMessage>),
+    /// A session's state-changing call failed its CSRF or `Origin` check.
+    #[oai(status = 403)]
+    Forbidden(Json<ApiMessage>),
     /// The management API is disabled (no admin token configured), or there is no such event.
     #[oai(status = 404)]
     NotFound(Json<ApiMessage>),
@@ -64,22 +92,36 @@ pub fn internal(e: impl std::fmt::Display) -> AdminError {
 /// The management state every API of the service shares (`None`: disabled).
 pub type Shared = Arc<Option<AdminState>>;
 
+/// The state, unless the management API is disabled (no admin token configured).
+pub fn enabled(state: &Shared) -> Result<&AdminState, AdminError> {
+    state
+        .as_ref()
+        .as_ref()
+        .ok_or_else(|| AdminError::NotFound(message("the management API is disabled: set [admin] token")))
+}
+
 /// The state, when `auth` is right and its sender is not refused for failing too often.
 pub fn guard<'a>(state: &'a Shared, auth: &AdminAuth, req: &poem::Request) -> Result<&'a AdminState, AdminError> {
-    let state = state
-        .as_ref()
-        .as_ref()
-        .ok_or_else(|| AdminError::NotFound(message("the management API is disabled: set [admin] token")))?;
+    let state = enabled(state)?;
+    match auth {
+        AdminAuth::Bearer(bearer) => check_token(state, &bearer.0.token, req)?,
+        AdminAuth::Session(cookie) => drop(session::check(state, &cookie.0, req)?),
+    }
+    Ok(state)
+}
+
+/// Whether `token` is the admin token, counting a wrong one against the sender's address.
+pub fn check_token(state: &AdminState, token: &str, req: &poem::Request) -> Result<(), AdminError> {
     let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
     let lockout = &state.pipeline.lockout;
     if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
         let text = format!("too many wrong tokens from this address; retry in {wait} s");
         return Err(AdminError::TooManyAttempts(message(text), wait));
     }
-    let given: [u8; 32] = Sha256::digest(auth.0.token.as_bytes()).into();
+    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if bool::from(given.ct_eq(&state.token_digest)) {
         lockout.succeeded(ip);
-        return Ok(state);
+        return Ok(());
     }
     let client = ip.map(|ip| ip.to_string()).unwrap_or_default();
     let refused = lockout.failed(ip, std::time::Instant::now());

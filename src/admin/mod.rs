@@ -1,5 +1,6 @@
-//! The management API: `/healthz` (open), and behind the `[admin] token` the journal's events
-//! (list, inspect, replay one or many) and `/metrics`.
+//! The management API: `/healthz` (open), the console's log-in (`session.rs`), and behind the
+//! `[admin] token` (or a session) the journal's events (list, inspect, replay one or many) and
+//! `/metrics`.
 //!
 //! Typed with poem-openapi (so it is in the Swagger UI), the token compared in constant time;
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
@@ -7,6 +8,7 @@
 
 pub mod guard;
 pub mod health;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -172,12 +174,12 @@ pub enum MetricsResponse {
     Ok(MetricsText),
 }
 
-/// The management service (mounted at `/`): health, and the API behind the admin token.
-pub type Service = OpenApiService<(health::HealthApi, Admin), ()>;
+/// The management service (mounted at `/`): health, log-in, and the API behind the admin token.
+pub type Service = OpenApiService<(health::HealthApi, session::SessionApi, Admin), ()>;
 
 /// Builds the management service.
-pub fn service(health: health::HealthApi, admin: Admin) -> Service {
-    OpenApiService::new((health, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
+pub fn service(health: health::HealthApi, sessions: session::SessionApi, admin: Admin) -> Service {
+    OpenApiService::new((health, sessions, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// Replays the failed events other instances recorded in the shared ledger.

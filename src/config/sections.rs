@@ -110,13 +110,22 @@ impl Default for ServerLimits {
     }
 }
 
-/// The management API (`/api/…`) and `/metrics`; disabled when no token is set.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The management API (`/api/…`), `/metrics` and the console; disabled when no token is set.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token the management API and `/metrics` require.
     #[serde(deserialize_with = "non_empty_secret")]
     pub token: Option<Secret>,
+    /// How long a console log-in lasts, in hours.
+    #[serde(deserialize_with = "not_zero")]
+    pub session_hours: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self { token: None, session_hours: 12 }
+    }
 }
 
 /// The settings table of one protocol (`[protocols.<name>]`). Which keys it may hold is up

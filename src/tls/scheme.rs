@@ -30,10 +30,15 @@ impl HttpsGate {
 
     /// `None` when `req` came over HTTPS; otherwise the reason to refuse it, naming the URL.
     pub fn refusal(&self, req: &Request) -> Option<String> {
-        if *req.scheme() == Scheme::HTTPS || self.forwarded_https(req) {
+        if self.came_over_https(req) {
             return None;
         }
         Some(format!("plain HTTP is refused here: send to {}", self.https_url(req)))
+    }
+
+    /// Whether `req` came over HTTPS: over the TLS listener, or as a trusted proxy says.
+    pub fn came_over_https(&self, req: &Request) -> bool {
+        *req.scheme() == Scheme::HTTPS || self.forwarded_https(req)
     }
 
     fn forwarded_https(&self, req: &Request) -> bool {

@@ -26,6 +26,7 @@ mod retention;
 mod scale_out;
 mod schemathesis;
 mod scripts;
+mod session;
 mod slow;
 mod tls;
 mod wattmon;
