@@ -1,5 +1,5 @@
 //! The management API: `/healthz` (open), and behind the `[admin] token` the journal's events
-//! (list, inspect, replay one or many) and `/metrics`.
+//! (list, inspect, replay one or many), the meter series (`meters.rs`) and `/metrics`.
 //!
 //! Typed with poem-openapi (so it is in the Swagger UI), the token compared in constant time;
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
@@ -7,6 +7,7 @@
 
 pub mod guard;
 pub mod health;
+pub mod meters;
 
 use std::sync::Arc;
 
@@ -173,11 +174,12 @@ pub enum MetricsResponse {
 }
 
 /// The management service (mounted at `/`): health, and the API behind the admin token.
-pub type Service = OpenApiService<(health::HealthApi, Admin), ()>;
+pub type Service = OpenApiService<(health::HealthApi, Admin, meters::MetersApi), ()>;
 
 /// Builds the management service.
 pub fn service(health: health::HealthApi, admin: Admin) -> Service {
-    OpenApiService::new((health, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
+    let meters = meters::MetersApi { state: admin.state.clone() };
+    OpenApiService::new((health, admin, meters), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// Replays the failed events other instances recorded in the shared ledger.
