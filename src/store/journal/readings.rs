@@ -159,3 +159,98 @@ fn refresh(tx: &Transaction<'_>, series: &[i64]) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::readings::Kind;
+    use crate::store::journal::{EventRecord, RequestRecord, Retention, retention, schema};
+
+    fn submission(image: bool, rounds: &[(i64, Option<f64>, Option<&str>)]) -> Submission {
+        let request = RequestRecord {
+            protocol: "ai-on-the-edge".into(),
+            operation: if image { "image" } else { "readings" }.into(),
+            source: "ferienhaus".into(),
+            received_ms: 0,
+            headers: Vec::new(),
+            verification: String::new(),
+            body: bytes::Bytes::from_static(b"\xFF\xD8\xFF"),
+            client: String::new(),
+        };
+        let reading = |&(ms, value, status): &(i64, Option<f64>, Option<&str>)| Reading {
+            name: "ferienhaus / main".into(),
+            unit: None,
+            kind: Kind::Counter,
+            ms,
+            value,
+            status: status.map(str::to_owned),
+        };
+        let event = EventRecord {
+            index: 0,
+            key: None,
+            data: "{}".into(),
+            blob: image,
+            outcome: Status::Processed,
+            error: None,
+            logs: Vec::new(),
+            readings: rounds.iter().map(reading).collect(),
+            image,
+        };
+        Submission { target: Target::New(request), events: vec![event], effects: Vec::new() }
+    }
+
+    /// Records `s` as request `id` with one event `id`, as the writer does.
+    fn record(conn: &mut rusqlite::Connection, id: i64, s: &Submission) {
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO requests (id, protocol, operation, source, received_ms, headers, body)
+             VALUES (?1, 'ai-on-the-edge', 'x', 'ferienhaus', 0, '[]', x'FFD8FF')",
+            [id],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO events (id, request_id, idx, data, status) VALUES (?1, ?1, 0, '{}', 'processed')",
+            [id],
+        )
+        .unwrap();
+        index(&tx, s, id, &[id]).unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn series_row(conn: &rusqlite::Connection) -> Option<(Option<f64>, i64, Option<String>, i64)> {
+        conn.query_row("SELECT last_value, last_ms, status, count FROM series", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_last_reading_wins_by_time_and_pruning_keeps_the_counts_true_and_the_last_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = schema::open(&dir.path().join("journal.db")).unwrap();
+        let day = 86_400_000;
+        record(&mut conn, 1, &submission(false, &[(day, Some(1.0), None), (3 * day, Some(3.0), None)]));
+        // An error round at the time of the last good one, and a late old reading.
+        record(&mut conn, 2, &submission(false, &[(3 * day, None, Some("Rate too high")), (2 * day, Some(2.0), None)]));
+        assert_eq!(series_row(&conn), Some((Some(3.0), 3 * day, Some("Rate too high".into()), 4)));
+        record(&mut conn, 3, &submission(true, &[]));
+
+        // Everything older than the journal's own window goes, but readings keep their days,
+        // and the request of the last image stays.
+        let rules = Retention { max_age_days: Some(0.0), readings_retention_days: 1.5, ..Retention::default() };
+        retention::prune(&mut conn, &rules, 3 * day).unwrap();
+        assert_eq!(series_row(&conn), Some((Some(3.0), 3 * day, Some("Rate too high".into()), 3)));
+        let requests: Vec<i64> = conn
+            .prepare("SELECT id FROM requests")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(requests, [3]);
+        let rules = Retention { readings_retention_days: 0.0, ..rules };
+        retention::prune(&mut conn, &rules, 4 * day).unwrap();
+        assert_eq!(series_row(&conn), None, "a series without readings goes");
+    }
+}
