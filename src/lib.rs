@@ -15,6 +15,7 @@ pub mod event;
 pub mod form;
 pub mod ingest;
 pub mod lockout;
+pub mod meters;
 pub mod metrics;
 pub mod net;
 pub mod output;

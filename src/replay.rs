@@ -55,6 +55,8 @@ pub async fn replay_event(pipeline: &Pipeline, item: &Journaled) -> Replayed {
         outcome: if error.is_some() { Status::Failed } else { Status::Processed },
         error: error.clone(),
         logs: report.logs.into_iter().next().unwrap_or_default(),
+        readings: Vec::new(),
+        image: false,
     };
     let target = Target::Replay { event_id: item.event_id, request_id: item.request_id };
     let submitted = pipeline.journal.submit(Submission { target, events: vec![record], effects: report.effects }).await;
@@ -108,7 +110,7 @@ pub async fn replay_foreign(pipeline: &Pipeline, item: &LedgerEvent) -> Replayed
         client: format!("replay of instance {}", item.instance),
     };
     let key = item.key.clone();
-    let result = match pipeline.process(|_| key.clone(), request, vec![event]).await {
+    let result = match pipeline.process(|_| key.clone(), None, request, vec![event]).await {
         Ok(()) => Replayed::Processed,
         Err(rejection @ Rejection::Failed(_)) => Replayed::Failed(rejection.reason()),
         Err(other) => Replayed::Failed(other.reason()),

@@ -1,6 +1,6 @@
 //! The management API: `/healthz` (open), the console's log-in (`session.rs`), and behind the
-//! `[admin] token` (or a session) the journal's events (list, inspect, replay one or many) and
-//! `/metrics`.
+//! `[admin] token` (or a session) the journal's events (list, inspect, replay one or many), the
+//! meter series (`meters.rs`) and `/metrics`.
 //!
 //! Typed with poem-openapi (so it is in the Swagger UI), the token compared in constant time;
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
@@ -8,6 +8,7 @@
 
 pub mod guard;
 pub mod health;
+pub mod meters;
 pub mod session;
 
 use std::sync::Arc;
@@ -175,11 +176,12 @@ pub enum MetricsResponse {
 }
 
 /// The management service (mounted at `/`): health, log-in, and the API behind the admin token.
-pub type Service = OpenApiService<(health::HealthApi, session::SessionApi, Admin), ()>;
+pub type Service = OpenApiService<(health::HealthApi, session::SessionApi, Admin, meters::MetersApi), ()>;
 
 /// Builds the management service.
 pub fn service(health: health::HealthApi, sessions: session::SessionApi, admin: Admin) -> Service {
-    OpenApiService::new((health, sessions, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
+    let meters = meters::MetersApi { state: admin.state.clone() };
+    OpenApiService::new((health, sessions, admin, meters), "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// Replays the failed events other instances recorded in the shared ledger.

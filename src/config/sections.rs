@@ -221,6 +221,9 @@ pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
             refuse(&["journal", key], "must be 0 or more");
         }
     }
+    if !j.readings_retention_days.is_finite() || j.readings_retention_days < 0.0 {
+        refuse(&["journal", "readings_retention_days"], "must be 0 or more");
+    }
     if j.prune_interval_ms == 0 {
         refuse(&["journal", "prune_interval_ms"], "must be at least 1");
     }

@@ -205,7 +205,9 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
         tracing::warn!(protocol = %spec.protocol, event_type = %kind, "acknowledging an event type the spec does not know");
     }
     let count = parsed.events.len();
-    pipeline.process(|event| event.idempotency_key(&spec.idempotency), request, parsed.events).await?;
+    pipeline
+        .process(|event| event.idempotency_key(&spec.idempotency), spec.readings.as_ref(), request, parsed.events)
+        .await?;
     Ok(count)
 }
 

@@ -17,6 +17,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::output::Outputs;
 use crate::script::{RunReport, ScriptHost};
+use crate::spec::readings::ReadingsSpec;
 use crate::store::journal::{JournalError, RequestRecord, Status, Submission, Target};
 use crate::store::shared::LedgerRow;
 use crate::store::{Journal, SeenKeys, Shared};
@@ -55,14 +56,16 @@ impl Pipeline {
     }
 
     /// Processes `events` of `request`; Ok once everything new is journaled and written.
+    /// `readings`: the operation's `x-hookyard-readings` block, if it has one.
     pub async fn process(
         &self,
         key_of: impl Fn(&Event) -> Option<String>,
+        readings: Option<&ReadingsSpec>,
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
         let protocol = request.protocol.clone();
-        let result = self.process_claimed(key_of, request, events).await;
+        let result = self.process_claimed(key_of, readings, request, events).await;
         if let Err(Rejection::Failed(failure)) = &result {
             self.metrics.failure(&protocol, failure.kind());
         }
@@ -72,6 +75,7 @@ impl Pipeline {
     async fn process_claimed(
         &self,
         key_of: impl Fn(&Event) -> Option<String>,
+        readings: Option<&ReadingsSpec>,
         request: RequestRecord,
         events: Vec<Event>,
     ) -> Result<(), Rejection> {
@@ -97,7 +101,7 @@ impl Pipeline {
         let processed = plan.processed_keys();
         let tallies = Status::ALL.map(|s| (s, plan.count(s)));
         let protocol = request.protocol.clone();
-        let events = plan.into_records();
+        let events = plan.into_records(readings);
         let ledger = if self.shared.is_some() { ledger_rows(&request, &events) } else { Vec::new() };
         let effects = crate::store::effects::coalesce(std::mem::take(&mut report.effects));
         let submission = Submission { target: Target::New(request), events, effects };

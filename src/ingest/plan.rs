@@ -4,6 +4,7 @@
 
 use crate::event::Event;
 use crate::script::RunReport;
+use crate::spec::readings::ReadingsSpec;
 use crate::store::Claim;
 use crate::store::journal::{EventRecord, Status};
 
@@ -111,11 +112,17 @@ impl Plan {
         self.0.iter().filter(|p| p.status == status).count()
     }
 
-    /// The journal's records of the events.
-    pub fn into_records(self) -> Vec<EventRecord> {
+    /// The journal's records of the events, with the readings of the processed ones as the
+    /// operation's `x-hookyard-readings` block says.
+    pub fn into_records(self, readings: Option<&ReadingsSpec>) -> Vec<EventRecord> {
         self.0
             .into_iter()
             .map(|p| EventRecord {
+                readings: match (readings.and_then(|r| r.series.as_ref()), p.status) {
+                    (Some(series), Status::Processed) => series.extract(&p.event),
+                    _ => Vec::new(),
+                },
+                image: p.status == Status::Processed && readings.is_some_and(|r| r.image) && p.event.blob.is_some(),
                 index: p.event.index,
                 data: p.event.to_json_string(),
                 blob: p.event.blob.is_some(),
@@ -207,6 +214,6 @@ mod tests {
     }
 
     fn plan_records(plan: Plan) -> Vec<EventRecord> {
-        plan.into_records()
+        plan.into_records(None)
     }
 }

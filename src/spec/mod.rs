@@ -8,6 +8,7 @@
 pub mod embedded;
 pub mod ext;
 mod operation;
+pub mod readings;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

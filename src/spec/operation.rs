@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::ext::{AuthBlock, BodyKind, Freshness, Idempotency, ReplySpec, SchemePolicy, Split, UnknownType};
+use super::readings::{ReadingsError, ReadingsSpec};
 use super::schema::{Check, SchemaError};
 
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -35,6 +36,8 @@ pub enum OperationError {
     ParameterName,
     #[error("query parameter {0}: `required` must be true or false")]
     ParameterRequired(String),
+    #[error("x-hookyard-readings: {0}")]
+    Readings(#[from] ReadingsError),
 }
 
 /// A query parameter the operation declares.
@@ -64,6 +67,8 @@ pub struct OperationSpec {
     pub query: Vec<QueryParam>,
     /// `x-hookyard-scheme` (operation, else document; default `any`).
     pub scheme: SchemePolicy,
+    /// Which event fields make meter readings (`x-hookyard-readings`); none when absent.
+    pub readings: Option<ReadingsSpec>,
 }
 
 /// Builds every operation of `document`, or every problem found.
@@ -122,6 +127,7 @@ impl Ctx<'_> {
         let unknown: Option<UnknownType> = ext(self.op.get("x-hookyard-unknown-type"), "x-hookyard-unknown-type")?;
         let scheme: Option<SchemePolicy> =
             ext(self.op.get("x-hookyard-scheme").or(self.root_scheme), "x-hookyard-scheme")?;
+        let readings = self.op.get("x-hookyard-readings").map(ReadingsSpec::parse).transpose()?;
         let content = self.request_content()?;
         let body_check = self.body_check(content, split.body_kind(), unknown.as_ref().map(|u| u.schema.as_str()))?;
         Ok(OperationSpec {
@@ -139,6 +145,7 @@ impl Ctx<'_> {
             media_types: media_types(content),
             query: self.query_params()?,
             scheme: scheme.unwrap_or_default(),
+            readings,
         })
     }
 

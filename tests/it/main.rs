@@ -14,6 +14,7 @@ mod gridx;
 mod hardening;
 mod helpers;
 mod house;
+mod meters;
 mod metrics;
 mod outputs;
 mod packaging;

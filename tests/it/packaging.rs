@@ -67,6 +67,7 @@ fn the_config_file_init_writes_shows_every_default_and_each_is_the_codes_default
         "idle_timeout_ms",
         "max_age_days",
         "prune_interval_ms",
+        "readings_retention_days",
         "max_size_mb",
         "postgres_url",
         "instance",

@@ -13,9 +13,11 @@
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
 pub mod query;
+pub mod readings;
 mod recover;
 pub mod retention;
 mod schema;
+pub mod series;
 mod writer;
 
 use std::collections::HashSet;
@@ -152,6 +154,10 @@ pub struct EventRecord {
     pub error: Option<String>,
     /// What the script logged while handling this event.
     pub logs: Vec<String>,
+    /// The meter readings it carries (`x-hookyard-readings`), indexed when it is processed.
+    pub readings: Vec<crate::spec::readings::Reading>,
+    /// Whether its raw body is the last image of its source's series.
+    pub image: bool,
 }
 
 /// What a submission is about.

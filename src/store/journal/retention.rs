@@ -28,6 +28,9 @@ pub struct Retention {
     pub postgres_url: Option<crate::secret::Secret>,
     /// This instance's name in the shared journal (default: host name + data directory).
     pub instance: Option<String>,
+    /// Keep meter readings (the readings index) this many days, by their time: they are
+    /// small, so they outlive the requests they came from.
+    pub readings_retention_days: f64,
 }
 
 impl Default for Retention {
@@ -39,6 +42,7 @@ impl Default for Retention {
             prune_interval_ms: 60_000,
             postgres_url: None,
             instance: None,
+            readings_retention_days: 400.0,
         }
     }
 }
@@ -49,7 +53,8 @@ const MAX_BATCHES: usize = 20;
 
 const DONE: &str = "NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.status = 'failed')
      AND NOT EXISTS (SELECT 1 FROM effects f WHERE f.request_id = r.id
-                     AND f.id > (SELECT effect_id FROM checkpoint WHERE id = 1))";
+                     AND f.id > (SELECT effect_id FROM checkpoint WHERE id = 1))
+     AND NOT EXISTS (SELECT 1 FROM series_images i WHERE i.request_id = r.id)";
 
 /// One pruning pass; returns how many requests were removed.
 pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite::Result<usize> {
@@ -77,10 +82,23 @@ pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite:
             }
         }
     }
-    if removed > 0 {
+    let readings = prune_readings(conn, rules.readings_retention_days, now_ms)?;
+    if removed > 0 || readings > 0 {
         conn.execute_batch("PRAGMA incremental_vacuum;")?;
     }
     Ok(removed)
+}
+
+/// Removes the readings older than `days` (the last image of a series is a request, kept
+/// above while it is the last).
+fn prune_readings(conn: &mut Connection, days: f64, now_ms: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let n = super::readings::prune(&tx, now_ms - (days * 86_400_000.0) as i64)?;
+    tx.commit()?;
+    if n > 0 {
+        tracing::info!(readings = n, "readings retention pruned old readings");
+    }
+    Ok(n)
 }
 
 /// Removes up to one batch of the oldest done requests (received before `cutoff`, if given).

@@ -75,6 +75,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tx = conn.transaction()?;
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(super::readings::SCHEMA)?;
     if version < 2 {
         // Tables of older journals exist already, without the columns version 2 added.
         add_column(&tx, "requests", "client", "TEXT NOT NULL DEFAULT ''")?;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::readings;
 use super::retention::{self, Retention};
 use super::{EventRecord, Job, JournalError, Reply, RequestRecord, Status, Submission, Target};
 use crate::store::DataDir;
@@ -155,7 +156,9 @@ impl Writer {
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
         for (s, _) in batch {
-            ids.push(insert_submission(&tx, s, &mut self.failed_keys)?);
+            let recorded = insert_submission(&tx, s, &mut self.failed_keys)?;
+            readings::index(&tx, s, recorded.request_id, &recorded.event_ids)?;
+            ids.push(recorded);
             for effect in &s.effects {
                 let path = effect.path();
                 if !self.dirty.contains(path) && !newly_dirty.iter().any(|p| p == path) {
@@ -184,6 +187,7 @@ impl Writer {
                     params![event_id, error],
                 )?;
             }
+            readings::forget(&tx, &recorded.event_ids)?;
             if let Some((first, last)) = recorded.effects {
                 tx.execute("DELETE FROM effects WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
             }
@@ -241,6 +245,7 @@ impl std::fmt::Display for DiskFull {
 /// What one submission wrote: its event rows and the id range of its effects.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    request_id: i64,
     event_ids: Vec<i64>,
     /// The idempotency key of each event (by position).
     keys: Vec<Option<String>>,
@@ -274,7 +279,7 @@ fn insert_submission(
         let id = tx.last_insert_rowid();
         range = Some((range.map_or(id, |r| r.0), id));
     }
-    Ok(Recorded { event_ids, keys, effects: range })
+    Ok(Recorded { request_id, event_ids, keys, effects: range })
 }
 
 fn insert_request(

@@ -1,0 +1,223 @@
+//! What the meter pages show, computed from a series' readings: min/max-preserving
+//! downsampling, consumption per UTC day of a cumulative counter, the usual interval and the
+//! ok / error / stale status, and the CSV export. Pure: no I/O and no clock (the time "now"
+//! is passed in).
+
+use crate::event::rfc3339_millis;
+use crate::store::journal::series::Round;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// At most `max_points` of `points` (sorted by time): the minimum and the maximum of each of
+/// `max_points / 2` equal time buckets, in time order, so peaks and dips survive. Returns the
+/// points and whether any were dropped.
+pub fn downsample(points: &[(i64, f64)], max_points: usize) -> (Vec<(i64, f64)>, bool) {
+    let buckets = (max_points / 2).max(1);
+    let (Some(first), Some(last)) = (points.first(), points.last()) else { return (Vec::new(), false) };
+    if points.len() <= max_points {
+        return (points.to_vec(), false);
+    }
+    let span = (last.0 - first.0).max(1) as f64;
+    let bucket_of = |ms: i64| (((ms - first.0) as f64 / span * buckets as f64) as usize).min(buckets - 1);
+    let mut out = Vec::with_capacity(buckets * 2);
+    let mut start = 0;
+    while start < points.len() {
+        let bucket = bucket_of(points[start].0);
+        let len = points[start..].iter().take_while(|p| bucket_of(p.0) == bucket).count();
+        push_extremes(&points[start..start + len], &mut out);
+        start += len;
+    }
+    (out, true)
+}
+
+/// The minimum and maximum of `bucket`, in time order (one point when they are the same).
+fn push_extremes(bucket: &[(i64, f64)], out: &mut Vec<(i64, f64)>) {
+    let (mut lo, mut hi) = (0, 0);
+    for (i, p) in bucket.iter().enumerate() {
+        if p.1 < bucket[lo].1 {
+            lo = i;
+        }
+        if p.1 > bucket[hi].1 {
+            hi = i;
+        }
+    }
+    let (a, b) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+    out.push(bucket[a]);
+    if b != a {
+        out.push(bucket[b]);
+    }
+}
+
+/// One UTC day of a counter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Day {
+    /// `2026-11-30`.
+    pub day: String,
+    pub consumption: f64,
+    /// Good readings that day.
+    pub readings: u64,
+}
+
+/// Consumption per UTC day: the differences between consecutive good readings, counted on
+/// the day of the later one. Error rounds (no value, or an error text) are skipped; a drop
+/// is a reset (a new meter, a counter that wrapped) and counts from the new value. `before`
+/// is the last good value before the first round (the first difference counts from it).
+pub fn daily(rounds: &[Round], before: Option<f64>) -> Vec<Day> {
+    let mut days: Vec<(i64, f64, u64)> = Vec::new();
+    let mut previous = before;
+    for round in rounds.iter().filter(|r| r.status.is_none()) {
+        let Some(value) = round.value else { continue };
+        let used = match previous {
+            Some(p) if value >= p => value - p,
+            Some(_) => value,
+            None => 0.0,
+        };
+        previous = Some(value);
+        let day = round.ms.div_euclid(DAY_MS);
+        match days.last_mut() {
+            Some(last) if last.0 == day => {
+                last.1 += used;
+                last.2 += 1;
+            }
+            _ => days.push((day, used, 1)),
+        }
+    }
+    days.into_iter().map(|(day, consumption, readings)| Day { day: date(day), consumption, readings }).collect()
+}
+
+fn date(day: i64) -> String {
+    rfc3339_millis(day * DAY_MS).get(..10).unwrap_or_default().to_owned()
+}
+
+/// A series' status badge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The device's last round carried an error text.
+    Error,
+    /// No reading for longer than three of its usual intervals.
+    Stale,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Error => "error",
+            Health::Stale => "stale",
+        }
+    }
+}
+
+/// The usual interval in seconds: the median gap between the distinct reading times
+/// `recent` (any order); none with fewer than two.
+pub fn interval_s(recent: &[i64]) -> Option<f64> {
+    let mut times = recent.to_vec();
+    times.sort_unstable();
+    times.dedup();
+    let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_unstable();
+    let mid = gaps.len() / 2;
+    let median = if gaps.len() % 2 == 1 { gaps[mid] as f64 } else { (gaps[mid - 1] + gaps[mid]) as f64 / 2.0 };
+    Some(median / 1000.0)
+}
+
+/// Error when the last round said so; stale when nothing came for more than three usual
+/// intervals before `now_ms`; ok otherwise.
+pub fn health(status: Option<&str>, last_ms: i64, interval_s: Option<f64>, now_ms: i64) -> Health {
+    if status.is_some() {
+        return Health::Error;
+    }
+    match interval_s {
+        Some(i) if (now_ms - last_ms) as f64 > 3.0 * i * 1000.0 => Health::Stale,
+        _ => Health::Ok,
+    }
+}
+
+/// The CSV export: `time,value,unit,status`, one line per reading (CRLF), the status `ok` or
+/// the device's error text; text cells that a spreadsheet would run as a formula are
+/// prefixed with `'`.
+pub fn csv(rounds: &[Round], unit: Option<&str>) -> String {
+    let mut out = String::from("time,value,unit,status\r\n");
+    for r in rounds {
+        let value = r.value.map(|v| v.to_string()).unwrap_or_default();
+        let status = r.status.as_deref().unwrap_or("ok");
+        let cells = [rfc3339_millis(r.ms), value, cell(unit.unwrap_or_default()), cell(status)];
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn cell(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(ms: i64, value: Option<f64>, status: Option<&str>) -> Round {
+        Round { ms, value, status: status.map(str::to_owned) }
+    }
+
+    #[test]
+    fn downsampling_keeps_each_buckets_extremes_and_never_exceeds_the_cap() {
+        let points: Vec<(i64, f64)> = (0..100_000).map(|i| (i * 300_000, (i % 97) as f64)).collect();
+        let (mut with_spike, max) = (points.clone(), 1000);
+        with_spike[54_321].1 = 1e6;
+        let (out, dropped) = downsample(&with_spike, max);
+        assert!(dropped && out.len() <= max && out.len() > max / 2, "{}", out.len());
+        assert!(out.contains(&(54_321 * 300_000, 1e6)), "the spike survives");
+        assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "in time order");
+        assert_eq!(downsample(&points[..10], max), (points[..10].to_vec(), false));
+    }
+
+    #[test]
+    fn daily_consumption_skips_error_rounds_and_counts_a_reset_from_the_new_value() {
+        let day = DAY_MS;
+        let rounds = [
+            round(0, Some(100.0), None),
+            round(3_600_000, Some(101.5), None),
+            round(7_200_000, None, Some("Rate too high")),
+            round(7_300_000, Some(999.0), Some("Neg. Rate")),
+            round(day + 1, Some(102.25), None),
+            round(day + 2, Some(2.0), None),
+            round(day + 3, Some(2.5), None),
+        ];
+        let days = daily(&rounds, None);
+        assert_eq!(
+            days,
+            [
+                Day { day: "1970-01-01".into(), consumption: 1.5, readings: 2 },
+                Day { day: "1970-01-02".into(), consumption: 0.75 + 2.0 + 0.5, readings: 3 },
+            ]
+        );
+        assert_eq!(daily(&rounds[1..2], Some(100.0))[0].consumption, 1.5);
+    }
+
+    #[test]
+    fn a_series_is_stale_after_three_usual_intervals_and_in_error_when_the_device_says_so() {
+        let recent = [0, 300_000, 600_000, 600_000, 900_000, 2_000_000];
+        assert_eq!(interval_s(&recent), Some(300.0));
+        assert_eq!(interval_s(&[5]), None);
+        assert_eq!(health(None, 900_000, Some(300.0), 900_000 + 900_000), Health::Ok);
+        assert_eq!(health(None, 900_000, Some(300.0), 900_001 + 900_000), Health::Stale);
+        assert_eq!(health(Some("Rate too high"), 900_000, Some(300.0), 900_000), Health::Error);
+        assert_eq!(health(None, 0, None, i64::MAX / 2), Health::Ok);
+    }
+
+    #[test]
+    fn the_csv_quotes_and_neutralises_text_cells() {
+        let text = csv(&[round(0, Some(1.5), None), round(1000, None, Some("=cmd, \"x\""))], Some("m³"));
+        assert_eq!(
+            text,
+            "time,value,unit,status\r\n1970-01-01T00:00:00.000Z,1.5,m³,ok\r\n\
+             1970-01-01T00:00:01.000Z,,m³,\"'=cmd, \"\"x\"\"\"\r\n"
+        );
+    }
+}
