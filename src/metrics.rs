@@ -56,6 +56,7 @@ pub struct Metrics {
     journal_bytes: Gauge,
     journal_path: PathBuf,
     tls_expiry: Gauge,
+    rejected_dropped: Counter,
 }
 
 impl Metrics {
@@ -102,7 +103,23 @@ impl Metrics {
             Unit::Seconds,
             tls_expiry.clone(),
         );
-        Self { registry, requests, events, failures, script_seconds, journal_bytes, journal_path, tls_expiry }
+        let rejected_dropped = Counter::default();
+        registry.register(
+            "rejected_dropped",
+            "Refused requests not recorded in the journal's rejected table because its queue was full",
+            rejected_dropped.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            events,
+            failures,
+            script_seconds,
+            journal_bytes,
+            journal_path,
+            tls_expiry,
+            rejected_dropped,
+        }
     }
 
     pub fn request(&self, protocol: &str, route: &str, outcome: &str) {
@@ -121,6 +138,11 @@ impl Metrics {
     /// One request that failed after it was accepted, by kind.
     pub fn failure(&self, protocol: &str, kind: &str) {
         self.failures.get_or_create(&FailureLabels { protocol: protocol.into(), kind: kind.into() }).inc();
+    }
+
+    /// A refused request that could not be recorded (the queue of rejected records was full).
+    pub fn rejected_dropped(&self) {
+        self.rejected_dropped.inc();
     }
 
     /// The served certificate's expiry (Unix seconds; 0 while none is served).

@@ -108,6 +108,10 @@ pub async fn replay_foreign(pipeline: &Pipeline, item: &LedgerEvent) -> Replayed
         verification: format!("replay of event {} of instance {}", item.id, item.instance),
         body: bytes::Bytes::from(item.data.clone().into_bytes()),
         client: format!("replay of instance {}", item.instance),
+        method: String::new(),
+        path: String::new(),
+        reply_status: 200,
+        failed_status: 503,
     };
     let key = item.key.clone();
     let result = match pipeline.process(|_| key.clone(), None, request, vec![event]).await {

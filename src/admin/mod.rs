@@ -6,14 +6,19 @@
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
 //! the server through the same pipeline and journal writer as requests.
 
+mod bulk;
+mod curl;
+mod dry;
 pub mod guard;
 pub mod health;
+pub mod inspect;
+pub mod log;
 pub mod meters;
 pub mod session;
+pub mod stream;
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent};
@@ -24,7 +29,7 @@ use crate::event::{parse_time, rfc3339_millis};
 use crate::ingest::Pipeline;
 use crate::replay::{Replayed, Tally, replay_event};
 use crate::store::journal::Status;
-use crate::store::journal::query::{self, Detail, Filter, ListFilter, Summary};
+use crate::store::journal::query::{self, Filter, ListFilter, Summary};
 
 /// The management API (disabled when `state` holds `None`).
 pub struct Admin {
@@ -71,47 +76,6 @@ pub struct HeaderField {
     pub value: String,
 }
 
-/// One event in full: the raw request, how it was verified, the event and the script outcome.
-#[derive(Object)]
-pub struct EventDetail {
-    pub event: EventSummary,
-    /// Which checks the request passed.
-    pub verification: String,
-    pub headers: Vec<HeaderField>,
-    /// The raw request body, when it is UTF-8 text.
-    pub body_text: Option<String>,
-    /// The raw request body, base64.
-    pub body_base64: String,
-    /// The event's payload as handed to the script.
-    pub data: serde_json::Value,
-    /// What the script logged while handling this event.
-    pub logs: Vec<String>,
-    /// What the scripts wrote for the event's request.
-    pub effects: Vec<String>,
-    /// The client's address.
-    pub client: String,
-    /// For a duplicate: the event that processed its key. A request that brought nothing new
-    /// keeps no body of its own (its original has it).
-    pub duplicate_of: Option<i64>,
-}
-
-impl From<Detail> for EventDetail {
-    fn from(d: Detail) -> Self {
-        Self {
-            event: d.summary.into(),
-            verification: d.verification,
-            headers: d.headers.into_iter().map(|(name, value)| HeaderField { name, value }).collect(),
-            body_text: String::from_utf8(d.body.clone()).ok(),
-            body_base64: base64::engine::general_purpose::STANDARD.encode(&d.body),
-            data: d.data,
-            logs: d.logs,
-            effects: d.effects,
-            client: d.client,
-            duplicate_of: d.duplicate_of,
-        }
-    }
-}
-
 /// The outcome of replaying one event.
 #[derive(Object)]
 pub struct ReplayResult {
@@ -143,9 +107,16 @@ pub struct ReplayRequest {
     pub since: Option<String>,
     /// Received before (RFC 3339 or Unix milliseconds).
     pub until: Option<String>,
-    /// Only events whose processing failed.
+    /// Only events whose processing failed (the same as `status: "failed"`).
     #[oai(default)]
     pub failed: bool,
+    /// Only events from this tenant, device or user.
+    pub source: Option<String>,
+    /// `processed` or `failed` (the log's other statuses are never replayed).
+    pub status: Option<String>,
+    /// Only count and try: run the current scripts, write and deliver nothing.
+    #[oai(default)]
+    pub dry_run: bool,
 }
 
 /// The outcome of a replay over many events.
@@ -154,6 +125,10 @@ pub struct ReplaySummary {
     pub processed: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// How many events the filter selected.
+    pub count: u64,
+    /// Whether this was a dry run (nothing written or delivered).
+    pub dry_run: bool,
     /// Per event (the first 1,000).
     pub results: Vec<ReplayResult>,
 }
@@ -176,12 +151,32 @@ pub enum MetricsResponse {
 }
 
 /// The management service (mounted at `/`): health, log-in, and the API behind the admin token.
-pub type Service = OpenApiService<(health::HealthApi, session::SessionApi, Admin, meters::MetersApi), ()>;
+pub type Service = OpenApiService<
+    (
+        health::HealthApi,
+        session::SessionApi,
+        Admin,
+        meters::MetersApi,
+        log::LogApi,
+        stream::StreamApi,
+        inspect::InspectApi,
+    ),
+    (),
+>;
 
 /// Builds the management service.
 pub fn service(health: health::HealthApi, sessions: session::SessionApi, admin: Admin) -> Service {
     let meters = meters::MetersApi { state: admin.state.clone() };
-    OpenApiService::new((health, sessions, admin, meters), "hookyard management API", env!("CARGO_PKG_VERSION"))
+    let (log, stream, inspect) = (
+        log::LogApi { state: admin.state.clone() },
+        stream::StreamApi { state: admin.state.clone() },
+        inspect::InspectApi { state: admin.state.clone() },
+    );
+    OpenApiService::new(
+        (health, sessions, admin, meters, log, stream, inspect),
+        "hookyard management API",
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 /// Replays the failed events other instances recorded in the shared ledger.
@@ -277,20 +272,6 @@ impl Admin {
         }))
     }
 
-    /// One event: raw request, verification, payload, script log lines and what was written.
-    #[oai(path = "/api/events/:id", method = "get")]
-    async fn show_event(
-        &self,
-        req: &poem::Request,
-        auth: AdminAuth,
-        id: Path<i64>,
-    ) -> Result<Json<EventDetail>, AdminError> {
-        let state = guard(&self.state, &auth, req)?;
-        let conn = state.pipeline.journal.reader().map_err(internal)?;
-        let detail = query::detail(&conn, id.0).map_err(internal)?;
-        detail.map(|d| Json(d.into())).ok_or_else(|| AdminError::NotFound(message(format!("no event {}", id.0))))
-    }
-
     /// Run the current script again over one processed or failed event.
     #[oai(path = "/api/events/:id/replay", method = "post")]
     async fn replay_one(
@@ -319,14 +300,18 @@ impl Admin {
         request: Json<ReplayRequest>,
     ) -> Result<Json<ReplaySummary>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
+        let request = request.0;
+        let failed_only = request.failed || bulk::failed_only(request.status.as_deref())?;
         let filter = Filter {
-            protocol: request.0.protocol.clone(),
-            since_ms: time(request.0.since.as_deref(), "since")?,
-            until_ms: time(request.0.until.as_deref(), "until")?,
-            failed_only: request.0.failed,
-            only_id: None,
+            protocol: request.protocol.clone(),
+            since_ms: time(request.since.as_deref(), "since")?,
+            until_ms: time(request.until.as_deref(), "until")?,
+            failed_only,
+            ..Filter::default()
         };
-        let (mut tally, mut results, mut after) = (Tally::default(), Vec::new(), 0);
+        let mut run = bulk::Run { dry_run: request.dry_run, ..bulk::Run::default() };
+        let processed_only = request.status.as_deref() == Some("processed");
+        let mut after = 0;
         loop {
             let page = {
                 let conn = state.pipeline.journal.reader().map_err(internal)?;
@@ -334,24 +319,16 @@ impl Admin {
             };
             let Some(last) = page.last() else { break };
             after = last.event_id;
-            for item in &page {
-                let r = replay_event(&state.pipeline, item).await;
-                tally.add(&r);
-                if results.len() < 1000 {
-                    results.push(result(item.event_id, r));
-                }
+            let chosen = page.iter().filter(|i| request.source.as_ref().is_none_or(|s| *s == i.event.source));
+            for item in chosen.filter(|i| !processed_only || i.status == Status::Processed) {
+                run.one(&state.pipeline, item).await;
             }
         }
         // With a shared journal, failed events other instances recorded are replayed here.
-        if let (Some(shared), true) = (state.pipeline.shared.clone(), request.0.failed) {
-            replay_cluster_failed(&state.pipeline, &shared, request.0.protocol.clone(), &mut tally, &mut results)
-                .await?;
+        if let (Some(shared), true, false) = (state.pipeline.shared.clone(), failed_only, request.dry_run) {
+            let (tally, results) = (&mut run.tally, &mut run.results);
+            replay_cluster_failed(&state.pipeline, &shared, request.protocol.clone(), tally, results).await?;
         }
-        Ok(Json(ReplaySummary {
-            processed: tally.processed as u64,
-            failed: tally.failed as u64,
-            skipped: tally.skipped as u64,
-            results,
-        }))
+        Ok(Json(run.summary()))
     }
 }

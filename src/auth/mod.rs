@@ -86,6 +86,35 @@ impl Checker {
         }
     }
 
+    /// The spec block this check was built from (`hmac`, `api-key-header`, …).
+    pub fn block(&self) -> &'static str {
+        match &self.kind {
+            Kind::ApiKey { .. } => "api-key-header",
+            Kind::Hmac(_) => "hmac",
+            Kind::Integrity(_) => "configured-integrity",
+            Kind::Header(_) => "configured-auth",
+            Kind::FormChecksum { .. } => "form-checksum",
+            Kind::FormSource { .. } => "form-source",
+            Kind::QueryToken(_) => "query-token",
+        }
+    }
+
+    /// The header or query parameter this check reads a credential from (never to be kept).
+    pub fn secret_name(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::ApiKey { header, .. } => Some(header),
+            Kind::Hmac(v) | Kind::Integrity(Some(v)) => Some(&v.header),
+            Kind::Header(HeaderAuth::Static { name, .. }) => Some(name),
+            Kind::QueryToken(t) => Some(&t.parameter),
+            _ => None,
+        }
+    }
+
+    /// Whether the check's credential travels in the URL's query (a token parameter).
+    pub fn reads_query(&self) -> bool {
+        matches!(self.kind, Kind::QueryToken(_))
+    }
+
     /// Whether the check reads the body (a signature, a form field); the others read only
     /// headers (or the URL's query), so they can run before the body is read.
     pub fn needs_body(&self) -> bool {

@@ -87,7 +87,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => serve(Config::load(config.as_deref())?),
         Command::Check { config } => Ok(check(Config::load(config.as_deref())?)),
         Command::Replay { protocol, since, until, failed, dry_run, config } => {
-            let filter = Filter { protocol, since_ms: since, until_ms: until, failed_only: failed, only_id: None };
+            let filter =
+                Filter { protocol, since_ms: since, until_ms: until, failed_only: failed, ..Filter::default() };
             replay::run(Config::load(config.as_deref())?, replay::Options { filter, dry_run })
         }
         Command::Validate { protocol, method, path, payload, config } => {

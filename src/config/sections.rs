@@ -216,7 +216,10 @@ pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
         problems.push(Problem { path: path.iter().map(|s| s.to_string()).collect(), message: message.to_owned() });
     };
     let j = &file.journal;
-    for (key, value) in [("max_age_days", j.max_age_days), ("max_size_mb", j.max_size_mb)] {
+    let rejected_days = Some(j.rejected_retention_days);
+    for (key, value) in
+        [("max_age_days", j.max_age_days), ("max_size_mb", j.max_size_mb), ("rejected_retention_days", rejected_days)]
+    {
         if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
             refuse(&["journal", key], "must be 0 or more");
         }

@@ -10,8 +10,10 @@
 mod body;
 mod claims;
 mod json;
+pub mod mask;
 mod pipeline;
 mod plan;
+mod refused;
 pub mod reply;
 pub mod split;
 
@@ -40,8 +42,10 @@ pub use reply::{Failure, Rejection};
 pub struct Operation {
     pub spec: OperationSpec,
     checkers: Vec<Checker>,
-    /// Headers kept in the journal: content type, user agent, signatures.
+    /// Headers kept in the journal: content type, user agent, signatures (their values masked).
     keep_headers: Vec<String>,
+    /// Header and query names the checks read credentials from (lowercase), never kept.
+    secret_names: Vec<String>,
     /// What a request that passed has been verified by (for the journal).
     verification: String,
     /// A header check proves the sender before the body is read (no budget needed).
@@ -55,8 +59,12 @@ impl Operation {
     /// Builds the operation's checks from its spec blocks and the protocol's settings.
     pub fn build(spec: OperationSpec, settings: &ProtocolSettings) -> Result<Self, auth::AuthConfigError> {
         let checkers = spec.auth.iter().map(|b| Checker::build(b, settings)).collect::<Result<Vec<_>, _>>()?;
-        let mut keep_headers = vec!["content-type".to_owned(), "user-agent".to_owned()];
-        keep_headers.extend(checkers.iter().filter_map(|c| c.signature_header()).map(str::to_ascii_lowercase));
+        let mut keep_headers = vec!["content-type".to_owned(), "user-agent".to_owned(), "authorization".to_owned()];
+        // Credential headers are kept by name only (their values masked): a copy as curl or
+        // a fixture needs to know they were sent.
+        let credential_headers = checkers.iter().filter_map(|c| c.secret_name().filter(|_| !c.reads_query()));
+        keep_headers.extend(credential_headers.map(str::to_ascii_lowercase));
+        keep_headers.dedup();
         let verification = match checkers.is_empty() {
             true => "no checks".to_owned(),
             false => format!("passed: {}", checkers.iter().map(Checker::describe).collect::<Vec<_>>().join("; ")),
@@ -71,14 +79,16 @@ impl Operation {
             None => spec.scheme,
         };
         let require_https = scheme == SchemePolicy::Https;
-        Ok(Self { spec, checkers, keep_headers, verification, known_before_body, require_https })
+        let secret_names = checkers.iter().filter_map(Checker::secret_name).map(str::to_ascii_lowercase).collect();
+        Ok(Self { spec, checkers, keep_headers, secret_names, verification, known_before_body, require_https })
     }
 
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
         self.keep_headers
             .iter()
             .filter_map(|name| {
-                headers.get(name).map(|v| (name.clone(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                let value = headers.get(name)?;
+                Some((name.clone(), mask::value(name, &String::from_utf8_lossy(value.as_bytes()), &self.secret_names)))
             })
             .collect()
     }
@@ -126,11 +136,13 @@ pub struct PathEndpoint {
 impl Endpoint for PathEndpoint {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let Some(op) = self.ops.iter().find(|o| o.spec.method == req.method()).cloned() else {
             let allow: Vec<String> = self.ops.iter().map(|o| o.spec.method.to_string()).collect();
             let rejection = Rejection::MethodNotAllowed(allow.join(", "));
-            return Ok(reply::failure(&self.ops[0].spec.reply, &rejection));
+            let response = reply::failure(&self.ops[0].spec.reply, &rejection);
+            self.refused(&self.ops[0], "", &req, &rejection, None, response.status().as_u16());
+            return Ok(response);
         };
         // One log line per request with its context (a span per request cost more than the
         // line itself); the few lines logged inside carry the protocol themselves.
@@ -140,10 +152,11 @@ impl Endpoint for PathEndpoint {
         let ip = client.0;
         let lockout = &self.pipeline.lockout;
         let plain = self.https.as_ref().filter(|_| op.require_https).and_then(|gate| gate.refusal(&req));
+        let mut body = None;
         let outcome = match (plain, lockout.refused(ip, Instant::now())) {
             (Some(reason), _) => Err(Rejection::PlainHttp(reason)),
             (None, Some(wait)) => Err(Rejection::TooManyAttempts(wait)),
-            (None, None) => handle(&op, &self.pipeline, &self.intake, req).await,
+            (None, None) => handle(&op, &self.pipeline, &self.intake, &mut req, &mut body).await,
         };
         let response = match outcome {
             Ok(events) => {
@@ -159,23 +172,57 @@ impl Endpoint for PathEndpoint {
                 let outcome = rejection.outcome();
                 self.pipeline.metrics.request(protocol, route, outcome);
                 tracing::warn!(protocol, route, %method, %client, outcome, reason = %rejection.reason(), "request rejected");
-                reply::failure(&op.spec.reply, &rejection)
+                let response = reply::failure(&op.spec.reply, &rejection);
+                let status = response.status().as_u16();
+                self.refused(&op, &op.spec.operation_id, &req, &rejection, body.as_ref(), status);
+                response
             }
         };
         Ok(response)
     }
 }
 
-/// The whole path of one request; the number of events on success.
-async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: Request) -> Result<usize, Rejection> {
+impl PathEndpoint {
+    /// Hands a refused request to the journal's `rejected` table (never waiting).
+    fn refused(
+        &self,
+        op: &Operation,
+        operation: &str,
+        req: &Request,
+        rejection: &Rejection,
+        body: Option<&bytes::Bytes>,
+        reply_status: u16,
+    ) {
+        let refused = refused::Refused {
+            protocol: &op.spec.protocol,
+            operation,
+            secret_names: &op.secret_names,
+            client: self.intake.client(req).to_string(),
+            body,
+            reply_status,
+        };
+        refused::record(&self.pipeline, req, rejection, refused);
+    }
+}
+
+/// The whole path of one request; the number of events on success. The body, once read, is
+/// left in `body` (for the record of a refused request).
+async fn handle(
+    op: &Operation,
+    pipeline: &Pipeline,
+    intake: &Intake,
+    req: &mut Request,
+    body: &mut Option<bytes::Bytes>,
+) -> Result<usize, Rejection> {
     let spec = &op.spec;
     check_media_type(spec, req.header(header::CONTENT_TYPE))?;
     let mut identities = vec![None; op.checkers.len()];
     let query = parse_query(req.uri().query());
     let headers_only = auth::Request { headers: req.headers(), body: &[], form: None, query: &query };
     run_checks(&op.checkers, &headers_only, false, &mut identities)?;
-    let received = read_body(op, intake, &mut req).await?;
+    let received = read_body(op, intake, req).await?;
     let raw = received.bytes.clone();
+    *body = Some(raw.clone());
     let content_type = req.header(header::CONTENT_TYPE);
     let form = match spec.split.body_kind() {
         BodyKind::Form => Some(
@@ -196,7 +243,11 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
         headers: op.journal_headers(req.headers()),
         verification: op.verification.clone(),
         body: raw.clone(),
-        client: intake.client(&req).to_string(),
+        client: intake.client(req).to_string(),
+        method: req.method().to_string(),
+        path: mask::path(req.uri(), &op.secret_names),
+        reply_status: spec.reply.success_status,
+        failed_status: spec.reply.statuses.failed,
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
@@ -234,8 +285,11 @@ fn run_checks(
 ) -> Result<(), Rejection> {
     for (checker, identity) in checkers.iter().zip(identities) {
         if checker.needs_body() == with_body {
-            *identity =
-                checker.check(req).map_err(|r| Rejection::Unauthorized { reason: r.reason, reject: r.reject })?;
+            *identity = checker.check(req).map_err(|r| Rejection::Unauthorized {
+                reason: r.reason,
+                reject: r.reject,
+                check: checker.block(),
+            })?;
         }
     }
     Ok(())

@@ -16,6 +16,8 @@ pub enum Rejection {
     Unauthorized {
         reason: String,
         reject: Reject,
+        /// The spec block that refused it (`hmac`, `api-key-header`, …).
+        check: &'static str,
     },
     Invalid(Vec<String>),
     /// The body did not arrive in time (slow client).
@@ -50,11 +52,26 @@ impl Rejection {
         }
     }
 
+    /// Which check refused the request: a spec block's name, or the server's own step.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge(_) => "body-limit",
+            Rejection::Unauthorized { check, .. } => check,
+            Rejection::Invalid(_) => "schema",
+            Rejection::Timeout => "body-timeout",
+            Rejection::UnsupportedMediaType { .. } => "media-type",
+            Rejection::Failed(_) => "processing",
+            Rejection::MethodNotAllowed(_) => "method",
+            Rejection::TooManyAttempts(_) => "lockout",
+            Rejection::PlainHttp(_) => "https",
+        }
+    }
+
     /// The reason as told to the client (never a secret, never the payload).
     pub fn reason(&self) -> String {
         match self {
             Rejection::TooLarge(limit) => format!("request body is larger than {limit} bytes"),
-            Rejection::Unauthorized { reason, reject } => reject.message.clone().unwrap_or_else(|| reason.clone()),
+            Rejection::Unauthorized { reason, reject, .. } => reject.message.clone().unwrap_or_else(|| reason.clone()),
             Rejection::Invalid(v) if v.len() == 1 => format!("invalid request: {}", v[0]),
             Rejection::Invalid(v) => {
                 format!("invalid request: {} problems: {}", v.len(), v.join("; "))

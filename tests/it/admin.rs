@@ -76,7 +76,8 @@ async fn list_show_and_replay_journaled_events() {
     assert_eq!(detail["data"]["data"]["message"], "bad");
     assert_eq!(detail["logs"], json!(["got bad"]));
     let (_, first) = admin(&app, "GET", &format!("/api/events/{}", all[0]["id"]), None).await;
-    assert!(first["effects"][0].as_str().unwrap().starts_with("append "), "{first}");
+    assert_eq!(first["effects"][0]["kind"], "append", "{first}");
+    assert_eq!(first["effects"][0]["path"], "gridx/events.jsonl", "{first}");
     assert_eq!(admin(&app, "GET", "/api/events/99999", None).await.0, 404);
 
     // Fix the script, then replay the failed event through the API.

@@ -12,9 +12,12 @@
 //! database on a thread of its own was measured and made p99 latency worse: two concurrent
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
+pub mod log;
+mod outlets;
 pub mod query;
 pub mod readings;
 mod recover;
+pub mod rejected;
 pub mod retention;
 mod schema;
 pub mod series;
@@ -22,6 +25,7 @@ mod writer;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -29,7 +33,14 @@ use bytes::Bytes;
 use rusqlite::Connection;
 
 use super::{DataDir, Effect, StoreError};
+pub use log::LogRow;
+pub use rejected::RejectedRecord;
 pub use retention::Retention;
+
+/// Refused requests waiting for the writer at most; more are dropped (and counted).
+const REJECTED_QUEUE: usize = 1024;
+/// Log entries the live feed holds for a slow reader before it is told it lagged.
+const FEED_CAPACITY: usize = 1024;
 
 /// A read-only connection to the journal of `data`, without taking it over (for dry runs
 /// and inspection while the server runs).
@@ -85,6 +96,13 @@ pub struct RequestRecord {
     pub body: Bytes,
     /// The client's address (the peer, or the forwarded-for address from a trusted proxy).
     pub client: String,
+    /// The method and the URL path with its query as received, secret parameters masked.
+    pub method: String,
+    pub path: String,
+    /// The HTTP status of the reply when every event is processed (or a duplicate).
+    pub reply_status: u16,
+    /// The HTTP status of the reply when an event failed.
+    pub failed_status: u16,
 }
 
 /// What became of one event (stored as its lowercase name).
@@ -161,6 +179,9 @@ pub struct EventRecord {
 }
 
 /// What a submission is about.
+// Submissions travel boxed (`Job::Submit`), so the size of a new request's variant costs
+// no copies.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Target {
     /// A request just received: recorded with all its events.
@@ -184,6 +205,7 @@ type Reply = tokio::sync::oneshot::Sender<Result<(), JournalError>>;
 enum Job {
     Submit(Box<Submission>, Reply),
     Checkpoint(Reply),
+    Rejected(Box<RejectedRecord>),
 }
 
 /// Handle to the journal (cheap to share behind an `Arc`).
@@ -193,6 +215,10 @@ pub struct Journal {
     data: Arc<DataDir>,
     floor_mb: f64,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Refused requests sent to the writer and not yet taken.
+    rejected_queued: Arc<AtomicUsize>,
+    /// New log entries, published after their commit (never waited on).
+    feed: tokio::sync::broadcast::Sender<Arc<LogRow>>,
 }
 
 impl Journal {
@@ -209,13 +235,16 @@ impl Journal {
             tracing::warn!(effects = redone, "journal: redid effects that were committed but not checkpointed");
         }
         let floor_mb = retention.min_free_disk_mb;
-        let writer = writer::Writer::new(conn, data.clone(), retention)?;
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        let rejected_queued = Arc::new(AtomicUsize::new(0));
+        let outlets = outlets::Outlets { feed: feed.clone(), rejected_queued: rejected_queued.clone() };
+        let writer = writer::Writer::new(conn, data.clone(), retention, outlets)?;
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx, Duration::from_secs(1)))
             .map_err(|source| JournalError::Io { path: dir, source })?;
-        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, worker: Mutex::new(Some(worker)) })
+        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, worker: Mutex::new(Some(worker)), rejected_queued, feed })
     }
 
     /// Records `submission` durably and applies its effects; returns once both are done.
@@ -223,6 +252,26 @@ impl Journal {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Job::Submit(Box::new(submission), tx))?;
         rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Hands a refused request to the writer without waiting; `false` when the queue is
+    /// full (or the writer stopped) and the record was dropped.
+    pub fn reject(&self, record: RejectedRecord) -> bool {
+        if self.rejected_queued.fetch_add(1, Ordering::Relaxed) >= REJECTED_QUEUE {
+            self.rejected_queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let sent = self.send(Job::Rejected(Box::new(record))).is_ok();
+        if !sent {
+            self.rejected_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// New log entries from now on (events after their commit, refused requests once
+    /// recorded).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogRow>> {
+        self.feed.subscribe()
     }
 
     /// Whether there is room for new work: the disk above `[journal] min_free_disk_mb`.

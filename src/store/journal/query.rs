@@ -18,6 +18,8 @@ pub struct Filter {
     pub failed_only: bool,
     /// Only this event.
     pub only_id: Option<i64>,
+    /// Only events of this request.
+    pub only_request: Option<i64>,
 }
 
 /// One journaled event, ready to be processed again.
@@ -40,10 +42,20 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
          WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.received_ms >= ?3)
            AND (?4 IS NULL OR r.received_ms < ?4)
            AND (e.status = 'failed' OR (?5 = 0 AND e.status = 'processed')) AND (?7 IS NULL OR e.id = ?7)
+           AND (?8 IS NULL OR e.request_id = ?8)
          ORDER BY e.id LIMIT ?6",
     )?;
     let rows = stmt.query_map(
-        params![after_id, filter.protocol, filter.since_ms, filter.until_ms, filter.failed_only, PAGE, filter.only_id],
+        params![
+            after_id,
+            filter.protocol,
+            filter.since_ms,
+            filter.until_ms,
+            filter.failed_only,
+            PAGE,
+            filter.only_id,
+            filter.only_request
+        ],
         |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -147,8 +159,13 @@ pub struct Detail {
     pub body: Vec<u8>,
     pub data: serde_json::Value,
     pub logs: Vec<String>,
-    /// What its request's scripts wrote (all events of the request), described.
-    pub effects: Vec<String>,
+    /// What its request's scripts wrote (all events of the request).
+    pub effects: Vec<crate::store::Effect>,
+    /// The reply's HTTP status.
+    pub reply_status: u16,
+    /// The method and URL path (query secrets masked) as received; empty for older journals.
+    pub method: String,
+    pub path: String,
     /// The client's address.
     pub client: String,
     /// For a duplicate: the event that processed its key (whose data it shows). A request
@@ -167,6 +184,11 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
         params![id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
+    let (reply_status, method, path): (u16, String, String) = conn.query_row(
+        "SELECT reply_status, method, path FROM requests WHERE id = ?1",
+        params![summary.request_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     if let (Some(original), true) = (duplicate_of, data.is_empty()) {
         data = conn
             .query_row("SELECT data FROM events WHERE id = ?1", params![original], |r| r.get(0))
@@ -177,7 +199,7 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
         conn.prepare_cached("SELECT path, kind, header, bytes FROM effects WHERE request_id = ?1 ORDER BY id")?;
     let effects = stmt
         .query_map(params![summary.request_id], |r| {
-            Ok(crate::store::Effect::from_parts(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?).describe())
+            Ok(crate::store::Effect::from_parts(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
     let corrupt = |source| JournalError::Corrupt { id, source };
@@ -193,7 +215,31 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
         summary,
         client,
         duplicate_of,
+        reply_status,
+        method,
+        path,
     }))
+}
+
+/// Every event of request `request_id`, in order.
+pub fn siblings(conn: &Connection, request_id: i64) -> Result<Vec<Summary>, JournalError> {
+    let sql = format!("{SUMMARY} WHERE e.request_id = ?1 ORDER BY e.idx, e.id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![request_id], summary)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The processed and failed events of request `request_id`, ready to run again.
+pub fn of_request(conn: &Connection, request_id: i64) -> Result<Vec<Journaled>, JournalError> {
+    let filter = Filter { only_request: Some(request_id), ..Filter::default() };
+    let mut all: Vec<Journaled> = Vec::new();
+    loop {
+        let next = page(conn, &filter, all.last().map_or(0, |j| j.event_id))?;
+        if next.is_empty() {
+            return Ok(all);
+        }
+        all.extend(next);
+    }
 }
 
 /// One event ready to replay (processed or failed), or `None`.

@@ -176,6 +176,10 @@ mod tests {
             verification: String::new(),
             body: bytes::Bytes::from_static(b"\xFF\xD8\xFF"),
             client: String::new(),
+            method: "POST".into(),
+            path: "/ai-on-the-edge/webhook".into(),
+            reply_status: 200,
+            failed_status: 503,
         };
         let reading = |&(ms, value, status): &(i64, Option<f64>, Option<&str>)| Reading {
             name: "ferienhaus / main".into(),

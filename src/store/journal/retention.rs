@@ -4,8 +4,9 @@
 //! a `failed` one, which still waits for a retry or a replay) and all its effects are
 //! checkpointed. By age: requests received before `max_age_days` ago. By size: the oldest
 //! such requests until the journal's used pages fit `max_size_mb`. Their idempotency keys go
-//! with them, so the dedup window is the retention window. Freed pages are returned to the
-//! file system (incremental vacuum).
+//! with them, so the dedup window is the retention window. Refused requests (`rejected.rs`)
+//! older than `rejected_retention_days` go too. Freed pages are returned to the file system
+//! (incremental vacuum).
 
 use rusqlite::{Connection, params};
 use serde::Deserialize;
@@ -31,6 +32,10 @@ pub struct Retention {
     /// Keep meter readings (the readings index) this many days, by their time: they are
     /// small, so they outlive the requests they came from.
     pub readings_retention_days: f64,
+    /// Refused requests kept at most (the oldest go first).
+    pub rejected_max_rows: u64,
+    /// Refused requests are kept this many days.
+    pub rejected_retention_days: f64,
 }
 
 impl Default for Retention {
@@ -43,6 +48,8 @@ impl Default for Retention {
             postgres_url: None,
             instance: None,
             readings_retention_days: 400.0,
+            rejected_max_rows: 10_000,
+            rejected_retention_days: 7.0,
         }
     }
 }
@@ -59,6 +66,11 @@ const DONE: &str = "NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id
 /// One pruning pass; returns how many requests were removed.
 pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite::Result<usize> {
     let mut removed = 0;
+    let rejected_cutoff = now_ms - (rules.rejected_retention_days * 86_400_000.0) as i64;
+    let refused = super::rejected::prune(conn, rejected_cutoff)?;
+    if refused > 0 {
+        tracing::info!(rejected = refused, "journal retention pruned old refused requests");
+    }
     if let Some(days) = rules.max_age_days {
         let cutoff = now_ms - (days * 86_400_000.0) as i64;
         for _ in 0..MAX_BATCHES {

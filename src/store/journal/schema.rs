@@ -19,7 +19,10 @@ CREATE TABLE IF NOT EXISTS requests (
     headers TEXT NOT NULL,
     verification TEXT NOT NULL DEFAULT '',
     body BLOB NOT NULL,
-    client TEXT NOT NULL DEFAULT ''
+    client TEXT NOT NULL DEFAULT '',
+    reply_status INTEGER NOT NULL DEFAULT 200,
+    method TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -59,8 +62,9 @@ INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
 
 /// The journal's layout; older journals are brought up to it when opened. Version 2 added
 /// `requests.client` and `events.duplicate_of` (a duplicate keeps a reference to the event
-/// that processed its key instead of a copy of its data).
-const SCHEMA_VERSION: i64 = 2;
+/// that processed its key instead of a copy of its data). Version 3 added
+/// `requests.reply_status`, `method` and `path` (its query's secrets masked), and the `rejected` table (`rejected.rs`).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -76,6 +80,12 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let tx = conn.transaction()?;
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(super::readings::SCHEMA)?;
+    tx.execute_batch(super::rejected::SCHEMA)?;
+    if version < 3 {
+        add_column(&tx, "requests", "reply_status", "INTEGER NOT NULL DEFAULT 200")?;
+        add_column(&tx, "requests", "method", "TEXT NOT NULL DEFAULT ''")?;
+        add_column(&tx, "requests", "path", "TEXT NOT NULL DEFAULT ''")?;
+    }
     if version < 2 {
         // Tables of older journals exist already, without the columns version 2 added.
         add_column(&tx, "requests", "client", "TEXT NOT NULL DEFAULT ''")?;
@@ -158,7 +168,7 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 2);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 3);
         // Version 2's columns are there, empty for the old rows.
         let (client, original): (String, Option<i64>) = conn
             .query_row(

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::outlets::Outlets;
 use super::readings;
 use super::retention::{self, Retention};
-use super::{EventRecord, Job, JournalError, Reply, RequestRecord, Status, Submission, Target};
+use super::{EventRecord, Job, JournalError, RejectedRecord, Reply, RequestRecord, Status, Submission, Target};
 use crate::store::DataDir;
 use crate::store::handles::Handles;
 
@@ -26,10 +27,16 @@ pub struct Writer {
     handles: Handles,
     /// Keys with a failed event in the journal (a later success marks those `superseded`).
     failed_keys: HashSet<String>,
+    outlets: Outlets,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
+    pub fn new(
+        conn: Connection,
+        data: Arc<DataDir>,
+        retention: Retention,
+        outlets: Outlets,
+    ) -> Result<Self, JournalError> {
         let failed_keys = {
             let mut stmt =
                 conn.prepare("SELECT DISTINCT idem_key FROM events WHERE status = 'failed' AND idem_key IS NOT NULL")?;
@@ -43,6 +50,7 @@ impl Writer {
             unmarked: Vec::new(),
             handles: Handles::default(),
             failed_keys,
+            outlets,
         })
     }
 
@@ -70,15 +78,18 @@ impl Writer {
             };
             let mut batch = Vec::new();
             let mut checkpoints = Vec::new();
+            let mut refused = Vec::new();
             for job in first.into_iter().chain(std::iter::from_fn(|| jobs.try_recv().ok())).take(MAX_BATCH) {
                 match job {
                     Job::Submit(s, reply) => batch.push((*s, reply)),
                     Job::Checkpoint(reply) => checkpoints.push(reply),
+                    Job::Rejected(r) => refused.push(*r),
                 }
             }
             if !batch.is_empty() {
                 self.commit_batch(batch);
             }
+            self.record_rejected(refused);
             if !checkpoints.is_empty() || last_checkpoint.elapsed() >= every {
                 let result = self.checkpoint();
                 if let Err(e) = &result {
@@ -97,6 +108,18 @@ impl Writer {
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "final journal checkpoint failed; effects will be redone at start-up");
         }
+    }
+
+    /// Records refused requests (dropped while the disk has no room: they are not data).
+    fn record_rejected(&mut self, refused: Vec<RejectedRecord>) {
+        if refused.is_empty() {
+            return;
+        }
+        if room(&self.data, self.retention.min_free_disk_mb).is_err() {
+            self.outlets.rejected_queued.fetch_sub(refused.len(), std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        self.outlets.record_rejected(&mut self.conn, refused, self.retention.rejected_max_rows);
     }
 
     /// Marks failed applies as failed in the journal (retried until the disk takes it).
@@ -135,7 +158,10 @@ impl Writer {
         self.handles.new_batch();
         for ((submission, _), recorded) in batch.iter().zip(ids) {
             match self.handles.apply(&self.data, &submission.effects).map_err(|e| e.to_string()) {
-                Ok(()) => results.push(Ok(())),
+                Ok(()) => {
+                    self.outlets.publish(submission, recorded.request_id, &recorded.event_ids, recorded.reply_status);
+                    results.push(Ok(()));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "could not write to the data directory; the request fails");
                     failed.push((recorded, e.clone()));
@@ -190,6 +216,12 @@ impl Writer {
             readings::forget(&tx, &recorded.event_ids)?;
             if let Some((first, last)) = recorded.effects {
                 tx.execute("DELETE FROM effects WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
+            }
+            if let Some(status) = recorded.failed_status {
+                tx.execute(
+                    "UPDATE requests SET reply_status = ?2 WHERE id = ?1",
+                    params![recorded.request_id, status],
+                )?;
             }
         }
         tx.commit()
@@ -246,6 +278,10 @@ impl std::fmt::Display for DiskFull {
 #[derive(Clone, Debug)]
 pub struct Recorded {
     request_id: i64,
+    /// The reply status recorded for the request.
+    reply_status: u16,
+    /// For a new request: its status should it fail after all.
+    failed_status: Option<u16>,
     event_ids: Vec<i64>,
     /// The idempotency key of each event (by position).
     keys: Vec<Option<String>>,
@@ -262,11 +298,14 @@ fn insert_submission(
             failed_keys.insert(key.clone());
         }
     }
-    let (request_id, event_ids) = match &s.target {
-        Target::New(request) => insert_request(tx, request, &s.events, failed_keys)?,
+    let (request_id, event_ids, reply_status, failed_status) = match &s.target {
+        Target::New(request) => {
+            let (request_id, ids, status) = insert_request(tx, request, &s.events, failed_keys)?;
+            (request_id, ids, status, Some(request.failed_status))
+        }
         Target::Replay { event_id, request_id } => {
             update_replayed(tx, *event_id, s.events.first(), failed_keys)?;
-            (*request_id, vec![*event_id])
+            (*request_id, vec![*event_id], 0, None)
         }
     };
     let keys = s.events.iter().map(|e| e.key.clone()).collect();
@@ -279,7 +318,7 @@ fn insert_submission(
         let id = tx.last_insert_rowid();
         range = Some((range.map_or(id, |r| r.0), id));
     }
-    Ok(Recorded { request_id, event_ids, keys, effects: range })
+    Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, effects: range })
 }
 
 fn insert_request(
@@ -287,15 +326,18 @@ fn insert_request(
     r: &RequestRecord,
     events: &[EventRecord],
     failed_keys: &HashSet<String>,
-) -> Result<(i64, Vec<i64>), JournalError> {
+) -> Result<(i64, Vec<i64>, u16), JournalError> {
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
+    let failed = events.iter().any(|e| e.outcome == Status::Failed);
+    let reply_status = if failed { r.failed_status } else { r.reply_status };
     // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
     // copy of its body: its events point at the ones that processed their keys.
     let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
     let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
     tx.prepare_cached(
-        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
+                               reply_status, method, path)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         r.protocol,
@@ -305,11 +347,14 @@ fn insert_request(
         headers,
         r.verification,
         body,
-        r.client
+        r.client,
+        reply_status,
+        r.method,
+        r.path
     ])?;
     let request_id = tx.last_insert_rowid();
     let ids = insert_events(tx, request_id, events, failed_keys)?;
-    Ok((request_id, ids))
+    Ok((request_id, ids, reply_status))
 }
 
 /// The event rows of request `request_id`; a duplicate points at the event that processed

@@ -1,0 +1,265 @@
+//! The inspector of one event: the request as received (headers masked), its verdict, its
+//! reply status, the other events of its request, what was written (`GET /api/events/:id`);
+//! a dry run of the current scripts over its request with before and after per file (`POST
+//! /api/events/:id/dry-run`, writes nothing); the request as a curl command line with
+//! secrets as placeholders (`GET /api/events/:id/curl`); and as a test fixture (`GET
+//! /api/events/:id/fixture`).
+
+use base64::Engine as _;
+use poem_openapi::param::Path;
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::{AdminAuth, AdminError, AdminState, EventSummary, HeaderField, Shared, guard, internal, message};
+use crate::store::Effect;
+use crate::store::journal::query::{self, Detail};
+
+/// The inspector's endpoints.
+pub struct InspectApi {
+    pub state: Shared,
+}
+
+/// One write of a request's scripts.
+#[derive(Object)]
+pub struct EffectView {
+    /// The file, relative to the data directory.
+    pub path: String,
+    /// `append` or `write`.
+    pub kind: String,
+    /// Bytes written.
+    pub size: u64,
+    /// The bytes written, when they are UTF-8 text.
+    pub text: Option<String>,
+}
+
+fn effect_view(e: &Effect) -> EffectView {
+    let (kind, bytes) = kind_and_bytes(e);
+    EffectView {
+        path: e.path().to_owned(),
+        kind: kind.into(),
+        size: bytes.len() as u64,
+        text: String::from_utf8(bytes.to_vec()).ok(),
+    }
+}
+
+fn kind_and_bytes(e: &Effect) -> (&'static str, &[u8]) {
+    match e {
+        Effect::Append { bytes, .. } => ("append", bytes),
+        Effect::Write { bytes, .. } => ("write", bytes),
+    }
+}
+
+/// One event in full: the raw request, how it was verified, the event and the script outcome.
+#[derive(Object)]
+pub struct EventDetail {
+    pub event: EventSummary,
+    /// Which checks the request passed.
+    pub verification: String,
+    /// The headers the journal keeps; credentials masked.
+    pub headers: Vec<HeaderField>,
+    /// The raw request body, when it is UTF-8 text.
+    pub body_text: Option<String>,
+    /// The raw request body, base64.
+    pub body_base64: String,
+    /// The event's payload as handed to the script.
+    pub data: serde_json::Value,
+    /// What the script logged while handling this event.
+    pub logs: Vec<String>,
+    /// What the scripts wrote for the event's request.
+    pub effects: Vec<EffectView>,
+    /// The client's address.
+    pub client: String,
+    /// For a duplicate: the event that processed its key. A request that brought nothing new
+    /// keeps no body of its own (its original has it).
+    pub duplicate_of: Option<i64>,
+    /// The HTTP status of the reply.
+    pub reply_status: u16,
+    /// The method and the URL path as received (query secrets masked).
+    pub method: String,
+    pub path: String,
+    /// The request's other events, with their outcomes.
+    pub siblings: Vec<EventSummary>,
+}
+
+fn event_detail(d: Detail, siblings: Vec<EventSummary>) -> EventDetail {
+    EventDetail {
+        event: d.summary.into(),
+        verification: d.verification,
+        headers: d.headers.into_iter().map(|(name, value)| HeaderField { name, value }).collect(),
+        body_text: String::from_utf8(d.body.clone()).ok(),
+        body_base64: base64::engine::general_purpose::STANDARD.encode(&d.body),
+        data: d.data,
+        logs: d.logs,
+        effects: d.effects.iter().map(effect_view).collect(),
+        client: d.client,
+        duplicate_of: d.duplicate_of,
+        reply_status: d.reply_status,
+        method: d.method,
+        path: d.path,
+        siblings,
+    }
+}
+
+/// What a dry run found for one file.
+#[derive(Object)]
+pub struct DryRunEffect {
+    pub path: String,
+    /// `append` or `write`.
+    pub kind: String,
+    /// What was written for the event's request originally (text; none when nothing was).
+    pub before: Option<String>,
+    /// What the current scripts would write (text; none when nothing would be).
+    pub after: Option<String>,
+}
+
+/// What the current scripts would do with an event's request.
+#[derive(Object)]
+pub struct DryRunResult {
+    /// `processed` or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    /// What the scripts would log.
+    pub logs: Vec<String>,
+    pub effects: Vec<DryRunEffect>,
+}
+
+/// The test fixture of a request: what was sent and what came of it.
+#[derive(Object)]
+pub struct Fixture {
+    pub protocol: String,
+    pub operation: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<FixtureHeader>,
+    pub body_base64: String,
+    pub expected: Expected,
+}
+
+/// A header of a fixture (credentials masked).
+#[derive(Object)]
+pub struct FixtureHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// What the request brought: the reply status and its events.
+#[derive(Object)]
+pub struct Expected {
+    pub status: u16,
+    pub events: Vec<serde_json::Value>,
+}
+
+/// The fixture as a download.
+#[derive(ApiResponse)]
+pub enum FixtureDownload {
+    /// The fixture, named `<protocol>-<id>.json`.
+    #[oai(status = 200)]
+    Ok(Json<Fixture>, #[oai(header = "Content-Disposition")] String),
+}
+
+fn not_found(id: i64) -> AdminError {
+    AdminError::NotFound(message(format!("no event {id}")))
+}
+
+/// The event's detail and its request's events.
+async fn load(state: &AdminState, id: i64) -> Result<(Detail, Vec<query::Summary>), AdminError> {
+    let journal = state.pipeline.journal.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let conn = journal.reader()?;
+        let Some(detail) = query::detail(&conn, id)? else { return Ok(None) };
+        let siblings = query::siblings(&conn, detail.summary.request_id)?;
+        Ok::<_, crate::store::journal::JournalError>(Some((detail, siblings)))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    found.ok_or_else(|| not_found(id))
+}
+
+#[OpenApi]
+impl InspectApi {
+    /// One event: raw request (headers masked), verification, reply status, payload, log
+    /// lines, what was written, and its request's other events.
+    #[oai(path = "/api/events/:id", method = "get")]
+    async fn show_event(
+        &self,
+        req: &poem::Request,
+        auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<Json<EventDetail>, AdminError> {
+        let state = guard(&self.state, &auth, req)?;
+        let (detail, siblings) = load(state, id.0).await?;
+        let others = siblings.into_iter().filter(|s| s.id != id.0).map(EventSummary::from).collect();
+        Ok(Json(event_detail(detail, others)))
+    }
+
+    /// What the current scripts would write for the event's request, beside what was written
+    /// (writes nothing, delivers nothing).
+    #[oai(path = "/api/events/:id/dry-run", method = "post")]
+    async fn dry_run(
+        &self,
+        req: &poem::Request,
+        auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<Json<DryRunResult>, AdminError> {
+        let state = guard(&self.state, &auth, req)?;
+        let (detail, _) = load(state, id.0).await?;
+        let (journal, scripts) = (state.pipeline.journal.clone(), state.pipeline.scripts.clone());
+        let request_id = detail.summary.request_id;
+        let report = tokio::task::spawn_blocking(move || {
+            let conn = journal.reader()?;
+            let items = query::of_request(&conn, request_id)?;
+            Ok::<_, crate::store::journal::JournalError>(super::dry::run(&scripts, &items))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let report = report.ok_or_else(|| {
+            AdminError::BadRequest(message(format!("event {} has no processed or failed event to run again", id.0)))
+        })?;
+        Ok(Json(super::dry::result(&detail.effects, report)))
+    }
+
+    /// The request as a curl command line (credentials as `$HOOKYARD_…` placeholders).
+    #[oai(path = "/api/events/:id/curl", method = "get")]
+    async fn curl(&self, req: &poem::Request, auth: AdminAuth, id: Path<i64>) -> Result<PlainText<String>, AdminError> {
+        let state = guard(&self.state, &auth, req)?;
+        let (detail, _) = load(state, id.0).await?;
+        let host = req.header("host").unwrap_or("127.0.0.1:8080").to_owned();
+        Ok(PlainText(super::curl::command(&detail, &host)))
+    }
+
+    /// The request as a test fixture (JSON download).
+    #[oai(path = "/api/events/:id/fixture", method = "get")]
+    async fn fixture(
+        &self,
+        req: &poem::Request,
+        auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<FixtureDownload, AdminError> {
+        let state = guard(&self.state, &auth, req)?;
+        let (detail, siblings) = load(state, id.0).await?;
+        let conn = state.pipeline.journal.reader().map_err(internal)?;
+        let mut events = Vec::new();
+        for s in &siblings {
+            if let Some(d) = query::detail(&conn, s.id).map_err(internal)? {
+                events.push(d.data);
+            }
+        }
+        let name = format!("{}-{}.json", detail.summary.protocol, id.0);
+        let fixture = Fixture {
+            protocol: detail.summary.protocol.clone(),
+            operation: detail.summary.operation.clone(),
+            method: detail.method.clone(),
+            path: detail.path.clone(),
+            headers: detail
+                .headers
+                .iter()
+                .map(|(name, value)| FixtureHeader { name: name.clone(), value: value.clone() })
+                .collect(),
+            body_base64: base64::engine::general_purpose::STANDARD.encode(&detail.body),
+            expected: Expected { status: detail.reply_status, events },
+        };
+        Ok(FixtureDownload::Ok(Json(fixture), format!("attachment; filename=\"{name}\"")))
+    }
+}
