@@ -1,12 +1,20 @@
 //! The management API: `/healthz` (open), and behind the `[admin] token` the journal's events
-//! (list, inspect, replay one or many) and `/metrics`.
+//! (list, inspect, replay one or many), `/metrics`, the health figures (`stats.rs`:
+//! requests per protocol over time and sources last seen; `outputs.rs`: outputs and the
+//! journal) and each protocol's setup (`setup.rs`, what it shows in `describe.rs`, its test
+//! requests in `samples.rs`).
 //!
 //! Typed with poem-openapi (so it is in the Swagger UI), the token compared in constant time;
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
 //! the server through the same pipeline and journal writer as requests.
 
+pub mod describe;
 pub mod guard;
 pub mod health;
+pub mod outputs;
+pub mod samples;
+pub mod setup;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -173,11 +181,20 @@ pub enum MetricsResponse {
 }
 
 /// The management service (mounted at `/`): health, and the API behind the admin token.
-pub type Service = OpenApiService<(health::HealthApi, Admin), ()>;
+pub type Service =
+    OpenApiService<(health::HealthApi, Admin, stats::StatsApi, outputs::OutputsApi, setup::SetupApi), ()>;
+
+/// The APIs of the health and setup views.
+pub struct Views {
+    pub stats: stats::StatsApi,
+    pub outputs: outputs::OutputsApi,
+    pub setup: setup::SetupApi,
+}
 
 /// Builds the management service.
-pub fn service(health: health::HealthApi, admin: Admin) -> Service {
-    OpenApiService::new((health, admin), "hookyard management API", env!("CARGO_PKG_VERSION"))
+pub fn service(health: health::HealthApi, admin: Admin, views: Views) -> Service {
+    let apis = (health, admin, views.stats, views.outputs, views.setup);
+    OpenApiService::new(apis, "hookyard management API", env!("CARGO_PKG_VERSION"))
 }
 
 /// Replays the failed events other instances recorded in the shared ledger.

@@ -16,6 +16,7 @@ pub mod query;
 mod recover;
 pub mod retention;
 mod schema;
+pub mod stats;
 mod writer;
 
 use std::collections::HashSet;
