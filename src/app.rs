@@ -116,7 +116,8 @@ impl App {
         }));
         let admin = Admin { state: state.clone() };
         let health = HealthApi { protocols: names.clone(), problems, tls: tls.status };
-        let management = admin::service(health, SessionApi { state: state.clone() }, admin);
+        let views = self.views(&admin.state, tls.listener);
+        let management = admin::service(health, SessionApi { state: state.clone() }, admin, views);
         let mut documents: BTreeMap<String, Document> = self
             .documents
             .iter()
@@ -154,6 +155,46 @@ impl App {
             }),
         )
     }
+}
+
+impl App {
+    /// The health and setup APIs over `state`; test requests go to `listener`.
+    fn views(&self, state: &admin::Shared, listener: Option<std::net::SocketAddr>) -> admin::Views {
+        let protocols = self
+            .documents
+            .iter()
+            .map(|(name, document)| admin::setup::ProtocolSetup {
+                name: name.clone(),
+                title: title(&document.json).unwrap_or_else(|| name.clone()),
+                operations: self.paths.values().flatten().filter(|op| op.spec.protocol == *name).cloned().collect(),
+                settings: self.config.protocol(name),
+            })
+            .collect();
+        let trusted_proxies = self.config.server_limits.trusted_proxies.clone();
+        admin::Views {
+            stats: admin::stats::StatsApi { state: state.clone(), protocols: self.documents.keys().cloned().collect() },
+            outputs: admin::outputs::OutputsApi {
+                state: state.clone(),
+                outputs: admin::outputs::configured(&self.config.outputs),
+                retention: self.config.journal.clone(),
+            },
+            setup: admin::setup::SetupApi {
+                state: state.clone(),
+                setup: Arc::new(admin::setup::Setup {
+                    protocols,
+                    trusted_proxies,
+                    listener,
+                    reveal_lockout: crate::lockout::Lockout::new(self.config.server_limits.max_failed_attempts),
+                }),
+            },
+        }
+    }
+}
+
+/// `info.title` of a spec document (JSON text).
+fn title(json: &str) -> Option<String> {
+    let document: serde_json::Value = serde_json::from_str(json).ok()?;
+    document.pointer("/info/title")?.as_str().map(str::to_owned)
 }
 
 /// The management API and `/metrics` without an admin token configured.
@@ -196,6 +237,8 @@ fn routes(registry: Registry, config: &Config, errors: &mut Vec<String>) -> (Pat
 pub struct TlsParts {
     pub status: Option<TlsStatus>,
     pub challenges: Challenges,
+    /// The plain listener's bound address (where the setup page's test requests go).
+    pub listener: Option<std::net::SocketAddr>,
 }
 
 /// An HTTP-01 challenge's key authorization, while its order waits for validation.
@@ -258,6 +301,7 @@ pub async fn run(
     crate::tls::install_default_provider();
     let services = app.open_services().await.map_err(std::io::Error::other)?;
     listener.set_nonblocking(true)?;
+    let bound = listener.local_addr().ok();
     let plain = TcpAcceptor::from_std(listener)?;
     let limits = &app.config.server_limits;
     let limits = Limits {
@@ -273,7 +317,7 @@ pub async fn run(
         .map_err(std::io::Error::other)?;
     let problems = Problems::default();
     let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval, problems.clone()));
-    let parts = TlsParts { status: tls.as_ref().map(|t| t.status.clone()), challenges };
+    let parts = TlsParts { status: tls.as_ref().map(|t| t.status.clone()), challenges, listener: bound };
     let endpoint = app.endpoint(services.pipeline.clone(), problems, parts);
     let server = &app.config.server_limits;
     let options = ServeOptions {

@@ -4,6 +4,7 @@
 //! bytes, validated, split into [`event::Event`]s and handed to Rhai scripts that decide where
 //! data lands. See `ARCHITECTURE.md` for the map of the rooms below.
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -42,6 +43,12 @@ struct ProtocolLabels {
     protocol: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    protocol: String,
+    source: String,
+}
+
 fn script_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 4.0, 10))
 }
@@ -57,6 +64,7 @@ pub struct Metrics {
     journal_path: PathBuf,
     tls_expiry: Gauge,
     rejected_dropped: Counter,
+    last_seen: Family<SourceLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -109,6 +117,14 @@ impl Metrics {
             "Refused requests not recorded in the journal's rejected table because its queue was full",
             rejected_dropped.clone(),
         );
+        let last_seen = Family::<SourceLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "source_last_seen_timestamp",
+            "When each source (tenant, device, sender) last sent a request that was journaled, in Unix time \
+             (at most 1000 sources; seeded from the journal at start-up)",
+            Unit::Seconds,
+            last_seen.clone(),
+        );
         Self {
             registry,
             requests,
@@ -119,7 +135,14 @@ impl Metrics {
             journal_path,
             tls_expiry,
             rejected_dropped,
+            last_seen,
         }
+    }
+
+    /// A source's last request (Unix ms); the caller bounds how many sources there are.
+    pub fn source_seen(&self, protocol: &str, source: &str, at_ms: i64) {
+        let labels = SourceLabels { protocol: protocol.into(), source: source.into() };
+        self.last_seen.get_or_create(&labels).set(at_ms as f64 / 1000.0);
     }
 
     pub fn request(&self, protocol: &str, route: &str, outcome: &str) {
@@ -164,14 +187,19 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, with the journal size read now.
-    pub fn render(&self) -> String {
+    /// The journal's size on disk now, its write-ahead log included (bytes).
+    pub fn journal_size(&self) -> u64 {
         let size = |suffix: &str| {
             let mut p = self.journal_path.clone().into_os_string();
             p.push(suffix);
             std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
         };
-        self.journal_bytes.set((size("") + size("-wal")) as i64);
+        size("") + size("-wal")
+    }
+
+    /// The OpenMetrics text exposition, with the journal size read now.
+    pub fn render(&self) -> String {
+        self.journal_bytes.set(self.journal_size() as i64);
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text

@@ -68,7 +68,9 @@ impl Services {
             shared,
             large_runs: Pipeline::large_runs_limit(),
             lockout: Arc::new(crate::lockout::Lockout::new(config.server_limits.max_failed_attempts)),
+            activity: Arc::default(),
         });
+        seed_sources(&pipeline)?;
         Ok(Self { pipeline, settler, _lock: lock })
     }
 
@@ -80,6 +82,15 @@ impl Services {
         let journal = self.pipeline.journal.clone();
         let _ = tokio::task::spawn_blocking(move || journal.close()).await;
     }
+}
+
+/// The sources of the journal's latest requests, as last seen before this start.
+fn seed_sources(pipeline: &Pipeline) -> Result<(), ServicesError> {
+    let reader = pipeline.journal.reader()?;
+    for (protocol, source, at_ms) in crate::store::journal::stats::recent_arrivals(&reader)? {
+        pipeline.seen(&protocol, &source, at_ms);
+    }
+    Ok(())
 }
 
 /// Connects the shared journal of `[journal] postgres_url` and settles this instance's claims

@@ -1,6 +1,9 @@
 //! The management API: `/healthz` (open), the console's log-in (`session.rs`), and behind the
 //! `[admin] token` (or a session) the journal's events (list, inspect, replay one or many), the
-//! meter series (`meters.rs`) and `/metrics`.
+//! meter series (`meters.rs`), `/metrics`, the health figures (`stats.rs`: requests per
+//! protocol over time and sources last seen; `outputs.rs`: outputs and the journal) and each
+//! protocol's setup (`setup.rs`, what it shows in `describe.rs`, its test requests in
+//! `samples.rs`).
 //!
 //! Typed with poem-openapi (so it is in the Swagger UI), the token compared in constant time;
 //! without a token configured, the protected part answers 404 "disabled". Replays run inside
@@ -8,13 +11,18 @@
 
 mod bulk;
 mod curl;
+pub mod describe;
 mod dry;
 pub mod guard;
 pub mod health;
 pub mod inspect;
 pub mod log;
 pub mod meters;
+pub mod outputs;
+pub mod samples;
 pub mod session;
+pub mod setup;
+pub mod stats;
 pub mod stream;
 
 use std::sync::Arc;
@@ -160,12 +168,22 @@ pub type Service = OpenApiService<
         log::LogApi,
         stream::StreamApi,
         inspect::InspectApi,
+        stats::StatsApi,
+        outputs::OutputsApi,
+        setup::SetupApi,
     ),
     (),
 >;
 
+/// The APIs of the health and setup views.
+pub struct Views {
+    pub stats: stats::StatsApi,
+    pub outputs: outputs::OutputsApi,
+    pub setup: setup::SetupApi,
+}
+
 /// Builds the management service.
-pub fn service(health: health::HealthApi, sessions: session::SessionApi, admin: Admin) -> Service {
+pub fn service(health: health::HealthApi, sessions: session::SessionApi, admin: Admin, views: Views) -> Service {
     let meters = meters::MetersApi { state: admin.state.clone() };
     let (log, stream, inspect) = (
         log::LogApi { state: admin.state.clone() },
@@ -173,7 +191,7 @@ pub fn service(health: health::HealthApi, sessions: session::SessionApi, admin: 
         inspect::InspectApi { state: admin.state.clone() },
     );
     OpenApiService::new(
-        (health, sessions, admin, meters, log, stream, inspect),
+        (health, sessions, admin, meters, log, stream, inspect, views.stats, views.outputs, views.setup),
         "hookyard management API",
         env!("CARGO_PKG_VERSION"),
     )

@@ -171,6 +171,7 @@ impl Endpoint for PathEndpoint {
                 }
                 let outcome = rejection.outcome();
                 self.pipeline.metrics.request(protocol, route, outcome);
+                count_unjournaled(&self.pipeline, protocol, &rejection);
                 tracing::warn!(protocol, route, %method, %client, outcome, reason = %rejection.reason(), "request rejected");
                 let response = reply::failure(&op.spec.reply, &rejection);
                 let status = response.status().as_u16();
@@ -203,6 +204,17 @@ impl PathEndpoint {
         };
         refused::record(&self.pipeline, req, rejection, refused);
     }
+}
+
+/// Counts a refusal, or a failure that left nothing in the journal, for the health view (a
+/// failed event is journaled, and counted from there).
+fn count_unjournaled(pipeline: &Pipeline, protocol: &str, rejection: &Rejection) {
+    let outcome = match rejection {
+        Rejection::Failed(Failure::Event { .. }) => return,
+        Rejection::Failed(_) => crate::activity::Outcome::Failed,
+        _ => crate::activity::Outcome::Rejected,
+    };
+    pipeline.activity.outcomes.count(protocol, outcome, now_ms());
 }
 
 /// The whole path of one request; the number of events on success. The body, once read, is

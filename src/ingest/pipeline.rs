@@ -36,6 +36,8 @@ pub struct Pipeline {
     pub large_runs: tokio::sync::Semaphore,
     /// Failed credential attempts per client (shared with the management API).
     pub lockout: Arc<crate::lockout::Lockout>,
+    /// Refusals per minute and sources last seen, for the health view.
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 /// Requests with at most this many events run their script on the request's own thread,
@@ -48,6 +50,14 @@ impl Pipeline {
     /// The permits of [`Pipeline::large_runs`]: the number of CPUs.
     pub fn large_runs_limit() -> tokio::sync::Semaphore {
         tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// A journaled request of `source` at `at_ms`: its last-seen time and gauge (up to the
+    /// cap of tracked sources).
+    pub fn seen(&self, protocol: &str, source: &str, at_ms: i64) {
+        if self.activity.sources.record(protocol, source, at_ms) {
+            self.metrics.source_seen(protocol, source, at_ms);
+        }
     }
 
     /// An empty set of key claims on this pipeline's dedup memory and shared journal.
@@ -100,7 +110,7 @@ impl Pipeline {
         plan.settle(&report);
         let processed = plan.processed_keys();
         let tallies = Status::ALL.map(|s| (s, plan.count(s)));
-        let protocol = request.protocol.clone();
+        let (protocol, source, received_ms) = (request.protocol.clone(), request.source.clone(), request.received_ms);
         let events = plan.into_records(readings);
         let ledger = if self.shared.is_some() { ledger_rows(&request, &events) } else { Vec::new() };
         let effects = crate::store::effects::coalesce(std::mem::take(&mut report.effects));
@@ -111,6 +121,7 @@ impl Pipeline {
             return Err(Rejection::Failed(if disk_full { Failure::DiskFull } else { Failure::Journal }));
         }
         claims.commit(&processed, ledger).await;
+        self.seen(&protocol, &source, received_ms);
         for (status, n) in tallies {
             self.metrics.events(&protocol, status.as_str(), n);
         }

@@ -16,6 +16,7 @@
 //! transaction whose keys are all recorded already is skipped.
 
 mod columns;
+pub mod health;
 mod http;
 mod mqtt;
 mod sql;
@@ -218,6 +219,8 @@ impl Catalog {
 /// The configured outputs, ready to deliver.
 pub struct Outputs {
     pub catalog: Arc<Catalog>,
+    /// Deliveries and failures per output since start.
+    pub health: health::OutputHealth,
     sql: sql::Sql,
     mqtt: Option<mqtt::Mqtt>,
     http: http::Http,
@@ -244,7 +247,7 @@ impl Outputs {
         let sql = sql::Sql::open(url, &catalog.tables).map_err(OutputError::OpenSql)?;
         let http = http::Http::new(&settings.http).map_err(OutputError::OpenHttp)?;
         let mqtt = settings.mqtt.as_ref().map(mqtt::Mqtt::start);
-        Ok(Self { catalog, sql, mqtt, http })
+        Ok(Self { catalog, health: health::OutputHealth::default(), sql, mqtt, http })
     }
 
     /// Delivers the outputs of a request's processed events (in order), each given with its
@@ -269,7 +272,9 @@ impl Outputs {
                     (key.clone(), rows)
                 })
                 .collect();
-            match self.sql.insert(self.catalog.clone(), batch).await {
+            let inserted = self.sql.insert(self.catalog.clone(), batch).await;
+            self.tally("sql", inserted.as_ref().err().map(ToString::to_string));
+            match inserted {
                 Ok(skipped) if skipped > 0 => {
                     logs[first].push(format!("sql: {skipped} event(s) already stored earlier; not inserted again"))
                 }
@@ -281,13 +286,24 @@ impl Outputs {
             }
         }
         for (n, (_, outs)) in events.iter().enumerate().take(limit) {
-            for out in outs {
-                if let Err(e) = self.send(out).await {
+            for out in outs.iter().filter(|o| !matches!(o, Output::Sql { .. })) {
+                let sent = self.send(out).await;
+                let kind = if matches!(out, Output::Mqtt { .. }) { "mqtt" } else { "http" };
+                self.tally(kind, sent.as_ref().err().map(ToString::to_string));
+                if let Err(e) = sent {
                     return Delivery { delivered: n, failure: Some(e), logs };
                 }
             }
         }
         Delivery { delivered: limit, failure, logs }
+    }
+
+    /// Counts one delivery of `kind`: out, or failed with `error`.
+    fn tally(&self, kind: &str, error: Option<String>) {
+        match error {
+            None => self.health.delivered(kind),
+            Some(e) => self.health.failed(kind, &e, crate::activity::now_ms()),
+        }
     }
 
     /// Sends one MQTT or HTTP output (SQL rows go out together, before).

@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use poem::Request;
-use poem::http::header;
 use poem::http::uri::Scheme;
+use poem::http::{HeaderMap, header};
 
 use ipnet::IpNet;
 
@@ -67,6 +67,33 @@ impl HttpsGate {
     }
 }
 
+/// Where `req` was sent, as `scheme://host[:port]`: HTTPS over the TLS listener or when a
+/// trusted proxy says so in `X-Forwarded-Proto`; the host of a trusted proxy's
+/// `X-Forwarded-Host`, else the `Host` header (a host with characters no host name has is
+/// replaced by `localhost`).
+pub fn base_url(req: &Request, trusted: &[IpNet]) -> String {
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let authority = req.uri().authority().map(|a| a.as_str());
+    origin(peer, *req.scheme() == Scheme::HTTPS, req.headers(), authority, trusted)
+}
+
+/// [`base_url`] from the request's parts: the peer, whether it came over TLS, its headers and
+/// the URI's authority (HTTP/2 sends no `Host`).
+fn origin(peer: Option<IpAddr>, tls: bool, headers: &HeaderMap, authority: Option<&str>, trusted: &[IpNet]) -> String {
+    let proxied = peer.map(|ip| ip.to_canonical()).is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let forwarded = |name: &str| {
+        header(name).filter(|_| proxied).and_then(|v| v.split(',').next()).map(str::trim).filter(|v| !v.is_empty())
+    };
+    let https = tls || forwarded("x-forwarded-proto").is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| header(header::HOST.as_str()))
+        .or(authority)
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
+        .unwrap_or("localhost");
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
 /// `example.org:8080` → `example.org`, `[::1]:8080` → `[::1]`.
 fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
@@ -82,6 +109,28 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (poem::http::HeaderName::from_static(n), poem::http::HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn the_base_url_trusts_forwarded_headers_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxied = headers(&[
+            ("host", "10.0.0.5:8080"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "hooks.example.org"),
+        ]);
+        let (proxy, stranger) = (Some("10.0.0.1".parse().unwrap()), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(origin(proxy, false, &proxied, None, &trusted), "https://hooks.example.org");
+        assert_eq!(origin(stranger, false, &proxied, None, &trusted), "http://10.0.0.5:8080");
+        assert_eq!(origin(stranger, true, &headers(&[]), Some("[::1]:8443"), &trusted), "https://[::1]:8443");
+        assert_eq!(origin(stranger, false, &headers(&[("host", "a<b")]), None, &trusted), "http://localhost");
+    }
 
     #[test]
     fn the_port_is_taken_off_names_and_bracketed_addresses_only() {

@@ -7,6 +7,7 @@ mod bad_input;
 mod bench_smoke;
 mod cli;
 mod config;
+mod console_health;
 mod console_log;
 mod docs;
 mod durability;

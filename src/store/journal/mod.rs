@@ -21,6 +21,7 @@ pub mod rejected;
 pub mod retention;
 mod schema;
 pub mod series;
+pub mod stats;
 mod writer;
 
 use std::collections::HashSet;

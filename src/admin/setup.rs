@@ -1,0 +1,286 @@
+//! The setup page's API: per protocol what to paste into the device or platform (the URL as
+//! this server is reached, the header names, which credential), the credentials themselves
+//! after the admin token is entered again, and a correctly signed test request sent over
+//! loopback HTTP to this server's own listener, through the real route.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::samples::{self, SampleError};
+use super::{AdminAuth, AdminError, AdminState, Shared, describe, guard, internal, message};
+use crate::config::ProtocolSettings;
+use crate::ingest::Operation;
+use crate::lockout::Lockout;
+
+/// What the setup API knows about the served protocols and this server.
+pub struct Setup {
+    pub protocols: Vec<ProtocolSetup>,
+    /// Whose `X-Forwarded-Proto`/`X-Forwarded-Host` name the URL (`[server] trusted_proxies`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// This server's own plain listener, where test requests go.
+    pub listener: Option<SocketAddr>,
+    /// Wrong tokens entered to reveal credentials, per client: counted apart from the
+    /// management API's lockout, which a right bearer token resets.
+    pub reveal_lockout: Lockout,
+}
+
+/// One served protocol: its title, operations and settings (credentials included).
+pub struct ProtocolSetup {
+    pub name: String,
+    pub title: String,
+    pub operations: Vec<Arc<Operation>>,
+    pub settings: ProtocolSettings,
+}
+
+/// The setup part of the management API.
+pub struct SetupApi {
+    pub state: Shared,
+    pub setup: Arc<Setup>,
+}
+
+/// The credential an operation checks (never its value).
+#[derive(Object)]
+pub struct CredentialShown {
+    /// api-key, hmac-secret, url-token, basic, bearer, header or none.
+    pub kind: String,
+    /// The key of `[protocols.<name>]` that holds it.
+    pub config_key: String,
+    /// Set in the config, or generated and kept in the credentials file.
+    pub configured: bool,
+}
+
+/// One operation: where to send and what to set.
+#[derive(Object)]
+pub struct OperationSetup {
+    pub operation: String,
+    pub method: String,
+    /// Absolute, as this server is reached (a URL token shown as `<token>`).
+    pub url: String,
+    /// The request headers its checks read.
+    pub headers: Vec<String>,
+    pub credential: Option<CredentialShown>,
+}
+
+/// One protocol's setup.
+#[derive(Object)]
+pub struct ProtocolSetupShown {
+    pub protocol: String,
+    pub title: String,
+    pub operations: Vec<OperationSetup>,
+    pub notes: Vec<String>,
+}
+
+/// The admin token, entered again.
+#[derive(Object)]
+pub struct Reconfirm {
+    pub token: String,
+}
+
+/// A credential's name and value.
+#[derive(Object)]
+pub struct NamedValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// A protocol's configured credentials.
+#[derive(Object)]
+pub struct Revealed {
+    pub credentials: Vec<NamedValue>,
+}
+
+/// What the test request got back.
+#[derive(Object)]
+pub struct TestOutcome {
+    /// The HTTP status of the reply.
+    pub status: u16,
+    /// The reply body (at most 4 KiB).
+    pub reply: String,
+    /// The journaled request, when it was journaled.
+    pub request_id: Option<i64>,
+    pub operation: String,
+    pub url: String,
+}
+
+impl Setup {
+    fn protocol(&self, name: &str) -> Result<&ProtocolSetup, AdminError> {
+        self.protocols
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| AdminError::NotFound(message(format!("no protocol {name}"))))
+    }
+}
+
+fn shown(p: &ProtocolSetup, base: &str) -> ProtocolSetupShown {
+    let mut notes: Vec<String> = Vec::new();
+    let operations =
+        p.operations
+            .iter()
+            .map(|op| {
+                let blocks = &op.spec.auth;
+                for note in blocks.iter().filter_map(|b| describe::note(b, &p.settings)) {
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                }
+                OperationSetup {
+                    operation: op.spec.operation_id.clone(),
+                    method: op.spec.method.to_string(),
+                    url: format!("{base}{}", path_shown(&op.spec.auth, &op.spec.path)),
+                    headers: blocks.iter().flat_map(|b| describe::headers(b, &p.settings)).collect(),
+                    credential: blocks
+                        .iter()
+                        .find_map(|b| describe::credential(b, &p.settings))
+                        .map(|c| CredentialShown { kind: c.kind, config_key: c.config_key, configured: c.configured }),
+                }
+            })
+            .collect();
+    ProtocolSetupShown { protocol: p.name.clone(), title: p.title.clone(), operations, notes }
+}
+
+/// The path with a placeholder for a URL token.
+fn path_shown(blocks: &[crate::spec::ext::AuthBlock], path: &str) -> String {
+    let tokens: Vec<String> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            crate::spec::ext::AuthBlock::QueryToken { parameter, .. } => Some(format!("{parameter}=<token>")),
+            _ => None,
+        })
+        .collect();
+    if tokens.is_empty() { path.to_owned() } else { format!("{path}?{}", tokens.join("&")) }
+}
+
+/// The admin token entered again: compared in constant time, wrong ones counted by `lockout`
+/// (ten within a minute refuse the client for a minute).
+fn reconfirm(state: &AdminState, lockout: &Lockout, token: &str, req: &poem::Request) -> Result<(), AdminError> {
+    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
+        let text = format!("too many wrong tokens from this address; retry in {wait} s");
+        return Err(AdminError::TooManyAttempts(message(text), wait));
+    }
+    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if bool::from(given.ct_eq(&state.token_digest)) {
+        lockout.succeeded(ip);
+        return Ok(());
+    }
+    lockout.failed(ip, std::time::Instant::now());
+    tracing::warn!(client = %ip.map(|i| i.to_string()).unwrap_or_default(), "setup: wrong admin token entered to reveal credentials");
+    Err(AdminError::Unauthorized(message("invalid admin token")))
+}
+
+/// The loopback address of `listener` (an unspecified address is reached over loopback).
+fn loopback(listener: SocketAddr) -> SocketAddr {
+    match listener.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listener.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listener.port()),
+        _ => listener,
+    }
+}
+
+fn refused(e: SampleError) -> AdminError {
+    AdminError::BadRequest(message(e.to_string()))
+}
+
+/// Sends `signed` to this server; (status, reply).
+async fn send(target: SocketAddr, op: &Operation, signed: &samples::Signed) -> Result<(u16, String), AdminError> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| AdminError::Internal(message(format!("the test request could not be prepared: {e}"))))?;
+    let url = format!("http://{target}{}", signed.path_and_query);
+    let method = reqwest::Method::from_bytes(op.spec.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut request = client.request(method, &url).header("content-type", signed.content_type);
+    for (name, value) in &signed.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request
+        .body(signed.body.clone())
+        .send()
+        .await
+        .map_err(|e| AdminError::Internal(message(format!("the test request was not answered: {e}"))))?;
+    let status = response.status().as_u16();
+    let mut reply = response.text().await.unwrap_or_default();
+    if reply.len() > 4096 {
+        let cut = (0..=4096).rev().find(|&i| reply.is_char_boundary(i)).unwrap_or(0);
+        reply.truncate(cut);
+    }
+    Ok((status, reply))
+}
+
+/// The journaled request of `protocol` with exactly `body`, received at or after `since_ms`.
+fn journaled_id(state: &AdminState, protocol: &str, since_ms: i64, body: &[u8]) -> Result<Option<i64>, AdminError> {
+    let conn = state.pipeline.journal.reader().map_err(internal)?;
+    crate::store::journal::stats::request_with_body(&conn, protocol, since_ms, body).map_err(internal)
+}
+
+#[OpenApi]
+impl SetupApi {
+    /// What to configure on each device or platform: URLs as this server is reached, header
+    /// names and which credential (never its value).
+    #[oai(path = "/api/setup", method = "get")]
+    async fn setup(&self, req: &poem::Request, auth: AdminAuth) -> Result<Json<Vec<ProtocolSetupShown>>, AdminError> {
+        guard(&self.state, &auth, req)?;
+        let base = crate::tls::base_url(req, &self.setup.trusted_proxies);
+        Ok(Json(self.setup.protocols.iter().map(|p| shown(p, &base)).collect()))
+    }
+
+    /// A protocol's configured credentials; the admin token must be entered again (a wrong
+    /// one counts towards the lockout).
+    #[oai(path = "/api/setup/:protocol/reveal", method = "post")]
+    async fn reveal(
+        &self,
+        req: &poem::Request,
+        auth: AdminAuth,
+        protocol: Path<String>,
+        body: Json<Reconfirm>,
+    ) -> Result<Json<Revealed>, AdminError> {
+        let state = guard(&self.state, &auth, req)?;
+        reconfirm(state, &self.setup.reveal_lockout, &body.0.token, req)?;
+        let p = self.setup.protocol(&protocol.0)?;
+        let mut credentials: Vec<NamedValue> = Vec::new();
+        for block in p.operations.iter().flat_map(|op| &op.spec.auth) {
+            for (name, value) in describe::revealed(block, &p.settings) {
+                if !credentials.iter().any(|c| c.name == name) {
+                    credentials.push(NamedValue { name, value });
+                }
+            }
+        }
+        tracing::info!(protocol = %p.name, "setup: credentials revealed");
+        Ok(Json(Revealed { credentials }))
+    }
+
+    /// Sends a correctly signed sample through the protocol's real route (loopback HTTP to
+    /// this server's own listener); the event is processed and journaled like any other.
+    #[oai(path = "/api/setup/:protocol/test", method = "post")]
+    async fn test(
+        &self,
+        req: &poem::Request,
+        auth: AdminAuth,
+        protocol: Path<String>,
+    ) -> Result<Json<TestOutcome>, AdminError> {
+        let state = guard(&self.state, &auth, req)?;
+        let p = self.setup.protocol(&protocol.0)?;
+        let target = self.setup.listener.map(loopback).ok_or_else(|| {
+            AdminError::NotFound(message("this server has no plain listener to send a test request to"))
+        })?;
+        let now = crate::activity::now_ms();
+        let sample = samples::sample(&p.name, now, rand::random::<u128>()).map_err(refused)?;
+        let op = p.operations.iter().find(|o| o.spec.operation_id == sample.operation).ok_or_else(|| {
+            refused(SampleError::NoOperation { protocol: p.name.clone(), operation: sample.operation })
+        })?;
+        let signed = samples::sign(&op.spec, &p.settings, sample.body).map_err(refused)?;
+        let (status, reply) = send(target, op, &signed).await?;
+        let request_id = journaled_id(state, &p.name, now, &signed.body)?;
+        let url = format!("http://{target}{}", op.spec.path);
+        Ok(Json(TestOutcome { status, reply, request_id, operation: op.spec.operation_id.clone(), url }))
+    }
+}
