@@ -6,7 +6,8 @@
 # Pebble (Debian package pebble: the ACME test CA and pebble-challtestsrv), which the HTTPS
 # tests start themselves on loopback.
 # systemd-analyze (Debian package systemd), which rates the packaged unit, and curl and openssl,
-# with which a test runs the README's examples.
+# with which a test runs the README's examples. Chromium and its WebDriver (Debian packages
+# chromium and chromium-driver), in which the console's tests run headless.
 # Idempotent; needs root (or sudo) to install and start them.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v curl >/dev/null 2>&1 || need+=(curl)        # the README's examples, run by a test
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)          # the console's browser tests
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     as_root apt-get update -qq

@@ -52,6 +52,21 @@ async fn logging_in_sets_a_strict_http_only_cookie_that_works_for_reading() {
 }
 
 #[tokio::test]
+async fn the_cookie_is_secure_when_a_trusted_proxy_says_the_request_came_over_https() {
+    let app =
+        spawn_app("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[admin]\ntoken = \"adm1n\"\nsession_hours = 2\n")
+            .await;
+    let log_in = |proto: &'static str| {
+        app.client.post(app.url("/api/session")).header("X-Forwarded-Proto", proto).json(&json!({ "token": "adm1n" }))
+    };
+    let res = log_in("https").send().await.unwrap();
+    let set_cookie = res.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.ends_with("; Max-Age=7200; Secure"), "{set_cookie}");
+    let res = log_in("http").send().await.unwrap();
+    assert!(!res.headers()[SET_COOKIE].to_str().unwrap().contains("Secure"));
+}
+
+#[tokio::test]
 async fn a_state_changing_call_with_the_cookie_needs_the_csrf_token_and_a_matching_origin() {
     let app = spawn_app(CONFIG).await;
     let (cookie, csrf, _) = log_in(&app).await;

@@ -29,7 +29,7 @@ export function el(tag, attrs = {}, ...children) {
 /** Replaces what `#main` shows. */
 export function show(...nodes) {
   const main = document.getElementById('main');
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.flat().filter((n) => n !== '' && n !== null && n !== undefined));
   return main;
 }
 

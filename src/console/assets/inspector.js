@@ -100,10 +100,10 @@ async function dryRun(id, out) {
   out.replaceChildren(el('p', { class: 'muted', text: 'Running the current scripts…' }));
   try {
     const r = await api(`/api/events/${id}/dry-run`, { method: 'POST' });
-    out.replaceChildren(el('h2', {}, 'Dry run ', badge(r.outcome)),
+    out.replaceChildren(el('div', {}, el('h2', {}, 'Dry run ', badge(r.outcome)),
       r.error ? notice(r.error, 'bad') : '',
       r.logs?.length ? el('pre', { text: r.logs.join('\n') }) : '',
-      (r.effects || []).length ? r.effects.map(diffView) : el('p', { class: 'muted', text: 'The scripts would write nothing.' }));
+      (r.effects || []).length ? r.effects.map(diffView) : el('p', { class: 'muted', text: 'The scripts would write nothing.' })));
   } catch (e) { out.replaceChildren(failure(e)); }
 }
 
@@ -152,7 +152,7 @@ export async function eventPage(id) {
   const d = await api(`/api/events/${id}`);
   const e = d.event;
   const contentType = (d.headers || []).find((h) => h.name.toLowerCase() === 'content-type')?.value || '';
-  const facts = el('dl', { class: 'facts' },
+  const facts = el('dl', { class: 'facts' }, [
     ['Received', time(Date.parse(e.received_at))], ['Protocol', e.protocol], ['Operation', e.operation],
     ['Source', e.source || '–'], ['Request', `#${e.request_id} (event ${e.index + 1})`], ['Client', d.client],
     ['Verification', d.verification], ['Reply status', d.reply_status ?? '–'],

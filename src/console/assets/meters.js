@@ -50,7 +50,8 @@ function bars(node, days) {
   node.replaceChildren();
   if (!days.length) { node.append(el('p', { class: 'muted', text: 'No whole days in this range.' })); return null; }
   return new uPlot({
-    width: chartWidth(node), height: 200, scales: { x: { time: true } },
+    width: chartWidth(node), height: 200,
+    scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
     axes: [{ stroke: colour('--muted'), grid: { show: false } }, { stroke: colour('--muted'), grid: { stroke: colour('--line') } }],
     series: [{}, { label: 'consumption per day', stroke: colour('--accent'), fill: colour('--accent'), paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } }],
   }, [xs, ys], node);

@@ -1,0 +1,172 @@
+//! A headless Chromium for the console's tests: `chromedriver` (Debian `chromium-driver`, at
+//! `/usr/bin/chromedriver`) started on a free port, one WebDriver session in Chromium
+//! (`--headless=new --no-sandbox`), and the few steps the tests take: go, click, read, wait
+//! for a condition, screenshot. Dropped, it ends the session and stops the driver.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long a condition may take to become true.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Browser {
+    client: Option<Client>,
+    driver: Child,
+    port: u16,
+    session: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn capabilities() -> serde_json::Map<String, Value> {
+    let args = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--window-size=1100,860",
+        "--force-device-scale-factor=1",
+    ];
+    let caps = json!({ "browserName": "chrome", "goog:chromeOptions": { "binary": CHROMIUM, "args": args } });
+    caps.as_object().unwrap().clone()
+}
+
+/// Where the screenshots go: `<target dir>/console-screenshots/`.
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    let dir = target.join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Browser {
+    /// Starts chromedriver and a Chromium session in it.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (Debian package chromium-driver; tools/services.sh installs it)");
+        let started = Instant::now();
+        let client = loop {
+            let mut builder = ClientBuilder::new(HttpConnector::new());
+            match builder.capabilities(capabilities()).connect(&format!("http://127.0.0.1:{port}")).await {
+                Ok(client) => break client,
+                Err(e) if started.elapsed() > PATIENCE => panic!("no WebDriver session: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let session = client.session_id().await.unwrap().unwrap_or_default();
+        Self { client: Some(client), driver, port, session }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.c().goto(url).await.unwrap();
+    }
+
+    pub async fn url(&self) -> String {
+        self.c().current_url().await.unwrap().to_string()
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+    }
+
+    /// Runs `script` (a function body) in the page; its return value.
+    pub async fn js(&self, script: &str) -> Value {
+        self.c().execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    /// Waits until the JavaScript expression `condition` is true in the page.
+    pub async fn until(&self, condition: &str) {
+        let started = Instant::now();
+        let script = format!("try {{ return !!({condition}); }} catch (e) {{ return false; }}");
+        while started.elapsed() < PATIENCE {
+            if self.c().execute(&script, vec![]).await.is_ok_and(|v| v == json!(true)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let shown = self.js("return document.body.innerText").await;
+        panic!("never true: {condition}\npage {}:\n{}", self.url().await, shown.as_str().unwrap_or_default());
+    }
+
+    /// Fills in the log-in form the browser was sent to, and waits for the page it came for.
+    pub async fn log_in(&self, token: &str) {
+        self.until("location.pathname === '/console/login' && document.querySelector('#token') !== null").await;
+        self.c().find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
+        self.click("#login-button").await;
+        self.until("location.pathname !== '/console/login' && document.querySelector('#main h1') !== null").await;
+    }
+
+    /// The `hookyard_session` cookie's value, as the browser keeps it.
+    pub async fn session_cookie(&self) -> Option<String> {
+        let cookies = self.c().get_all_cookies().await.unwrap();
+        cookies.iter().find(|c| c.name() == "hookyard_session").map(|c| c.value().to_owned())
+    }
+
+    /// Saves a screenshot of the page as `<name>.png`.
+    pub async fn shot(&self, name: &str) {
+        let png = self.c().screenshot().await.unwrap();
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Saves a screenshot of the page `height` pixels tall (the whole of a long page).
+    pub async fn tall_shot(&self, name: &str, height: u32) {
+        self.c().set_window_size(1100, height).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.shot(name).await;
+        self.c().set_window_size(1100, 860).await.unwrap();
+    }
+
+    /// Ends the session (Chromium quits) and stops the driver.
+    pub async fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.close().await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A test that failed midway still ends its Chromium: the session is deleted over
+        // plain HTTP before the driver stops.
+        if self.client.take().is_some()
+            && let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port))
+        {
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                self.session
+            );
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = stream.write_all(request.as_bytes());
+            let _ = stream.read(&mut [0; 512]);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
