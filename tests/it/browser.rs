@@ -92,6 +92,15 @@ impl Browser {
         self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
     }
 
+    pub async fn type_into(&self, css: &str, text: &str) {
+        self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).send_keys(text).await.unwrap();
+    }
+
+    /// Resizes the window (a phone's width, say).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.c().set_window_size(width, height).await.unwrap();
+    }
+
     pub async fn text(&self, css: &str) -> String {
         self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
     }
@@ -137,10 +146,10 @@ impl Browser {
 
     /// Saves a screenshot of the page `height` pixels tall (the whole of a long page).
     pub async fn tall_shot(&self, name: &str, height: u32) {
-        self.c().set_window_size(1100, height).await.unwrap();
+        self.resize(1100, height).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.shot(name).await;
-        self.c().set_window_size(1100, 860).await.unwrap();
+        self.resize(1100, 860).await;
     }
 
     /// Ends the session (Chromium quits) and stops the driver.

@@ -121,6 +121,51 @@ async fn a_meter_page_draws_its_plot_consumption_per_day_and_the_last_image() {
     b.close().await;
 }
 
+const ROWS: &str = "document.querySelectorAll('#log-table tbody tr').length";
+
+#[tokio::test]
+async fn the_live_log_pages_stably_keeps_its_filters_in_the_url_and_fits_a_phone() {
+    let app = spawn().await;
+    for n in 1..=60 {
+        assert_eq!(post_gridx(&app.client, &app.url(""), "s", gridx_ping(n, "m")).await.unwrap(), 204);
+    }
+    let b = Browser::start().await;
+    b.goto(&app.url("/console/log?protocol=gridx")).await;
+    b.log_in("adm1n").await;
+    b.until(&format!("{ROWS} === 50 && !document.querySelector('#older').hidden")).await;
+    b.until("document.querySelector('#live-indicator').textContent === 'live'").await;
+    assert_eq!(post_gridx(&app.client, &app.url(""), "s", gridx_ping(61, "m")).await.unwrap(), 204);
+    b.until(&format!("{ROWS} === 51")).await;
+    b.click("#older").await;
+    b.until(&format!("{ROWS} === 61 && document.querySelector('#older').hidden")).await;
+    let ids = b.js("return [...document.querySelectorAll('#log-table tbody tr')].map(r => r.cells[4].textContent.split(' ')[0])").await;
+    let mut ids: Vec<String> = serde_json::from_value(ids).unwrap();
+    assert_eq!(ids[0], "#61", "the new entry is on top");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 61, "older pages neither repeat nor skip an entry");
+
+    b.type_into("#f-source", "nobody").await;
+    b.click("#log-filters button[type=submit]").await;
+    b.until("location.search === '?protocol=gridx&source=nobody' && document.querySelector('#log-empty') !== null")
+        .await;
+    b.goto(&app.url("/console/log?protocol=gridx&source=nobody")).await;
+    b.until("document.querySelector('#f-source').value === 'nobody' && document.querySelector('#f-protocol').value === 'gridx'").await;
+
+    b.resize(400, 860).await;
+    b.goto(&app.url("/console/log?protocol=gridx")).await;
+    b.until(&format!("{ROWS} === 50 && window.innerWidth < 720")).await;
+    assert_eq!(b.js("return getComputedStyle(document.querySelector('#nav')).display").await, json!("none"));
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth && \
+                document.querySelector('#log-table').scrollWidth > document.querySelector('#log-table').clientWidth";
+    assert_eq!(b.js(fits).await, json!(true), "the page fits the phone; the table scrolls inside it");
+    b.shot("log-phone").await;
+    b.click(".nav-burger").await;
+    b.until("getComputedStyle(document.querySelector('#nav')).display === 'flex'").await;
+    b.shot("nav-phone").await;
+    b.close().await;
+}
+
 /// The number of non-transparent pixels of the value plot's canvas.
 const INKED_PIXELS: &str = "const c = document.querySelector('#plot canvas'); \
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
