@@ -29,8 +29,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn capabilities() -> serde_json::Map<String, Value> {
-    let args = [
+fn capabilities(extra: &[&str]) -> serde_json::Map<String, Value> {
+    let mut args = vec![
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
@@ -40,6 +40,7 @@ fn capabilities() -> serde_json::Map<String, Value> {
         "--window-size=1100,860",
         "--force-device-scale-factor=1",
     ];
+    args.extend_from_slice(extra);
     let caps = json!({ "browserName": "chrome", "goog:chromeOptions": { "binary": CHROMIUM, "args": args } });
     caps.as_object().unwrap().clone()
 }
@@ -56,6 +57,11 @@ fn screenshot_dir() -> PathBuf {
 impl Browser {
     /// Starts chromedriver and a Chromium session in it.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The same, with more Chromium switches (`--force-dark-mode`, say).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -66,7 +72,7 @@ impl Browser {
         let started = Instant::now();
         let client = loop {
             let mut builder = ClientBuilder::new(HttpConnector::new());
-            match builder.capabilities(capabilities()).connect(&format!("http://127.0.0.1:{port}")).await {
+            match builder.capabilities(capabilities(extra)).connect(&format!("http://127.0.0.1:{port}")).await {
                 Ok(client) => break client,
                 Err(e) if started.elapsed() > PATIENCE => panic!("no WebDriver session: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

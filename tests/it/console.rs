@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::browser::Browser;
-use crate::helpers::{Setup, TestApp, ai_reading, gridx_ping, post_ai, post_gridx, read_fixture, spawn_with};
+use crate::helpers::{
+    Setup, TestApp, ai_reading, gridx_ping, gridx_signature, post_ai, post_gridx, read_fixture, spawn_with,
+};
 
 const CONFIG: &str = "[admin]\ntoken = \"adm1n\"\n[protocols.ai-on-the-edge]\napi_keys = { \"k\" = \"home\" }\n\
                       [protocols.gridx]\nsecrets = [\"s\"]\n";
@@ -73,6 +75,18 @@ async fn log_in_watch_an_event_arrive_inspect_replay_dry_run_and_log_out() {
     let diff = b.text("#action-result .diff").await;
     assert!(diff.contains(r#""checked":true"#) && diff.contains(r#"{"message":"hello"}"#), "{diff}");
     b.shot("dry-run").await;
+    b.click("#curl-button").await;
+    b.until("document.querySelector('#curl') !== null").await;
+    let curl = b.text("#curl").await;
+    assert!(
+        curl.starts_with("curl")
+            && curl.contains("/gridx/events")
+            && !curl.contains(&gridx_signature("s", body.as_bytes())),
+        "{curl}"
+    );
+    let fixture = b.js("return document.querySelector('#fixture').getAttribute('href')").await;
+    let res = app.client.get(app.url(fixture.as_str().unwrap())).bearer_auth("adm1n").send().await.unwrap();
+    assert!(res.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
 
     let cookie = b.session_cookie().await.expect("logged in: the session cookie is set");
     b.click("#logout").await;
@@ -166,6 +180,25 @@ async fn the_live_log_pages_stably_keeps_its_filters_in_the_url_and_fits_a_phone
     b.close().await;
 }
 
+#[tokio::test]
+async fn with_a_dark_system_setting_the_pages_are_dark() {
+    let app = spawn().await;
+    assert_eq!(post_gridx(&app.client, &app.url(""), "s", gridx_ping(1, "m")).await.unwrap(), 204);
+    let b = Browser::start_with(&["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    b.goto(&app.url("/console/health")).await;
+    assert_eq!(b.js("return matchMedia('(prefers-color-scheme: dark)').matches").await, json!(true));
+    assert_eq!(b.js("return getComputedStyle(document.body).backgroundColor").await, json!("rgb(20, 24, 22)"));
+    b.shot("login-dark").await;
+    b.log_in("adm1n").await;
+    b.until("document.querySelector('#sources') !== null && document.querySelector('#stats canvas') !== null").await;
+    assert_eq!(
+        b.js("return getComputedStyle(document.querySelector('.card')).backgroundColor").await,
+        json!("rgb(29, 35, 32)")
+    );
+    b.shot("health-dark").await;
+    b.close().await;
+}
+
 /// The number of non-transparent pixels of the value plot's canvas.
 const INKED_PIXELS: &str = "const c = document.querySelector('#plot canvas'); \
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
@@ -206,6 +239,10 @@ async fn a_rejected_request_shows_its_reason_and_the_other_pages_draw() {
     b.until("document.querySelector('[data-protocol=gridx] .send-test') !== null").await;
     b.click("[data-protocol=gridx] .send-test").await;
     b.until("document.querySelector('[data-protocol=gridx] .test-log-link') !== null").await;
+    b.type_into("[data-protocol=gridx] .reveal-form input", "adm1n").await;
+    b.click("[data-protocol=gridx] .reveal-form button").await;
+    b.until("document.querySelector('[data-protocol=gridx] .revealed') !== null").await;
+    assert!(b.text("[data-protocol=gridx] .revealed").await.contains("secrets"));
     b.shot("setup").await;
     b.click("[data-protocol=gridx] .test-log-link").await;
     b.until("document.querySelectorAll('#log-table tbody tr').length > 0").await;

@@ -11,7 +11,7 @@ function revealForm(protocol, out) {
     try {
       const r = await api(`/api/setup/${encodeURIComponent(protocol)}/reveal`, { method: 'POST', body: { token: input.value } });
       input.value = '';
-      out.replaceChildren(table([['Name', (c) => c.name], ['Value', (c) => el('span', { class: 'mono', text: c.value }), 'wrap']], r.credentials));
+      out.replaceChildren(el('div', { class: 'revealed' }, table([['Name', (c) => c.name], ['Value', (c) => el('span', { class: 'mono', text: c.value }), 'wrap']], r.credentials)));
     } catch (err) { out.replaceChildren(failure(err.status === 401 ? 'the admin token is wrong' : err)); }
   });
   return form;
