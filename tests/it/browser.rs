@@ -41,7 +41,11 @@ fn capabilities(extra: &[&str]) -> serde_json::Map<String, Value> {
         "--force-device-scale-factor=1",
     ];
     args.extend_from_slice(extra);
-    let caps = json!({ "browserName": "chrome", "goog:chromeOptions": { "binary": CHROMIUM, "args": args } });
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
     caps.as_object().unwrap().clone()
 }
 
@@ -158,28 +162,55 @@ impl Browser {
         self.resize(1100, 860).await;
     }
 
-    /// Ends the session (Chromium quits) and stops the driver.
+    /// The page errors the browser logged (script errors, refused by the Content-Security-Policy),
+    /// leaving out failed loads (a 401 before log-in is one).
+    pub async fn page_errors(&self) -> Vec<String> {
+        let (port, session) = (self.port, self.session.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            driver_call(port, "POST", &format!("/session/{session}/se/log"), r#"{"type":"browser"}"#)
+        });
+        let answer: Value = serde_json::from_str(&answer.await.unwrap()).expect("the browser log as JSON");
+        let entries = answer["value"].as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .filter(|m| !m.contains("Failed to load resource"))
+            .collect()
+    }
+
+    /// Checks that no page logged an error, ends the session (Chromium quits) and stops the
+    /// driver.
     pub async fn close(mut self) {
+        let errors = self.page_errors().await;
+        assert!(errors.is_empty(), "the pages logged errors: {errors:#?}");
         if let Some(client) = self.client.take() {
             let _ = client.close().await;
         }
     }
 }
 
+/// One plain HTTP call to chromedriver; the body of its answer.
+fn driver_call(port: u16, method: &str, path: &str, body: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // A test that failed midway still ends its Chromium: the session is deleted over
         // plain HTTP before the driver stops.
-        if self.client.take().is_some()
-            && let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port))
-        {
-            let request = format!(
-                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-                self.session
-            );
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let _ = stream.write_all(request.as_bytes());
-            let _ = stream.read(&mut [0; 512]);
+        if self.client.take().is_some() {
+            driver_call(self.port, "DELETE", &format!("/session/{}", self.session), "");
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
