@@ -6,6 +6,7 @@
 #
 #   bench/console.sh              100,000 readings, 20 timed calls of each endpoint
 #   READINGS=10000 bench/console.sh
+#   HOOKYARD_BIN=target/debug/hookyard READINGS=2000 bench/console.sh   (a check of the script, no figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -14,8 +15,12 @@ calls=${CALLS:-20}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release -p hookyard
-bin=$root/target/release/hookyard
+bin=${HOOKYARD_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -p hookyard
+  bin=$root/target/release/hookyard
+fi
+bin=$(realpath "$bin")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/hookyard.toml" <<EOF
 listen = "127.0.0.1:$port"

@@ -17,8 +17,8 @@ pub fn downsample(points: &[(i64, f64)], max_points: usize) -> (Vec<(i64, f64)>,
     if points.len() <= max_points {
         return (points.to_vec(), false);
     }
-    let span = (last.0 - first.0).max(1) as f64;
-    let bucket_of = |ms: i64| (((ms - first.0) as f64 / span * buckets as f64) as usize).min(buckets - 1);
+    let span = (last.0 as f64 - first.0 as f64).max(1.0);
+    let bucket_of = |ms: i64| (((ms as f64 - first.0 as f64) / span * buckets as f64) as usize).min(buckets - 1);
     let mut out = Vec::with_capacity(buckets * 2);
     let mut start = 0;
     while start < points.len() {
@@ -115,13 +115,13 @@ pub fn interval_s(recent: &[i64]) -> Option<f64> {
     let mut times = recent.to_vec();
     times.sort_unstable();
     times.dedup();
-    let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
     if gaps.is_empty() {
         return None;
     }
     gaps.sort_unstable();
     let mid = gaps.len() / 2;
-    let median = if gaps.len() % 2 == 1 { gaps[mid] as f64 } else { (gaps[mid - 1] + gaps[mid]) as f64 / 2.0 };
+    let median = if gaps.len() % 2 == 1 { gaps[mid] as f64 } else { (gaps[mid - 1] as f64 + gaps[mid] as f64) / 2.0 };
     Some(median / 1000.0)
 }
 
@@ -132,7 +132,7 @@ pub fn health(status: Option<&str>, last_ms: i64, interval_s: Option<f64>, now_m
         return Health::Error;
     }
     match interval_s {
-        Some(i) if (now_ms - last_ms) as f64 > 3.0 * i * 1000.0 => Health::Stale,
+        Some(i) if now_ms.saturating_sub(last_ms) as f64 > 3.0 * i * 1000.0 => Health::Stale,
         _ => Health::Ok,
     }
 }

@@ -227,7 +227,7 @@ impl SeriesSpec {
 
     fn time_of(&self, event: &Event) -> Option<i64> {
         let Some((at, format)) = &self.time else { return Some(event.received_ms) };
-        time(event.pointer(at)?.as_ref(), *format)
+        time(event.pointer(at)?.as_ref(), *format).filter(|ms| (0..=LATEST_MS).contains(ms))
     }
 
     fn status_of(&self, event: &Event) -> Option<String> {
@@ -270,6 +270,10 @@ pub fn number(value: &Value) -> Option<f64> {
     };
     n.is_finite().then_some(n)
 }
+
+/// 9999-12-31T23:59:59.999Z: a reading's time lies between 1970 and this (a time outside is
+/// no reading).
+const LATEST_MS: i64 = 253_402_300_799_999;
 
 /// A time in Unix milliseconds, as `format` reads it.
 fn time(value: &Value, format: TimeFormat) -> Option<i64> {
@@ -342,6 +346,8 @@ mod tests {
             s.extract(&event(json!({ "name": "main", "value": "", "t": "1", "error": "Rate too high" }), json!({})));
         assert_eq!((error[0].value, error[0].status.as_deref()), (None, Some("Rate too high")));
         assert!(s.extract(&event(json!({ "name": "main", "value": "", "t": "1", "error": "" }), json!({}))).is_empty());
+        let far = event(json!({ "name": "main", "value": "1", "t": "99999999999999999999" }), json!({}));
+        assert!(s.extract(&far).is_empty(), "a time past the year 9999 is no reading");
     }
 
     #[test]

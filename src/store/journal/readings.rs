@@ -54,9 +54,9 @@ pub fn slug(protocol: &str, name: &str) -> String {
 
 const UPSERT: &str = "
 INSERT INTO series (slug, protocol, source, name, unit, kind, last_value, last_ms, status, count)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 ON CONFLICT (slug) DO UPDATE SET
-    count = count + 1,
+    count = count + excluded.count,
     unit = COALESCE(excluded.unit, unit),
     kind = excluded.kind,
     last_value = CASE WHEN excluded.last_ms >= last_ms THEN COALESCE(excluded.last_value, last_value)
@@ -65,13 +65,40 @@ ON CONFLICT (slug) DO UPDATE SET
     last_ms = MAX(last_ms, excluded.last_ms)
 RETURNING id";
 
+/// The readings of one series in one request, in order, with their event rows.
+struct Group<'a> {
+    first: &'a Reading,
+    rows: Vec<(i64, &'a Reading)>,
+}
+
+impl Group<'_> {
+    /// The series' last reading after this group, as one reading after another would leave
+    /// it: the latest time wins (a tie: the later one), its value or the one before it.
+    fn last(&self) -> (i64, Option<f64>, Option<&str>) {
+        let mut last = (i64::MIN, None, None);
+        for (_, r) in &self.rows {
+            if r.ms >= last.0 {
+                last = (r.ms, r.value.or(last.1), r.status.as_deref());
+            }
+        }
+        last
+    }
+}
+
 /// Indexes the readings and images of the processed events of a new request (`event_ids`:
-/// the rows its events got, in order).
+/// the rows its events got, in order): one series row update per series and request (a
+/// Wattmon block of 100 rows updates each column's series once), one row per reading.
 pub fn index(tx: &Transaction<'_>, s: &Submission, request_id: i64, event_ids: &[i64]) -> rusqlite::Result<()> {
     let Target::New(request) = &s.target else { return Ok(()) };
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut by_name = std::collections::HashMap::new();
     for (e, event_id) in s.events.iter().zip(event_ids).filter(|(e, _)| e.outcome == Status::Processed) {
         for r in &e.readings {
-            add(tx, &request.protocol, &request.source, *event_id, r)?;
+            let n = *by_name.entry(r.name.as_str()).or_insert_with(|| {
+                groups.push(Group { first: r, rows: Vec::new() });
+                groups.len() - 1
+            });
+            groups[n].rows.push((*event_id, r));
         }
         if e.image {
             tx.prepare_cached(
@@ -87,17 +114,25 @@ pub fn index(tx: &Transaction<'_>, s: &Submission, request_id: i64, event_ids: &
             ])?;
         }
     }
+    for group in &groups {
+        add(tx, &request.protocol, &request.source, group)?;
+    }
     Ok(())
 }
 
-fn add(tx: &Transaction<'_>, protocol: &str, source: &str, event_id: i64, r: &Reading) -> rusqlite::Result<()> {
-    let slug = slug(protocol, &r.name);
-    let row = params![slug, protocol, source, r.name, r.unit, r.kind.as_str(), r.value, r.ms, r.status];
+fn add(tx: &Transaction<'_>, protocol: &str, source: &str, group: &Group<'_>) -> rusqlite::Result<()> {
+    let r = group.first;
+    let (ms, value, status) = group.last();
+    let count = group.rows.len() as i64;
+    let row =
+        params![slug(protocol, &r.name), protocol, source, r.name, r.unit, r.kind.as_str(), value, ms, status, count];
     let series_id: i64 = tx.prepare_cached(UPSERT)?.query_row(row, |row| row.get(0))?;
-    tx.prepare_cached(
+    let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO readings (series_id, ms, event_id, value, status) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![series_id, r.ms, event_id, r.value, r.status])?;
+    )?;
+    for (event_id, r) in &group.rows {
+        insert.execute(params![series_id, r.ms, event_id, r.value, r.status])?;
+    }
     Ok(())
 }
 
