@@ -68,6 +68,8 @@ fn the_config_file_init_writes_shows_every_default_and_each_is_the_codes_default
         "max_age_days",
         "prune_interval_ms",
         "max_size_mb",
+        "rejected_max_rows",
+        "rejected_retention_days",
         "postgres_url",
         "instance",
         "url",

@@ -21,12 +21,16 @@ pub struct Outlets {
 
 impl Outlets {
     /// Records refused requests in one transaction without an fsync of its own (they are
-    /// not acknowledged data), then publishes them.
-    pub fn record_rejected(&self, conn: &mut Connection, records: Vec<RejectedRecord>, max_rows: u64) {
+    /// not acknowledged data), then publishes them; without `room` on the disk they are
+    /// dropped.
+    pub fn record_rejected(&self, conn: &mut Connection, records: Vec<RejectedRecord>, max_rows: u64, room: bool) {
         if records.is_empty() {
             return;
         }
         self.rejected_queued.fetch_sub(records.len(), Ordering::Relaxed);
+        if !room {
+            return;
+        }
         match insert_unsynced(conn, &records, max_rows) {
             Ok(ids) => {
                 if self.feed.receiver_count() > 0 {
