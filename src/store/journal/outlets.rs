@@ -69,13 +69,20 @@ impl Outlets {
     }
 }
 
+/// One transaction with `synchronous=NORMAL` (no fsync of its own; the next commit or
+/// checkpoint makes it durable), then back to `FULL` for the requests' commits. Setting the
+/// pragma outside a transaction does no I/O; should it fail all the same, the writer's next
+/// request commit would not be fsynced, so it is tried again and logged as an error.
 fn insert_unsynced(conn: &mut Connection, records: &[RejectedRecord], max_rows: u64) -> rusqlite::Result<Vec<i64>> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     let inserted = conn.transaction().and_then(|tx| {
         let ids = rejected::insert(&tx, records, max_rows)?;
         tx.commit().map(|_| ids)
     });
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+        tracing::error!(error = %e, "journal: could not set synchronous=FULL again; retrying");
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
     inserted
 }
 
