@@ -173,7 +173,12 @@ async fn load(state: &AdminState, id: i64) -> Result<(Detail, Vec<query::Summary
     .await
     .map_err(internal)?
     .map_err(internal)?;
-    found.ok_or_else(|| not_found(id))
+    let (mut detail, siblings) = found.ok_or_else(|| not_found(id))?;
+    // Journals written before credentials were masked on the way in are masked on the way out.
+    for (name, value) in &mut detail.headers {
+        *value = crate::ingest::mask::value(name, value, &[]);
+    }
+    Ok((detail, siblings))
 }
 
 #[OpenApi]

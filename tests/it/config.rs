@@ -82,6 +82,11 @@ fn check_names_the_key_the_line_and_the_closest_key_of_each_mistake() {
         ),
         ("[server]\nmax_connections = 0\n", "hookyard.toml line 2: [server] max_connections: must be at least 1"),
         (
+            "[journal]\nrejected_retention_days = -1\n",
+            "hookyard.toml line 2: [journal] rejected_retention_days: must be 0 or more",
+        ),
+        ("[journal]\nrejected_rows = 5\n", "hookyard.toml line 2: [journal] rejected_rows: unknown key"),
+        (
             "listen = \"127.0.0.1:8080\"\n[server\nmax_connections = 5\n",
             "hookyard.toml line 2, column 8: not valid TOML",
         ),

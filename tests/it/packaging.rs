@@ -69,6 +69,8 @@ fn the_config_file_init_writes_shows_every_default_and_each_is_the_codes_default
         "prune_interval_ms",
         "readings_retention_days",
         "max_size_mb",
+        "rejected_max_rows",
+        "rejected_retention_days",
         "postgres_url",
         "instance",
         "url",

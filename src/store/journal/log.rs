@@ -152,19 +152,37 @@ fn q_parts(filter: &LogFilter) -> (Option<i64>, Option<&str>) {
     (q.and_then(|q| q.parse().ok()), q)
 }
 
+/// The tables and the status condition of the events query: newest requests first along
+/// the time index, or, for the rarer statuses, their partial index (then sorted).
+fn events_source(status: Option<Status>) -> (&'static str, String) {
+    match status {
+        Some(s) if s != Status::Processed => (
+            "events e INDEXED BY events_unsettled JOIN requests r ON r.id = e.request_id",
+            // The partial index's own condition, word for word, lets the planner use it.
+            format!("e.status != 'processed' AND e.status = '{}' AND ?6 IS NOT NULL", s.as_str()),
+        ),
+        _ => (
+            "requests r INDEXED BY requests_time JOIN events e ON e.request_id = r.id",
+            "(?6 IS NULL OR e.status = ?6)".into(),
+        ),
+    }
+}
+
 fn events(conn: &Connection, f: &LogFilter) -> Result<Vec<LogRow>, JournalError> {
     let (ms, rank, id) = bound(f);
     let (q_id, q) = q_parts(f);
-    let mut stmt = conn.prepare_cached(
+    let (from, status) = events_source(f.status);
+    let sql = format!(
         "SELECT e.id, e.request_id, r.received_ms, r.protocol, r.operation, r.source, e.idem_key, e.status,
                 r.reply_status, length(r.body), e.error
-         FROM requests r INDEXED BY requests_time JOIN events e ON e.request_id = r.id
+         FROM {from}
          WHERE (?1 IS NULL OR r.received_ms < ?1 OR (r.received_ms = ?1 AND ?2 = 1 AND e.id < ?3))
-           AND (?4 IS NULL OR r.protocol = ?4) AND (?5 IS NULL OR r.source = ?5) AND (?6 IS NULL OR e.status = ?6)
+           AND (?4 IS NULL OR r.protocol = ?4) AND (?5 IS NULL OR r.source = ?5) AND {status}
            AND (?7 IS NULL OR r.received_ms >= ?7) AND (?8 IS NULL OR r.received_ms < ?8)
            AND (?10 IS NULL OR e.id = ?9 OR e.request_id = ?9 OR substr(e.idem_key, 1, length(?10)) = ?10)
-         ORDER BY r.received_ms DESC, e.id DESC LIMIT ?11",
-    )?;
+         ORDER BY r.received_ms DESC, e.id DESC LIMIT ?11"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let params = params![ms, rank, id, f.protocol, f.source, f.status, f.since_ms, f.until_ms, q_id, q, f.limit + 1];
     let rows = stmt.query_map(params, |r| {
         Ok(LogRow {
@@ -221,6 +239,48 @@ fn rejected(conn: &Connection, f: &LogFilter) -> Result<Vec<LogRow>, JournalErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn journal() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open(&dir.path().join("journal.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO requests (id, protocol, operation, source, received_ms, headers, body)
+                 VALUES (1, 'gridx', 'events', '', 100, '[]', x'00'), (2, 'wattmon', 'upload', 'm1', 200, '[]', x'0000');
+             INSERT INTO events (id, request_id, idx, idem_key, data, status)
+                 VALUES (1, 1, 0, 'g1', '{}', 'failed'), (2, 2, 0, 'w1', '{}', 'processed'),
+                        (3, 2, 1, 'w2', '{}', 'duplicate');
+             INSERT INTO rejected (id, received_ms, protocol, operation, path, client, check_name, reason,
+                                   reply_status, headers) VALUES (1, 200, 'gridx', 'events', '/', '', 'hmac', 'no', 401, '[]');",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn listed(conn: &Connection, f: &LogFilter) -> (Vec<(&'static str, i64)>, Option<Cursor>) {
+        let (rows, next) = list(conn, f).unwrap();
+        (rows.iter().map(|r| (r.kind.as_str(), r.id)).collect(), next)
+    }
+
+    #[test]
+    fn newest_first_events_before_refused_ones_at_one_time_and_pages_follow_on() {
+        let (_dir, conn) = journal();
+        let all = LogFilter { limit: 10, ..LogFilter::default() };
+        assert_eq!(listed(&conn, &all).0, [("event", 3), ("event", 2), ("rejected", 1), ("event", 1)]);
+        let (first, next) = listed(&conn, &LogFilter { limit: 2, ..all.clone() });
+        assert_eq!(first, [("event", 3), ("event", 2)]);
+        let (rest, last) = listed(&conn, &LogFilter { limit: 2, before: next, ..all.clone() });
+        assert_eq!((rest, last), (vec![("rejected", 1), ("event", 1)], None));
+        for (status, expected) in [(Status::Failed, 1), (Status::Duplicate, 3), (Status::Processed, 2)] {
+            let f = LogFilter { status: Some(status), ..all.clone() };
+            assert_eq!(listed(&conn, &f).0, [("event", expected)], "{status}");
+        }
+        let refused = LogFilter { rejected_only: true, ..all.clone() };
+        assert_eq!(listed(&conn, &refused).0, [("rejected", 1)]);
+        let by_key = LogFilter { q: Some("w".into()), ..all.clone() };
+        assert_eq!(listed(&conn, &by_key).0, [("event", 3), ("event", 2)]);
+        let by_request = LogFilter { q: Some("2".into()), source: Some("m1".into()), ..all };
+        assert_eq!(listed(&conn, &by_request).0, [("event", 3), ("event", 2)]);
+    }
 
     #[test]
     fn a_cursor_reads_back_and_junk_is_refused() {

@@ -278,7 +278,7 @@ impl Journal {
     /// Whether there is room for new work: the disk above `[journal] min_free_disk_mb`.
     /// Asked before a request's scripts run, so nothing is delivered that cannot be kept.
     pub fn room(&self) -> Result<(), JournalError> {
-        writer::room(&self.data, self.floor_mb).map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })
+        retention::room(&self.data, self.floor_mb).map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })
     }
 
     /// Syncs every file written so far and records the checkpoint.

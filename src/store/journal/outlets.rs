@@ -21,12 +21,16 @@ pub struct Outlets {
 
 impl Outlets {
     /// Records refused requests in one transaction without an fsync of its own (they are
-    /// not acknowledged data), then publishes them.
-    pub fn record_rejected(&self, conn: &mut Connection, records: Vec<RejectedRecord>, max_rows: u64) {
+    /// not acknowledged data), then publishes them; without `room` on the disk they are
+    /// dropped.
+    pub fn record_rejected(&self, conn: &mut Connection, records: Vec<RejectedRecord>, max_rows: u64, room: bool) {
         if records.is_empty() {
             return;
         }
         self.rejected_queued.fetch_sub(records.len(), Ordering::Relaxed);
+        if !room {
+            return;
+        }
         match insert_unsynced(conn, &records, max_rows) {
             Ok(ids) => {
                 if self.feed.receiver_count() > 0 {
@@ -65,13 +69,20 @@ impl Outlets {
     }
 }
 
+/// One transaction with `synchronous=NORMAL` (no fsync of its own; the next commit or
+/// checkpoint makes it durable), then back to `FULL` for the requests' commits. Setting the
+/// pragma outside a transaction does no I/O; should it fail all the same, the writer's next
+/// request commit would not be fsynced, so it is tried again and logged as an error.
 fn insert_unsynced(conn: &mut Connection, records: &[RejectedRecord], max_rows: u64) -> rusqlite::Result<Vec<i64>> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     let inserted = conn.transaction().and_then(|tx| {
         let ids = rejected::insert(&tx, records, max_rows)?;
         tx.commit().map(|_| ids)
     });
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+        tracing::error!(error = %e, "journal: could not set synchronous=FULL again; retrying");
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
     inserted
 }
 

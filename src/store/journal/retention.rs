@@ -152,6 +152,27 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<i64> {
     Ok((pages - free) * size)
 }
 
+/// Whether the data directory's file system has `floor_mb` free (0: always).
+pub fn room(data: &crate::store::DataDir, floor_mb: f64) -> Result<(), DiskFull> {
+    if floor_mb <= 0.0 {
+        return Ok(());
+    }
+    // Unknown free space refuses nothing: a disk that is really full fails the commit.
+    let Ok(stat) = rustix::fs::statvfs(data.root()) else { return Ok(()) };
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024);
+    if (free as f64) < floor_mb { Err(DiskFull(free, floor_mb as u64)) } else { Ok(()) }
+}
+
+/// Free and required space, in MB.
+#[derive(Debug)]
+pub struct DiskFull(pub u64, pub u64);
+
+impl std::fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} MB free, below [journal] min_free_disk_mb = {}", self.0, self.1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
 CREATE INDEX IF NOT EXISTS events_processed_key ON events(idem_key) WHERE status = 'processed' AND idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_failed_key ON events(idem_key) WHERE status = 'failed';
+CREATE INDEX IF NOT EXISTS events_unsettled ON events(status, request_id) WHERE status != 'processed';
 CREATE TABLE IF NOT EXISTS effects (
     id INTEGER PRIMARY KEY,
     request_id INTEGER NOT NULL,
@@ -63,7 +64,9 @@ INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
 /// The journal's layout; older journals are brought up to it when opened. Version 2 added
 /// `requests.client` and `events.duplicate_of` (a duplicate keeps a reference to the event
 /// that processed its key instead of a copy of its data). Version 3 added
-/// `requests.reply_status`, `method` and `path` (its query's secrets masked), and the `rejected` table (`rejected.rs`).
+/// `requests.reply_status`, `method` and `path` (its query's secrets masked), the `rejected` table
+/// and `events_unsettled` (the log's status filter for the rarer statuses; built from the events
+/// on the first start) (`rejected.rs`).
 const SCHEMA_VERSION: i64 = 3;
 
 /// Opens the write connection, creating the tables (or migrating older ones).

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::outlets::Outlets;
 use super::readings;
-use super::retention::{self, Retention};
+use super::retention::{self, Retention, room};
 use super::{EventRecord, Job, JournalError, RejectedRecord, Reply, RequestRecord, Status, Submission, Target};
 use crate::store::DataDir;
 use crate::store::handles::Handles;
@@ -112,14 +112,8 @@ impl Writer {
 
     /// Records refused requests (dropped while the disk has no room: they are not data).
     fn record_rejected(&mut self, refused: Vec<RejectedRecord>) {
-        if refused.is_empty() {
-            return;
-        }
-        if room(&self.data, self.retention.min_free_disk_mb).is_err() {
-            self.outlets.rejected_queued.fetch_sub(refused.len(), std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
-        self.outlets.record_rejected(&mut self.conn, refused, self.retention.rejected_max_rows);
+        let room = room(&self.data, self.retention.min_free_disk_mb).is_ok();
+        self.outlets.record_rejected(&mut self.conn, refused, self.retention.rejected_max_rows, room);
     }
 
     /// Marks failed applies as failed in the journal (retried until the disk takes it).
@@ -250,27 +244,6 @@ impl Writer {
         tx.commit()?;
         self.dirty.clear();
         Ok(())
-    }
-}
-
-/// Whether the data directory's file system has `floor_mb` free (0: always).
-pub fn room(data: &DataDir, floor_mb: f64) -> Result<(), DiskFull> {
-    if floor_mb <= 0.0 {
-        return Ok(());
-    }
-    // Unknown free space refuses nothing: a disk that is really full fails the commit.
-    let Ok(stat) = rustix::fs::statvfs(data.root()) else { return Ok(()) };
-    let free = stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024);
-    if (free as f64) < floor_mb { Err(DiskFull(free, floor_mb as u64)) } else { Ok(()) }
-}
-
-/// Free and required space, in MB.
-#[derive(Debug)]
-pub struct DiskFull(pub u64, pub u64);
-
-impl std::fmt::Display for DiskFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} MB free, below [journal] min_free_disk_mb = {}", self.0, self.1)
     }
 }
 

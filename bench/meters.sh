@@ -4,9 +4,9 @@
 # the real route, 64 readings per request, then times `GET /api/series/:id/points` (default
 # max_points) and `/daily` over the whole series. Not a timed test: it prints the figures.
 #
-#   bench/console.sh              100,000 readings, 20 timed calls of each endpoint
-#   READINGS=10000 bench/console.sh
-#   HOOKYARD_BIN=target/debug/hookyard READINGS=2000 bench/console.sh   (a check of the script, no figures)
+#   bench/meters.sh              100,000 readings, 20 timed calls of each endpoint
+#   READINGS=10000 bench/meters.sh
+#   HOOKYARD_BIN=target/debug/hookyard READINGS=2000 bench/meters.sh   (a check of the script, no figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
