@@ -145,6 +145,7 @@ impl Endpoint for PathEndpoint {
             (None, Some(wait)) => Err(Rejection::TooManyAttempts(wait)),
             (None, None) => handle(&op, &self.pipeline, &self.intake, req).await,
         };
+        count_outcome(&self.pipeline, protocol, &outcome);
         let response = match outcome {
             Ok(events) => {
                 lockout.succeeded(ip);
@@ -158,7 +159,6 @@ impl Endpoint for PathEndpoint {
                 }
                 let outcome = rejection.outcome();
                 self.pipeline.metrics.request(protocol, route, outcome);
-                count_unjournaled(&self.pipeline, protocol, &rejection);
                 tracing::warn!(protocol, route, %method, %client, outcome, reason = %rejection.reason(), "request rejected");
                 reply::failure(&op.spec.reply, &rejection)
             }
@@ -167,13 +167,12 @@ impl Endpoint for PathEndpoint {
     }
 }
 
-/// Counts a refusal, or a failure that left nothing in the journal, for the health view (a
-/// failed event is journaled, and counted from there).
-fn count_unjournaled(pipeline: &Pipeline, protocol: &str, rejection: &Rejection) {
-    let outcome = match rejection {
-        Rejection::Failed(Failure::Event { .. }) => return,
-        Rejection::Failed(_) => crate::activity::Outcome::Failed,
-        _ => crate::activity::Outcome::Rejected,
+/// Counts the request's outcome for the health view.
+fn count_outcome(pipeline: &Pipeline, protocol: &str, outcome: &Result<usize, Rejection>) {
+    let outcome = match outcome {
+        Ok(_) => crate::activity::Outcome::Accepted,
+        Err(Rejection::Failed(_)) => crate::activity::Outcome::Failed,
+        Err(_) => crate::activity::Outcome::Rejected,
     };
     pipeline.activity.outcomes.count(protocol, outcome, now_ms());
 }

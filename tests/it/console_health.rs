@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Setup, TestApp, ai_reading, gridx_ping as ping, post_gridx, spawn_app, spawn_with};
+use crate::helpers::{Setup, TestApp, ai_reading, eventually, gridx_ping as ping, post_gridx, spawn_app, spawn_with};
 
 const TOKEN: &str = "console-admin-token";
 const AI_KEY: &str = "ai-key-5f1c9a";
@@ -134,6 +134,11 @@ async fn a_source_seeded_from_old_journal_requests_is_stale() {
     drop(conn);
 
     let second = spawn_with(setup()).await;
+    let seeded = eventually(5, async || {
+        let (_, stats) = call(&second, "GET", "/api/stats?window=day", None).await;
+        protocol(&stats["protocols"], "ai-on-the-edge")["totals"] == json!({"accepted": 3, "rejected": 0, "failed": 0})
+    });
+    assert!(seeded.await, "the day's chart is seeded from the journal");
     let (_, sources) = call(&second, "GET", "/api/sources", None).await;
     let home = &sources[0];
     assert_eq!(home["last_seen_ms"], hour_ago + 120_000, "{sources}");
