@@ -177,6 +177,7 @@ impl App {
                     protocols,
                     trusted_proxies,
                     listener,
+                    tls_listener: self.config.tls.listen,
                     reveal_lockout: crate::lockout::Lockout::new(self.config.server_limits.max_failed_attempts),
                 }),
             },

@@ -74,6 +74,11 @@ impl Operation {
         Ok(Self { spec, checkers, keep_headers, verification, known_before_body, require_https })
     }
 
+    /// Whether plain HTTP is refused (while the server has HTTPS).
+    pub fn requires_https(&self) -> bool {
+        self.require_https
+    }
+
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
         self.keep_headers
             .iter()
