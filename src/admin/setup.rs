@@ -153,6 +153,19 @@ fn op_base(op: &Operation, base: &str, tls_port: Option<u16>) -> String {
     if op.requires_https() { crate::tls::https_base(base, tls_port) } else { base.to_owned() }
 }
 
+/// The URL of `op` with its configured URL token, for an operation that takes one.
+fn token_url(op: &Operation, settings: &ProtocolSettings, base: &str) -> Option<String> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for block in &op.spec.auth {
+        if let crate::spec::ext::AuthBlock::QueryToken { parameter, token, .. } = block {
+            query.append_pair(parameter, settings.get(token)?.as_str()?);
+            any = true;
+        }
+    }
+    any.then(|| format!("{base}{}?{}", op.spec.path, query.finish()))
+}
+
 /// The path with a placeholder for a URL token.
 fn path_shown(blocks: &[crate::spec::ext::AuthBlock], path: &str) -> String {
     let tokens: Vec<String> = blocks
@@ -287,6 +300,13 @@ impl SetupApi {
                 if !credentials.iter().any(|c| c.name == name) {
                     credentials.push(NamedValue { name, value });
                 }
+            }
+        }
+        let base = crate::tls::base_url(req, &self.setup.trusted_proxies);
+        let tls_port = self.setup.tls_listener.map(|a| a.port());
+        for op in &p.operations {
+            if let Some(url) = token_url(op, &p.settings, &op_base(op, &base, tls_port)) {
+                credentials.push(NamedValue { name: format!("url ({})", op.spec.operation_id), value: url });
             }
         }
         tracing::info!(protocol = %p.name, "setup: credentials revealed");

@@ -184,6 +184,12 @@ async fn setup_names_urls_headers_and_credentials_without_their_values() {
     assert_eq!(revealed["credentials"], json!([{"name": "secrets[0]", "value": GRIDX_SECRET}]));
     let (_, ai) = call(&app, "POST", "/api/setup/ai-on-the-edge/reveal", Some(json!({"token": TOKEN}))).await;
     assert_eq!(ai["credentials"], json!([{"name": "api_keys (home)", "value": AI_KEY}]));
+    let (_, wattmon) = call(&app, "POST", "/api/setup/wattmon/reveal", Some(json!({"token": TOKEN}))).await;
+    let token =
+        wattmon["credentials"].as_array().unwrap().iter().find(|c| c["name"] == "token").unwrap()["value"].clone();
+    let url = wattmon["credentials"].as_array().unwrap().iter().find(|c| c["name"] == "url (export)").unwrap()["value"]
+        .clone();
+    assert_eq!(url.as_str().unwrap(), format!("http://{}/wattmon/export?token={}", app.addr, token.as_str().unwrap()));
     for name in ["wattmon", "wattsense"] {
         let (_, generated) =
             call(&app, "POST", &format!("/api/setup/{name}/reveal"), Some(json!({"token": TOKEN}))).await;
