@@ -184,6 +184,7 @@ impl App {
                     protocols,
                     trusted_proxies,
                     listener,
+                    tls_listener: self.config.tls.listen,
                     reveal_lockout: crate::lockout::Lockout::new(self.config.server_limits.max_failed_attempts),
                 }),
             },
@@ -319,6 +320,7 @@ pub async fn run(
     let watcher = tokio::spawn(watch_scripts(app.scripts.clone(), app.config.reload_interval, problems.clone()));
     let parts = TlsParts { status: tls.as_ref().map(|t| t.status.clone()), challenges, listener: bound };
     let endpoint = app.endpoint(services.pipeline.clone(), problems, parts);
+    seed_in_background(services.pipeline.clone());
     let server = &app.config.server_limits;
     let options = ServeOptions {
         idle_timeout: Duration::from_millis(server.idle_timeout_ms.max(1)),
@@ -341,6 +343,16 @@ pub async fn run(
     watcher.abort();
     services.close().await;
     result
+}
+
+/// Adds the journal's last day to the health view's counts, off the start-up path.
+fn seed_in_background(pipeline: Arc<Pipeline>) {
+    let started = crate::activity::now_ms();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = crate::services::seed_outcomes(&pipeline, started) {
+            tracing::warn!(error = %e, "the health view's counts of the last day could not be read from the journal");
+        }
+    });
 }
 
 /// One server over `acceptor` (the plain listener, or it and the TLS one under one guard).

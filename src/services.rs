@@ -93,6 +93,21 @@ fn seed_sources(pipeline: &Pipeline) -> Result<(), ServicesError> {
     Ok(())
 }
 
+/// Adds the journal's accepted and failed requests of the day before `until_ms` to the
+/// per-minute counters of the health view (run in the background after start-up: on a large
+/// journal the scan takes seconds).
+pub fn seed_outcomes(pipeline: &Pipeline, until_ms: i64) -> Result<(), JournalError> {
+    const MINUTE: i64 = 60_000;
+    let from = (until_ms - crate::activity::outcomes::MINUTES as i64 * MINUTE).div_euclid(MINUTE) * MINUTE;
+    let reader = pipeline.journal.reader()?;
+    for b in crate::store::journal::stats::buckets(&reader, from, until_ms, MINUTE)? {
+        let minute = from / MINUTE + b.bucket;
+        let counts = crate::activity::Minute { minute, accepted: b.accepted, rejected: 0, failed: b.failed };
+        pipeline.activity.outcomes.add(&b.protocol, counts);
+    }
+    Ok(())
+}
+
 /// Connects the shared journal of `[journal] postgres_url` and settles this instance's claims
 /// left from before (a crash, a lost connection).
 async fn open_shared(

@@ -1,9 +1,9 @@
-//! What the console's health page needs beyond the journal, kept in memory: per-minute
-//! counts of refused requests and of failures the journal never saw (`outcomes.rs`), and when
-//! each source was last seen (`sources.rs`).
+//! What the health view shows, kept in memory so a chart costs no journal scan: per-minute
+//! counts of accepted, refused and failed requests per protocol (`outcomes.rs`), and when each
+//! source was last seen (`sources.rs`).
 //!
-//! Rejected requests are not journaled, so their counts start again at zero when the server
-//! restarts; accepted and failed requests are counted from the journal. Both structures are
+//! Both are fed by the request path and seeded from the journal at start-up; refused requests
+//! are not journaled, so their counts start again at zero when the server restarts. Both are
 //! bounded: one day of minutes per protocol (protocol names come from the specs only), and at
 //! most [`sources::MAX_SOURCES`] sources.
 

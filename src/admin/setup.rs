@@ -27,6 +27,8 @@ pub struct Setup {
     pub trusted_proxies: Vec<IpNet>,
     /// This server's own plain listener, where test requests go.
     pub listener: Option<SocketAddr>,
+    /// The HTTPS listener (`[tls] listen`), where test requests of HTTPS-only protocols go.
+    pub tls_listener: Option<SocketAddr>,
     /// Wrong tokens entered to reveal credentials, per client: counted apart from the
     /// management API's lockout, which a right bearer token resets.
     pub reveal_lockout: Lockout,
@@ -119,7 +121,7 @@ impl Setup {
     }
 }
 
-fn shown(p: &ProtocolSetup, base: &str) -> ProtocolSetupShown {
+fn shown(p: &ProtocolSetup, base: &str, tls_port: Option<u16>) -> ProtocolSetupShown {
     let mut notes: Vec<String> = Vec::new();
     let operations =
         p.operations
@@ -134,7 +136,7 @@ fn shown(p: &ProtocolSetup, base: &str) -> ProtocolSetupShown {
                 OperationSetup {
                     operation: op.spec.operation_id.clone(),
                     method: op.spec.method.to_string(),
-                    url: format!("{base}{}", path_shown(&op.spec.auth, &op.spec.path)),
+                    url: format!("{}{}", op_base(op, base, tls_port), path_shown(&op.spec.auth, &op.spec.path)),
                     headers: blocks.iter().flat_map(|b| describe::headers(b, &p.settings)).collect(),
                     credential: blocks
                         .iter()
@@ -144,6 +146,24 @@ fn shown(p: &ProtocolSetup, base: &str) -> ProtocolSetupShown {
             })
             .collect();
     ProtocolSetupShown { protocol: p.name.clone(), title: p.title.clone(), operations, notes }
+}
+
+/// Where `op` is reached: HTTPS at the TLS listener when it refuses plain HTTP.
+fn op_base(op: &Operation, base: &str, tls_port: Option<u16>) -> String {
+    if op.requires_https() { crate::tls::https_base(base, tls_port) } else { base.to_owned() }
+}
+
+/// The URL of `op` with its configured URL token, for an operation that takes one.
+fn token_url(op: &Operation, settings: &ProtocolSettings, base: &str) -> Option<String> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for block in &op.spec.auth {
+        if let crate::spec::ext::AuthBlock::QueryToken { parameter, token, .. } = block {
+            query.append_pair(parameter, settings.get(token)?.as_str()?);
+            any = true;
+        }
+    }
+    any.then(|| format!("{base}{}?{}", op.spec.path, query.finish()))
 }
 
 /// The path with a placeholder for a URL token.
@@ -189,16 +209,43 @@ fn refused(e: SampleError) -> AdminError {
     AdminError::BadRequest(message(e.to_string()))
 }
 
-/// Sends `signed` to this server; (status, reply).
-async fn send(target: SocketAddr, op: &Operation, signed: &samples::Signed) -> Result<(u16, String), AdminError> {
+/// Where a test request to `op` goes: the plain listener, or the HTTPS one when the
+/// operation refuses plain HTTP and the server has it (a certificate for the public name is
+/// not checked on this loopback connection to the server's own port); behind a proxy, plain
+/// with `X-Forwarded-Proto: https` (which counts only when loopback is a trusted proxy).
+struct Route {
+    url: String,
+    https: bool,
+    forwarded_https: bool,
+}
+
+impl Setup {
+    fn route(&self, op: &Operation, path_and_query: &str) -> Result<Route, AdminError> {
+        let tls = self.tls_listener.filter(|_| op.requires_https()).map(loopback);
+        if let Some(tls) = tls {
+            return Ok(Route { url: format!("https://{tls}{path_and_query}"), https: true, forwarded_https: false });
+        }
+        let plain = self.listener.map(loopback).ok_or_else(|| {
+            AdminError::NotFound(message("this server has no plain listener to send a test request to"))
+        })?;
+        let url = format!("http://{plain}{path_and_query}");
+        Ok(Route { url, https: false, forwarded_https: op.requires_https() })
+    }
+}
+
+/// Sends `signed` along `route`; (status, reply).
+async fn send(route: &Route, op: &Operation, signed: &samples::Signed) -> Result<(u16, String), AdminError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(15))
+        .tls_danger_accept_invalid_certs(route.https)
         .build()
         .map_err(|e| AdminError::Internal(message(format!("the test request could not be prepared: {e}"))))?;
-    let url = format!("http://{target}{}", signed.path_and_query);
     let method = reqwest::Method::from_bytes(op.spec.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut request = client.request(method, &url).header("content-type", signed.content_type);
+    let mut request = client.request(method, &route.url).header("content-type", signed.content_type);
+    if route.forwarded_https {
+        request = request.header("x-forwarded-proto", "https");
+    }
     for (name, value) in &signed.headers {
         request = request.header(name.as_str(), value.as_str());
     }
@@ -230,7 +277,8 @@ impl SetupApi {
     async fn setup(&self, req: &poem::Request, auth: AdminAuth) -> Result<Json<Vec<ProtocolSetupShown>>, AdminError> {
         guard(&self.state, &auth, req)?;
         let base = crate::tls::base_url(req, &self.setup.trusted_proxies);
-        Ok(Json(self.setup.protocols.iter().map(|p| shown(p, &base)).collect()))
+        let tls_port = self.setup.tls_listener.map(|a| a.port());
+        Ok(Json(self.setup.protocols.iter().map(|p| shown(p, &base, tls_port)).collect()))
     }
 
     /// A protocol's configured credentials; the admin token must be entered again (a wrong
@@ -254,6 +302,13 @@ impl SetupApi {
                 }
             }
         }
+        let base = crate::tls::base_url(req, &self.setup.trusted_proxies);
+        let tls_port = self.setup.tls_listener.map(|a| a.port());
+        for op in &p.operations {
+            if let Some(url) = token_url(op, &p.settings, &op_base(op, &base, tls_port)) {
+                credentials.push(NamedValue { name: format!("url ({})", op.spec.operation_id), value: url });
+            }
+        }
         tracing::info!(protocol = %p.name, "setup: credentials revealed");
         Ok(Json(Revealed { credentials }))
     }
@@ -269,18 +324,16 @@ impl SetupApi {
     ) -> Result<Json<TestOutcome>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let p = self.setup.protocol(&protocol.0)?;
-        let target = self.setup.listener.map(loopback).ok_or_else(|| {
-            AdminError::NotFound(message("this server has no plain listener to send a test request to"))
-        })?;
         let now = crate::activity::now_ms();
         let sample = samples::sample(&p.name, now, rand::random::<u128>()).map_err(refused)?;
         let op = p.operations.iter().find(|o| o.spec.operation_id == sample.operation).ok_or_else(|| {
             refused(SampleError::NoOperation { protocol: p.name.clone(), operation: sample.operation })
         })?;
         let signed = samples::sign(&op.spec, &p.settings, sample.body).map_err(refused)?;
-        let (status, reply) = send(target, op, &signed).await?;
+        let route = self.setup.route(op, &signed.path_and_query)?;
+        let (status, reply) = send(&route, op, &signed).await?;
         let request_id = journaled_id(state, &p.name, now, &signed.body)?;
-        let url = format!("http://{target}{}", op.spec.path);
+        let url = route.url.split('?').next().unwrap_or_default().to_owned();
         Ok(Json(TestOutcome { status, reply, request_id, operation: op.spec.operation_id.clone(), url }))
     }
 }

@@ -1,10 +1,10 @@
 //! The health view's figures: accepted, rejected and failed requests per protocol over the
 //! last hour or day (`/api/stats`), and when each source was last seen (`/api/sources`).
 //!
-//! Accepted and failed requests are counted from the journal (`requests.received_ms` is
-//! indexed), so they survive restarts; refused requests and failures that left nothing in the
-//! journal come from the in-memory per-minute counters (`activity`), which start again at zero
-//! with the server.
+//! The figures come from the per-minute counters the request path feeds (`activity`), so a
+//! day's chart costs no journal scan; at start-up the accepted and failed requests of the day
+//! before are added from the journal in the background. Refused requests are not journaled:
+//! their counts start again at zero with the server.
 
 use std::collections::BTreeMap;
 
@@ -12,11 +12,10 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
-use super::{AdminAuth, AdminError, Shared, guard, internal};
+use super::{AdminAuth, AdminError, Shared, guard};
 use crate::activity::sources::{is_stale, median_gap_s};
 use crate::activity::{Minute, now_ms};
 use crate::event::rfc3339_millis;
-use crate::store::journal::stats::{self, BucketCount};
 
 /// The statistics and last-seen part of the management API.
 pub struct StatsApi {
@@ -107,38 +106,24 @@ impl Span {
     }
 }
 
-/// Every protocol's buckets from the journal's counts and the in-memory minutes.
-pub fn assemble(
-    span: Span,
-    protocols: &[String],
-    journal: &[BucketCount],
-    minutes: impl Fn(&str) -> Vec<Minute>,
-) -> Vec<ProtocolStats> {
+/// Every protocol's buckets from its counted minutes.
+pub fn assemble(span: Span, protocols: &[String], minutes: impl Fn(&str) -> Vec<Minute>) -> Vec<ProtocolStats> {
     let mut names: Vec<String> = protocols.to_vec();
-    names.extend(journal.iter().map(|b| b.protocol.clone()));
     names.sort();
     names.dedup();
-    names.into_iter().map(|protocol| one_protocol(span, protocol, journal, &minutes)).collect()
+    names.into_iter().map(|protocol| one_protocol(span, protocol, &minutes)).collect()
 }
 
-fn one_protocol(
-    span: Span,
-    protocol: String,
-    journal: &[BucketCount],
-    minutes: &impl Fn(&str) -> Vec<Minute>,
-) -> ProtocolStats {
+fn one_protocol(span: Span, protocol: String, minutes: &impl Fn(&str) -> Vec<Minute>) -> ProtocolStats {
     let mut buckets: Vec<Bucket> = (0..span.count)
         .map(|i| Bucket { start_ms: span.start_ms + i * span.bucket_ms, accepted: 0, rejected: 0, failed: 0 })
         .collect();
-    for b in journal.iter().filter(|b| b.protocol == protocol) {
-        if let Some(slot) = usize::try_from(b.bucket).ok().and_then(|i| buckets.get_mut(i)) {
-            (slot.accepted, slot.failed) = (slot.accepted + b.accepted, slot.failed + b.failed);
-        }
-    }
     for m in minutes(&protocol) {
         let at = (m.minute * 60_000 - span.start_ms).div_euclid(span.bucket_ms);
         if let Some(slot) = usize::try_from(at).ok().and_then(|i| buckets.get_mut(i)) {
-            (slot.rejected, slot.failed) = (slot.rejected + m.rejected, slot.failed + m.failed);
+            slot.accepted += m.accepted;
+            slot.rejected += m.rejected;
+            slot.failed += m.failed;
         }
     }
     let totals = buckets.iter().fold(Counts::default(), |t, b| Counts {
@@ -163,15 +148,8 @@ impl StatsApi {
     ) -> Result<Json<Stats>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let span = Span::of(window.0.unwrap_or(StatsWindow::Hour), now_ms());
-        let journal = state.pipeline.journal.clone();
-        let counts = tokio::task::spawn_blocking(move || {
-            stats::buckets(&journal.reader()?, span.start_ms, span.end_ms(), span.bucket_ms)
-        })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
         let outcomes = &state.pipeline.activity.outcomes;
-        let protocols = assemble(span, &self.protocols, &counts, |p| outcomes.minutes(p, span.start_ms, span.end_ms()));
+        let protocols = assemble(span, &self.protocols, |p| outcomes.minutes(p, span.start_ms, span.end_ms()));
         Ok(Json(Stats { bucket_seconds: (span.bucket_ms / 1000) as u64, protocols }))
     }
 
@@ -214,16 +192,17 @@ mod tests {
     }
 
     #[test]
-    fn journal_counts_and_minutes_land_in_their_buckets() {
+    fn minutes_land_in_their_buckets() {
         let span = Span { start_ms: 0, bucket_ms: 900_000, count: 96 };
-        let journal = [BucketCount { protocol: "gridx".into(), bucket: 2, accepted: 3, failed: 1 }];
         let minutes = |p: &str| match p {
-            "gridx" => {
-                vec![Minute { minute: 31, rejected: 4, failed: 2 }, Minute { minute: 99_999, rejected: 9, failed: 0 }]
-            }
+            "gridx" => vec![
+                Minute { minute: 30, accepted: 3, rejected: 0, failed: 1 },
+                Minute { minute: 31, accepted: 0, rejected: 4, failed: 2 },
+                Minute { minute: 99_999, accepted: 1, rejected: 9, failed: 0 },
+            ],
             _ => Vec::new(),
         };
-        let all = assemble(span, &["wattmon".into(), "gridx".into()], &journal, minutes);
+        let all = assemble(span, &["wattmon".into(), "gridx".into()], minutes);
         assert_eq!(all.iter().map(|p| p.protocol.as_str()).collect::<Vec<_>>(), ["gridx", "wattmon"]);
         let gridx = &all[0];
         assert_eq!(gridx.buckets[2], Bucket { start_ms: 1_800_000, accepted: 3, rejected: 4, failed: 3 });

@@ -83,6 +83,11 @@ impl Operation {
         Ok(Self { spec, checkers, keep_headers, secret_names, verification, known_before_body, require_https })
     }
 
+    /// Whether plain HTTP is refused (while the server has HTTPS).
+    pub fn requires_https(&self) -> bool {
+        self.require_https
+    }
+
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
         self.keep_headers
             .iter()
@@ -158,6 +163,7 @@ impl Endpoint for PathEndpoint {
             (None, Some(wait)) => Err(Rejection::TooManyAttempts(wait)),
             (None, None) => handle(&op, &self.pipeline, &self.intake, &mut req, &mut body).await,
         };
+        count_outcome(&self.pipeline, protocol, &outcome);
         let response = match outcome {
             Ok(events) => {
                 lockout.succeeded(ip);
@@ -171,7 +177,6 @@ impl Endpoint for PathEndpoint {
                 }
                 let outcome = rejection.outcome();
                 self.pipeline.metrics.request(protocol, route, outcome);
-                count_unjournaled(&self.pipeline, protocol, &rejection);
                 tracing::warn!(protocol, route, %method, %client, outcome, reason = %rejection.reason(), "request rejected");
                 let response = reply::failure(&op.spec.reply, &rejection);
                 let status = response.status().as_u16();
@@ -206,13 +211,12 @@ impl PathEndpoint {
     }
 }
 
-/// Counts a refusal, or a failure that left nothing in the journal, for the health view (a
-/// failed event is journaled, and counted from there).
-fn count_unjournaled(pipeline: &Pipeline, protocol: &str, rejection: &Rejection) {
-    let outcome = match rejection {
-        Rejection::Failed(Failure::Event { .. }) => return,
-        Rejection::Failed(_) => crate::activity::Outcome::Failed,
-        _ => crate::activity::Outcome::Rejected,
+/// Counts the request's outcome for the health view.
+fn count_outcome(pipeline: &Pipeline, protocol: &str, outcome: &Result<usize, Rejection>) {
+    let outcome = match outcome {
+        Ok(_) => crate::activity::Outcome::Accepted,
+        Err(Rejection::Failed(_)) => crate::activity::Outcome::Failed,
+        Err(_) => crate::activity::Outcome::Rejected,
     };
     pipeline.activity.outcomes.count(protocol, outcome, now_ms());
 }

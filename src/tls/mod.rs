@@ -25,7 +25,7 @@ use rustls::crypto::CryptoProvider;
 
 pub use acceptor::{TlsAcceptor, TlsIo};
 pub use acme::Challenges;
-pub use scheme::{HttpsGate, base_url};
+pub use scheme::{HttpsGate, base_url, https_base};
 pub use store::{CertStore, Loaded, TlsStatus};
 
 use crate::config::{CertSource, Config};

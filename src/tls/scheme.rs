@@ -77,6 +77,16 @@ pub fn base_url(req: &Request, trusted: &[IpNet]) -> String {
     origin(peer, *req.scheme() == Scheme::HTTPS, req.headers(), authority, trusted)
 }
 
+/// `base` (from [`base_url`]) for an HTTPS-only protocol: unchanged when it is HTTPS already,
+/// else the same host at the TLS listener's `port` (none: unchanged, no HTTPS here).
+pub fn https_base(base: &str, port: Option<u16>) -> String {
+    match (base.strip_prefix("http://"), port) {
+        (Some(host), Some(443)) => format!("https://{}", strip_port(host)),
+        (Some(host), Some(port)) => format!("https://{}:{port}", strip_port(host)),
+        _ => base.to_owned(),
+    }
+}
+
 /// [`base_url`] from the request's parts: the peer, whether it came over TLS, its headers and
 /// the URI's authority (HTTP/2 sends no `Host`).
 fn origin(peer: Option<IpAddr>, tls: bool, headers: &HeaderMap, authority: Option<&str>, trusted: &[IpNet]) -> String {
@@ -130,6 +140,14 @@ mod tests {
         assert_eq!(origin(stranger, false, &proxied, None, &trusted), "http://10.0.0.5:8080");
         assert_eq!(origin(stranger, true, &headers(&[]), Some("[::1]:8443"), &trusted), "https://[::1]:8443");
         assert_eq!(origin(stranger, false, &headers(&[("host", "a<b")]), None, &trusted), "http://localhost");
+    }
+
+    #[test]
+    fn an_https_only_protocol_is_shown_at_the_tls_port() {
+        assert_eq!(https_base("http://hooks.example.org:8080", Some(8443)), "https://hooks.example.org:8443");
+        assert_eq!(https_base("http://[::1]:8080", Some(443)), "https://[::1]");
+        assert_eq!(https_base("https://hooks.example.org", Some(8443)), "https://hooks.example.org");
+        assert_eq!(https_base("http://hooks.example.org", None), "http://hooks.example.org");
     }
 
     #[test]

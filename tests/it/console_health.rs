@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Setup, TestApp, ai_reading, gridx_ping as ping, post_gridx, spawn_app, spawn_with};
+use crate::helpers::{Setup, TestApp, ai_reading, eventually, gridx_ping as ping, post_gridx, spawn_app, spawn_with};
 
 const TOKEN: &str = "console-admin-token";
 const AI_KEY: &str = "ai-key-5f1c9a";
@@ -134,6 +134,11 @@ async fn a_source_seeded_from_old_journal_requests_is_stale() {
     drop(conn);
 
     let second = spawn_with(setup()).await;
+    let seeded = eventually(5, async || {
+        let (_, stats) = call(&second, "GET", "/api/stats?window=day", None).await;
+        protocol(&stats["protocols"], "ai-on-the-edge")["totals"] == json!({"accepted": 3, "rejected": 0, "failed": 0})
+    });
+    assert!(seeded.await, "the day's chart is seeded from the journal");
     let (_, sources) = call(&second, "GET", "/api/sources", None).await;
     let home = &sources[0];
     assert_eq!(home["last_seen_ms"], hour_ago + 120_000, "{sources}");
@@ -179,6 +184,12 @@ async fn setup_names_urls_headers_and_credentials_without_their_values() {
     assert_eq!(revealed["credentials"], json!([{"name": "secrets[0]", "value": GRIDX_SECRET}]));
     let (_, ai) = call(&app, "POST", "/api/setup/ai-on-the-edge/reveal", Some(json!({"token": TOKEN}))).await;
     assert_eq!(ai["credentials"], json!([{"name": "api_keys (home)", "value": AI_KEY}]));
+    let (_, wattmon) = call(&app, "POST", "/api/setup/wattmon/reveal", Some(json!({"token": TOKEN}))).await;
+    let token =
+        wattmon["credentials"].as_array().unwrap().iter().find(|c| c["name"] == "token").unwrap()["value"].clone();
+    let url = wattmon["credentials"].as_array().unwrap().iter().find(|c| c["name"] == "url (export)").unwrap()["value"]
+        .clone();
+    assert_eq!(url.as_str().unwrap(), format!("http://{}/wattmon/export?token={}", app.addr, token.as_str().unwrap()));
     for name in ["wattmon", "wattsense"] {
         let (_, generated) =
             call(&app, "POST", &format!("/api/setup/{name}/reveal"), Some(json!({"token": TOKEN}))).await;
@@ -250,4 +261,33 @@ async fn an_output_failure_is_counted_with_its_error_and_no_credentials() {
     let (_, stats) = call(&app, "GET", "/api/stats", None).await;
     let totals = &protocol(&stats["protocols"], "ai-on-the-edge")["totals"];
     assert_eq!(totals, &json!({"accepted": 0, "rejected": 0, "failed": 1}), "a journaled failure");
+}
+
+#[tokio::test]
+async fn with_https_on_the_test_request_of_an_https_only_protocol_goes_over_the_tls_listener() {
+    use crate::tls::pki::{DOMAIN, free_port, make_ca, make_leaf};
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    let (cert, key) = make_leaf(dir.path(), "ca", "leaf", &format!("DNS:{DOMAIN}"));
+    let port = free_port();
+    let tls = format!(
+        "[tls]\nlisten = \"127.0.0.1:{port}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let app = spawn_app(&format!("{}{tls}", config())).await;
+    let plain = post_gridx(&app.client, &format!("http://{}", app.addr), GRIDX_SECRET, ping(1, "plain")).await;
+    assert_eq!(plain.unwrap(), 403, "gridX refuses plain HTTP here");
+    let (status, outcome) = call(&app, "POST", "/api/setup/gridx/test", None).await;
+    assert_eq!((status, outcome["status"].as_u64()), (200, Some(204)), "{outcome}");
+    assert_eq!(outcome["url"], format!("https://127.0.0.1:{port}/gridx/events"));
+    assert!(outcome["request_id"].as_i64().is_some(), "{outcome}");
+    let res = app.client.get(app.url("/api/setup")).bearer_auth(TOKEN).header("Host", "hooks.example.org:8080");
+    let setup: Value = res.send().await.unwrap().json().await.unwrap();
+    let gridx = &protocol(&setup, "gridx")["operations"][0];
+    assert_eq!(gridx["url"], format!("https://hooks.example.org:{port}/gridx/events"), "shown at the HTTPS port");
+    let ai = &protocol(&setup, "ai-on-the-edge")["operations"][0];
+    assert_eq!(ai["url"], "http://hooks.example.org:8080/ai-on-the-edge/webhook");
+    let (_, ai) = call(&app, "POST", "/api/setup/ai-on-the-edge/test", None).await;
+    assert_eq!(ai["url"], format!("http://{}/ai-on-the-edge/webhook", app.addr), "plain HTTP where it is taken");
 }

@@ -5,7 +5,7 @@
 //! a slow handshake cut; contradictory `[tls]` settings refused by `hookyard check`.
 
 mod pebble;
-mod pki;
+pub mod pki;
 mod shared;
 
 use std::io::{Read, Write};

@@ -1,6 +1,7 @@
 //! Counting what the journal holds, for the health view: journaled requests per protocol in
-//! time buckets (accepted, or failed when one of their events failed), the journal's totals,
-//! and the latest arrivals per source (to seed the last-seen view at start-up).
+//! time buckets (accepted, or failed when one of their events failed: to seed the per-minute
+//! counters at start-up), the journal's totals, the latest arrivals per source (to seed the
+//! last-seen view), and finding a test request by its body.
 
 use rusqlite::{Connection, params};
 
