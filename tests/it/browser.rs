@@ -1,7 +1,9 @@
 //! A headless Chromium for the console's tests: `chromedriver` (Debian `chromium-driver`, at
 //! `/usr/bin/chromedriver`) started on a free port, one WebDriver session in Chromium
 //! (`--headless=new --no-sandbox`), and the few steps the tests take: go, click, read, wait
-//! for a condition, screenshot. Dropped, it ends the session and stops the driver.
+//! for a condition, screenshot. One browser runs at a time (the tests take turns), so a
+//! loaded machine is not asked for several Chromiums at once. Dropped, it ends the session
+//! and stops the driver.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,9 +18,13 @@ use serde_json::{Value, json};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long a condition may take to become true.
-const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whose turn it is to run a browser.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub struct Browser {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     client: Option<Client>,
     driver: Child,
     port: u16,
@@ -66,6 +72,7 @@ impl Browser {
 
     /// The same, with more Chromium switches (`--force-dark-mode`, say).
     pub async fn start_with(extra: &[&str]) -> Self {
+        let turn = TURN.lock().await;
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -83,7 +90,7 @@ impl Browser {
             }
         };
         let session = client.session_id().await.unwrap().unwrap_or_default();
-        Self { client: Some(client), driver, port, session }
+        Self { _turn: turn, client: Some(client), driver, port, session }
     }
 
     fn c(&self) -> &Client {
