@@ -6,8 +6,6 @@
 //! before are added from the journal in the background. Refused requests are not journaled:
 //! their counts start again at zero with the server.
 
-use std::collections::BTreeMap;
-
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
@@ -159,23 +157,20 @@ impl StatsApi {
     async fn sources(&self, req: &poem::Request, auth: AdminAuth) -> Result<Json<Vec<SourceStatus>>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let now = now_ms();
+        // Sorted by protocol and source.
         let seen = state.pipeline.activity.sources.snapshot();
-        let by_name: BTreeMap<(String, String), SourceStatus> = seen
-            .into_iter()
-            .map(|s| {
-                let (last, interval_s) = (s.last_ms(), median_gap_s(&s.recent));
-                let status = SourceStatus {
-                    protocol: s.protocol.clone(),
-                    source: s.source.clone(),
-                    last_seen_at: rfc3339_millis(last),
-                    last_seen_ms: last,
-                    interval_s,
-                    stale: is_stale(last, interval_s, now),
-                };
-                ((s.protocol, s.source), status)
-            })
-            .collect();
-        Ok(Json(by_name.into_values().collect()))
+        let shown = seen.into_iter().map(|s| {
+            let (last, interval_s) = (s.last_ms(), median_gap_s(&s.recent));
+            SourceStatus {
+                protocol: s.protocol,
+                source: s.source,
+                last_seen_at: rfc3339_millis(last),
+                last_seen_ms: last,
+                interval_s,
+                stale: is_stale(last, interval_s, now),
+            }
+        });
+        Ok(Json(shown.collect()))
     }
 }
 
