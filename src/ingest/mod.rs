@@ -186,8 +186,12 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
     let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref(), query: &query };
     run_checks(&op.checkers, &auth_req, true, &mut identities)?;
     let source = identities.into_iter().flatten().next_back().unwrap_or_default();
-    let origin =
-        Origin { protocol: spec.protocol.clone(), operation: spec.operation_id.clone(), source, received_ms: now_ms() };
+    let origin = Origin {
+        protocol: spec.protocol.clone(),
+        operation: spec.operation_id.clone(),
+        source,
+        received_ms: pipeline.clock.now_ms(),
+    };
     let request = RequestRecord {
         protocol: origin.protocol.clone(),
         operation: origin.operation.clone(),
@@ -261,8 +265,4 @@ pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
         }
     }
     pairs
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

@@ -35,6 +35,8 @@ pub struct Pipeline {
     pub large_runs: tokio::sync::Semaphore,
     /// Failed credential attempts per client (shared with the management API).
     pub lockout: Arc<crate::lockout::Lockout>,
+    /// The wall clock of receive times.
+    pub clock: crate::clock::Clock,
 }
 
 /// Requests with at most this many events run their script on the request's own thread,

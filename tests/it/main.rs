@@ -7,6 +7,7 @@ mod bad_input;
 mod bench_smoke;
 mod cli;
 mod config;
+mod dedup_window;
 mod docs;
 mod durability;
 mod fuzz;

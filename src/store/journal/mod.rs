@@ -12,13 +12,13 @@
 //! database on a thread of its own was measured and made p99 latency worse: two concurrent
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
+mod bulk;
 pub mod query;
 mod recover;
 pub mod retention;
-mod schema;
+pub(crate) mod schema;
 mod writer;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -26,7 +26,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::Connection;
 
+use super::dedup::KeyIndex;
 use super::{DataDir, Effect, StoreError};
+use crate::clock::Clock;
+pub use bulk::Bulk;
 pub use retention::Retention;
 
 /// A read-only connection to the journal of `data`, without taking it over (for dry runs
@@ -192,7 +195,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal of `data`, redoes unapplied effects, and starts
     /// the writer.
-    pub fn open(data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
+    pub fn open(data: Arc<DataDir>, retention: Retention, clock: Clock) -> Result<Self, JournalError> {
         let dir =
             data.state_dir().map_err(|source| JournalError::Io { path: data.root().join(".hookyard"), source })?;
         let path = dir.join("journal.db");
@@ -203,7 +206,7 @@ impl Journal {
             tracing::warn!(effects = redone, "journal: redid effects that were committed but not checkpointed");
         }
         let floor_mb = retention.min_free_disk_mb;
-        let writer = writer::Writer::new(conn, data.clone(), retention)?;
+        let writer = writer::Writer::new(conn, data.clone(), retention, clock);
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -237,13 +240,9 @@ impl Journal {
         jobs.send(job).map_err(|_| JournalError::Stopped)
     }
 
-    /// Every idempotency key processed so far (the dedup memory, read at start-up).
-    pub fn processed_keys(&self) -> Result<HashSet<String>, JournalError> {
-        let conn = schema::open_reader(&self.path)?;
-        let mut stmt =
-            conn.prepare("SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL")?;
-        let keys = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
-        Ok(keys)
+    /// Lookups of processed keys in this journal (the dedup memory's disk).
+    pub fn key_index(&self) -> KeyIndex {
+        KeyIndex::new(&self.path)
     }
 
     /// A read-only connection for inspection and replay.

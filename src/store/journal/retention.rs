@@ -3,9 +3,11 @@
 //! A request may go when every event of it is `processed`, `duplicate` or `superseded` (never
 //! a `failed` one, which still waits for a retry or a replay) and all its effects are
 //! checkpointed. By age: requests received before `max_age_days` ago. By size: the oldest
-//! such requests until the journal's used pages fit `max_size_mb`. Their idempotency keys go
-//! with them, so the dedup window is the retention window. Freed pages are returned to the
-//! file system (incremental vacuum).
+//! such requests until the journal's used pages fit `max_size_mb`. Processed keys
+//! (`processed_keys`) are pruned by age only: the dedup window is `max_age_days` even when the
+//! size limit has pruned the requests that brought the keys long before (with the defaults it
+//! does: 1024 MB hold far fewer than 30 days of a busy receiver's bodies). Freed pages are
+//! returned to the file system (incremental vacuum).
 
 use rusqlite::{Connection, params};
 use serde::Deserialize;
@@ -44,6 +46,8 @@ impl Default for Retention {
 }
 
 const BATCH: i64 = 1000;
+/// Keys removed by age per batch (a key is a small row: one probe each).
+const KEY_BATCH: i64 = 5000;
 /// At most this many batches per pruning pass, so the writer is never held for long.
 const MAX_BATCHES: usize = 20;
 
@@ -51,7 +55,7 @@ const DONE: &str = "NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id
      AND NOT EXISTS (SELECT 1 FROM effects f WHERE f.request_id = r.id
                      AND f.id > (SELECT effect_id FROM checkpoint WHERE id = 1))";
 
-/// One pruning pass; returns how many requests were removed.
+/// One pruning pass; returns how many requests and keys were removed.
 pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite::Result<usize> {
     let mut removed = 0;
     if let Some(days) = rules.max_age_days {
@@ -63,6 +67,7 @@ pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite:
                 break;
             }
         }
+        removed += prune_keys(conn, cutoff)?;
     }
     if let Some(mb) = rules.max_size_mb {
         let limit = (mb * 1024.0 * 1024.0) as i64;
@@ -79,6 +84,25 @@ pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite:
     }
     if removed > 0 {
         conn.execute_batch("PRAGMA incremental_vacuum;")?;
+    }
+    Ok(removed)
+}
+
+/// Removes the processed keys received before `cutoff` (at most `MAX_BATCHES` batches);
+/// returns how many went.
+fn prune_keys(conn: &Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    let mut removed = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM processed_keys WHERE digest IN
+                 (SELECT digest FROM processed_keys INDEXED BY processed_keys_time WHERE received_ms < ?1 LIMIT ?2)",
+            )?
+            .execute(params![cutoff, KEY_BATCH])?;
+        removed += n;
+        if n < KEY_BATCH as usize {
+            break;
+        }
     }
     Ok(removed)
 }
