@@ -216,6 +216,33 @@ mod tests {
         assert_eq!(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
     }
 
+    /// A version-2 journal (keys found through a partial index of `events`) gets its processed
+    /// keys, and only those, into `processed_keys` with their request's receive time.
+    #[test]
+    fn a_version_2_journal_keeps_its_processed_keys_in_the_key_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        open(&path).unwrap().execute_batch(
+            "DROP TABLE processed_keys;
+             CREATE INDEX events_processed_key ON events(idem_key) WHERE status = 'processed' AND idem_key IS NOT NULL;
+             INSERT INTO requests (id, protocol, operation, source, received_ms, headers, body) VALUES (7, 'g', 'e', '', 1234, '[]', x'');
+             INSERT INTO events (id, request_id, idx, idem_key, data, status) VALUES (1, 7, 0, 'done', '{}', 'processed'),
+                 (2, 7, 1, 'failed', '{}', 'failed'), (3, 7, 2, NULL, '{}', 'processed');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        let conn = open(&path).unwrap();
+        let keys: Vec<(Vec<u8>, i64, i64)> = conn
+            .prepare("SELECT digest, event_id, received_ms FROM processed_keys")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, [(crate::store::dedup::digest("done").to_vec(), 1, 1234)]);
+        assert!(!names(&conn, "index").contains(&"events_processed_key".to_string()));
+    }
+
     /// The writer's per-event statements use the small index of failed keys and the key table.
     #[test]
     fn key_lookups_use_the_indexes() {
