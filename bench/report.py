@@ -49,6 +49,15 @@ if hy and ce:
     lines.append(f"hookyard / ceiling (gridX requests/s): {hy['requests_per_second'] / ce['requests_per_second']:.2f}")
 if hy and wh and wh["requests_per_second"] > 0:
     lines.append(f"hookyard / adnanh-webhook (gridX requests/s): {hy['requests_per_second'] / wh['requests_per_second']:.1f}")
+hist, hg = by.get("hookyard-history"), by.get("hookyard-history-gridx")
+if hist:
+    lines += ["", f"history: {hist['events']} gridX events journaled ({hist['journal_bytes_per_event']:.0f} journal bytes "
+              f"per event, filled in {hist['fill_seconds']:.0f} s): start-up to first served request "
+              f"{hist['startup_ms']} ms; RSS after start-up {hist['started_rss_kb'] / 1024:.1f} MB (peak "
+              f"{hist['started_peak_rss_kb'] / 1024:.1f} MB), after the gridX load {hist['after_load_rss_kb'] / 1024:.1f} MB "
+              f"(peak {hist['peak_rss_kb'] / 1024:.1f} MB)."]
+if hg and hy:
+    lines.append(f"history / empty journal (gridX requests/s): {hg['requests_per_second'] / hy['requests_per_second']:.2f}")
 table = "\n".join(lines) + "\n"
 open(os.path.join(out, "table.md"), "w").write(table)
 print(table)

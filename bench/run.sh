@@ -4,12 +4,25 @@
 #
 #   bench/run.sh            full run (10 s per scenario; BENCH_SECONDS, BENCH_CONCURRENCY override)
 #   bench/run.sh --smoke    2 s per scenario (checks nothing was lost; no timing claims)
+#
+# The history scenario: `fill` (bench/src/bin/fill.rs, hookyard's own journal code) writes
+# BENCH_HISTORY processed gridX events (default 10,000,000; 20,000 in smoke mode) into a fresh
+# data directory's journal, spread over the last 29 days; hookyard is started on it and
+# measured: time to the first served request (polling /healthz), RSS after start-up (VmRSS)
+# and its peak (VmHWM), gridX throughput (against hookyard-gridx on an empty journal in the same
+# run), RSS after the load, and journal bytes per event. Its `[journal] max_size_mb` is
+# raised so the size rule does not prune the history while it is measured.
+# BENCH_ONLY="hookyard history" runs only those sections (hookyard, history, ceiling, webhook);
+# BENCH_PROFILE=release (or dev) builds with that Cargo profile instead of dist, for trials.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${BENCH_SECONDS:-10}
 conc=${BENCH_CONCURRENCY:-64}
-[ "${1:-}" = "--smoke" ] && secs=2
+history=${BENCH_HISTORY:-10000000}
+only=${BENCH_ONLY:-hookyard history ceiling webhook}
+[ "${1:-}" = "--smoke" ] && { secs=2; history=${BENCH_HISTORY:-20000}; }
+runs() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 out=$root/bench/results
 mkdir -p "$out"
 results=$out/results.jsonl
@@ -18,21 +31,28 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # The shipped build: the packages' dist profile (fat LTO), not the quicker-to-build release one.
-cargo build --profile dist --locked -p hookyard -p hookyard-bench
-bin=$root/target/dist
+profile=${BENCH_PROFILE:-dist}
+cargo build --profile "$profile" --locked -p hookyard -p hookyard-bench --features hookyard-bench/fill
+bin=$root/target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status"; }
-wait_up() { for _ in $(seq 1 500); do curl -fs -o /dev/null "$1" && return 0; sleep 0.01; done; echo "server did not start" >&2; return 1; }
+wait_up() { for _ in $(seq 1 3000); do curl -fs -o /dev/null "$1" && return 0; sleep 0.01; done; echo "server did not start" >&2; return 1; }
 record() { # name pid json
   echo "$3" | python3 -c "import json,sys; d=json.load(sys.stdin); d['name']='$1'; d['peak_rss_kb']=int('${4:-0}'); print(json.dumps(d))" >> "$results"
 }
 
+server_config() { # port journal-lines
+  echo "listen = \"127.0.0.1:$1\""; echo "data_dir = \"data\""; echo "spec_dir = \"$root/spec\""
+  echo "scripts_dir = \"$root/scripts\""; echo "[journal]"; echo "max_age_days = 3650"; printf '%b' "${2:-}"
+  "$bin/loadgen" --print-config
+}
+journal_bytes() { du -cb "$1"/.hookyard/journal.db* | tail -1 | cut -f1; }
+
 # --- hookyard -------------------------------------------------------------------------------
+if runs hookyard; then
 port=$(free_port)
 mkdir -p "$work/hookyard"
-{ echo "listen = \"127.0.0.1:$port\""; echo "data_dir = \"data\""; echo "spec_dir = \"$root/spec\""
-  echo "scripts_dir = \"$root/scripts\""; echo "[journal]"; echo "max_age_days = 3650"
-  "$bin/loadgen" --print-config; } > "$work/hookyard/hookyard.toml"
+server_config "$port" > "$work/hookyard/hookyard.toml"
 t0=$(date +%s%N)
 (cd "$work/hookyard" && exec "$bin/hookyard" serve 2>"$work/hookyard.log") &
 hy=$!
@@ -52,16 +72,46 @@ json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurr
        --seconds "$secs" --first $first --verify "$work/hookyard/data")
 record "hookyard-gridx-5000rps" $hy "$json" "$(rss_kb $hy VmHWM)"
 kill -TERM $hy; wait $hy || true
+fi
+
+# --- history: hookyard restarted on a journal of $history events ----------------------------
+if runs history; then
+port=$(free_port)
+mkdir -p "$work/history"
+server_config "$port" 'max_size_mb = 1000000\n' > "$work/history/hookyard.toml"
+filled=$("$bin/fill" --data "$work/history/data" --events "$history")
+filled_bytes=$(journal_bytes "$work/history/data")
+t0=$(date +%s%N)
+(cd "$work/history" && exec "$bin/hookyard" serve 2>"$work/history.log") &
+hy=$!
+wait_up "http://127.0.0.1:$port/healthz"
+startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+sleep 1
+started_kb=$(rss_kb $hy VmRSS); started_peak_kb=$(rss_kb $hy VmHWM)
+json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" \
+       --seconds "$secs" --first 1000000000000 --verify "$work/history/data")
+record "hookyard-history-gridx" $hy "$json" "$(rss_kb $hy VmHWM)"
+sleep 1
+after_kb=$(rss_kb $hy VmRSS); peak_kb=$(rss_kb $hy VmHWM)
+kill -TERM $hy; wait $hy || true
+echo "$filled" | python3 -c "import json,sys; f=json.load(sys.stdin); print(json.dumps({'name':'hookyard-history',
+  'events':f['events'],'fill_seconds':f['seconds'],'startup_ms':$startup_ms,'started_rss_kb':$started_kb,
+  'started_peak_rss_kb':$started_peak_kb,'after_load_rss_kb':$after_kb,'peak_rss_kb':$peak_kb,
+  'journal_bytes_per_event':round($filled_bytes/max(f['events'],1),1)}))" >> "$results"
+fi
 
 # --- ceiling: the HTTP stack alone ----------------------------------------------------------
+if runs ceiling; then
 port=$(free_port)
 "$bin/ceiling" "127.0.0.1:$port" & ce=$!
 sleep 0.3
 json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" --seconds "$secs")
 record "ceiling-gridx" $ce "$json" "$(rss_kb $ce VmHWM)"
 kill $ce; wait $ce 2>/dev/null || true
+fi
 
 # --- adnanh/webhook with an HMAC-SHA512 rule that appends the body to a file -----------------
+if runs webhook; then
 if ! command -v webhook >/dev/null; then apt-get install -y -qq webhook >/dev/null; fi
 port=$(free_port)
 mkdir -p "$work/webhook"
@@ -78,6 +128,7 @@ sleep 0.5
 json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --path /hooks/gridx --scenario gridx --concurrency "$conc" --seconds "$secs")
 record "webhook-gridx" $wh "$json" "$(rss_kb $wh VmHWM)"
 kill $wh; wait $wh 2>/dev/null || true
+fi
 
 venv=$root/target/bench-venv
 [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import matplotlib' 2>/dev/null \

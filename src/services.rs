@@ -11,6 +11,7 @@ use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::output::{Catalog, Outputs};
 use crate::script::ScriptHost;
+use crate::store::dedup::CACHE_KEYS;
 use crate::store::journal::{JournalError, query};
 use crate::store::shared::SharedError;
 use crate::store::{DataDir, Journal, SeenKeys, Shared};
@@ -49,12 +50,12 @@ impl Services {
         catalog: Arc<Catalog>,
     ) -> Result<Self, ServicesError> {
         let lock = lock_data_dir(data)?;
-        let (opening, retention) = (data.clone(), config.journal.clone());
-        let journal = tokio::task::spawn_blocking(move || Journal::open(opening, retention))
+        let (opening, retention, clock) = (data.clone(), config.journal.clone(), config.clock.clone());
+        let journal = tokio::task::spawn_blocking(move || Journal::open(opening, retention, clock))
             .await
             .map_err(|_| ServicesError::Stopped)??;
         let journal = Arc::new(journal);
-        let seen = SeenKeys::new(journal.processed_keys()?);
+        let seen = SeenKeys::on_disk(journal.key_index(), CACHE_KEYS);
         let metrics = Arc::new(Metrics::new(data.root().join(".hookyard/journal.db")));
         let outputs = Outputs::open(&config.outputs, data.root(), catalog)?;
         let shared = open_shared(config, data, &journal).await?;
@@ -69,6 +70,7 @@ impl Services {
             large_runs: Pipeline::large_runs_limit(),
             lockout: Arc::new(crate::lockout::Lockout::new(config.server_limits.max_failed_attempts)),
             activity: Arc::default(),
+            clock: config.clock.clone(),
         });
         seed_sources(&pipeline)?;
         Ok(Self { pipeline, settler, _lock: lock })

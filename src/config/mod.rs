@@ -80,6 +80,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// The line of every key of the file, to name it in a problem found later.
     pub lines: KeyLines,
+    /// The wall clock of receive times and retention (not a file setting: tests move it).
+    pub clock: crate::clock::Clock,
 }
 
 impl Config {
@@ -100,6 +102,7 @@ impl Config {
             outputs: OutputSettings::default(),
             tls: TlsSettings::default(),
             lines: KeyLines::default(),
+            clock: crate::clock::Clock::system(),
         }
     }
 

@@ -218,7 +218,7 @@ fn count_outcome(pipeline: &Pipeline, protocol: &str, outcome: &Result<usize, Re
         Err(Rejection::Failed(_)) => crate::activity::Outcome::Failed,
         Err(_) => crate::activity::Outcome::Rejected,
     };
-    pipeline.activity.outcomes.count(protocol, outcome, now_ms());
+    pipeline.activity.outcomes.count(protocol, outcome, pipeline.clock.now_ms());
 }
 
 /// The whole path of one request; the number of events on success. The body, once read, is
@@ -249,8 +249,12 @@ async fn handle(
     let auth_req = auth::Request { headers: req.headers(), body: &raw, form: form.as_ref(), query: &query };
     run_checks(&op.checkers, &auth_req, true, &mut identities)?;
     let source = identities.into_iter().flatten().next_back().unwrap_or_default();
-    let origin =
-        Origin { protocol: spec.protocol.clone(), operation: spec.operation_id.clone(), source, received_ms: now_ms() };
+    let origin = Origin {
+        protocol: spec.protocol.clone(),
+        operation: spec.operation_id.clone(),
+        source,
+        received_ms: pipeline.clock.now_ms(),
+    };
     let request = RequestRecord {
         protocol: origin.protocol.clone(),
         operation: origin.operation.clone(),
@@ -333,8 +337,4 @@ pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
         }
     }
     pairs
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub lockout: Arc<crate::lockout::Lockout>,
     /// Refusals per minute and sources last seen, for the health view.
     pub activity: Arc<crate::activity::Activity>,
+    /// The wall clock of receive times.
+    pub clock: crate::clock::Clock,
 }
 
 /// Requests with at most this many events run their script on the request's own thread,

@@ -34,7 +34,7 @@ pub fn record(pipeline: &Pipeline, req: &Request, rejection: &Rejection, refused
     }
     let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
     let record = RejectedRecord {
-        received_ms: super::now_ms(),
+        received_ms: pipeline.clock.now_ms(),
         protocol: refused.protocol.to_owned(),
         operation: refused.operation.to_owned(),
         path: mask::path(req.uri(), refused.secret_names),

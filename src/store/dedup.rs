@@ -1,23 +1,44 @@
-//! The in-memory view of processed idempotency keys, so a resent request is not processed twice.
+//! The dedup memory: which idempotency keys were processed, so a resent request is not
+//! processed twice.
 //!
-//! It is loaded from the journal's processed events at start-up (so it survives restarts) and
-//! updated once the journal has committed. A key is *claimed* while its request is being
-//! processed: a concurrent duplicate is told to retry rather than acknowledged early.
+//! Processed keys live in the journal's `processed_keys` table (a 128-bit digest of the key,
+//! the event that processed it, its receive time), written in the same transaction as the
+//! event, and kept for the retention window (`[journal] max_age_days`). A claim looks a key up
+//! there through a [`KeyIndex`] (one B-tree probe on a pooled read connection), after a
+//! bounded cache of recently processed keys: memory and start-up do not grow with history.
+//! A key is *claimed* while its request is being processed: a concurrent duplicate is told
+//! to retry rather than acknowledged early. The claim is taken before the disk is asked, so
+//! a key committed meanwhile is never claimed twice.
 //!
-//! Processed keys are held as 128-bit digests (SHA-256, truncated), not as text: the memory
-//! holds every key of the retention window, and a digest takes a quarter of the space of a
-//! typical key. Two different keys share a digest with a probability of about n²/2¹²⁹.
+//! Keys are digests (SHA-256, truncated to 128 bits), not text: two different keys share a
+//! digest with a probability of about n²/2¹²⁹.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
+use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-fn digest(key: &str) -> u128 {
+/// Recently processed keys kept in memory (about 40 bytes each).
+pub const CACHE_KEYS: usize = 65_536;
+/// Read connections kept for lookups (more are opened when needed, and dropped after).
+const POOLED_READERS: usize = 4;
+
+/// The first 128 bits of the key's SHA-256: what the journal and the cache hold.
+pub fn digest(key: &str) -> [u8; 16] {
     let hash = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 16];
     first.copy_from_slice(&hash[..16]);
-    u128::from_le_bytes(first)
+    first
+}
+
+/// The on-disk index could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    #[error("cannot look up a key in the journal: {0}")]
+    Sql(#[from] rusqlite::Error),
 }
 
 /// What to do with one event's key.
@@ -27,37 +48,124 @@ pub enum Claim {
     New,
     /// Already processed: acknowledge without processing again.
     Seen,
-    /// Being processed by another request right now: ask the sender to retry.
+    /// Being processed by another request right now, or the journal could not be asked:
+    /// ask the sender to retry.
     InFlight,
 }
 
-#[derive(Default)]
+/// Processed keys on disk: lookups in the journal's `processed_keys` table.
+pub struct KeyIndex {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl KeyIndex {
+    /// Lookups in the journal database at `path` (connections are opened when first needed).
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_owned(), readers: Mutex::new(Vec::new()) }
+    }
+
+    /// Whether the journal holds `digest` as processed.
+    pub fn contains(&self, digest: &[u8; 16]) -> Result<bool, DedupError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let found = conn
+            .prepare_cached("SELECT 1 FROM processed_keys WHERE digest = ?1")?
+            .query_row([&digest[..]], |_| Ok(()))
+            .optional()?;
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if readers.len() < POOLED_READERS {
+            readers.push(conn);
+        }
+        Ok(found.is_some())
+    }
+
+    fn connect(&self) -> Result<Connection, DedupError> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+}
+
+/// The most recently processed keys, at most `capacity` (oldest forgotten first).
+struct Recent {
+    set: HashSet<[u8; 16]>,
+    order: VecDeque<[u8; 16]>,
+    /// `None`: unbounded (no index behind it).
+    capacity: Option<usize>,
+}
+
+impl Recent {
+    fn insert(&mut self, digest: [u8; 16]) {
+        if !self.set.insert(digest) {
+            return;
+        }
+        self.order.push_back(digest);
+        if self.capacity.is_some_and(|c| self.order.len() > c)
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+    }
+}
+
 struct State {
-    seen: HashSet<u128>,
+    recent: Recent,
     in_flight: HashSet<String>,
 }
 
-/// Processed keys and claims in progress.
-#[derive(Default)]
+/// Processed keys (on disk, with a cache) and claims in progress.
 pub struct SeenKeys {
     state: Mutex<State>,
+    index: Option<KeyIndex>,
+}
+
+impl Default for SeenKeys {
+    /// Keys in memory only, never forgotten (no journal behind them: tests, dry runs).
+    fn default() -> Self {
+        Self::with(None, None)
+    }
 }
 
 impl SeenKeys {
-    /// Starts from the keys the journal already holds.
-    pub fn new(seen: HashSet<String>) -> Self {
-        let seen = seen.iter().map(|k| digest(k)).collect();
-        Self { state: Mutex::new(State { seen, in_flight: HashSet::new() }) }
+    /// Keys looked up in `index`, the last `cache` processed ones kept in memory too.
+    pub fn on_disk(index: KeyIndex, cache: usize) -> Self {
+        Self::with(Some(index), Some(cache))
+    }
+
+    fn with(index: Option<KeyIndex>, capacity: Option<usize>) -> Self {
+        let recent = Recent { set: HashSet::new(), order: VecDeque::new(), capacity };
+        Self { state: Mutex::new(State { recent, in_flight: HashSet::new() }), index }
     }
 
     pub fn claim(&self, key: &str) -> Claim {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.seen.contains(&digest(key)) {
-            Claim::Seen
-        } else if !state.in_flight.insert(key.to_owned()) {
-            Claim::InFlight
-        } else {
-            Claim::New
+        let digest = digest(key);
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.recent.set.contains(&digest) {
+                return Claim::Seen;
+            }
+            if !state.in_flight.insert(key.to_owned()) {
+                return Claim::InFlight;
+            }
+        }
+        // Held now: a commit of this key can only have happened before, and is on disk.
+        let Some(index) = &self.index else { return Claim::New };
+        match index.contains(&digest) {
+            Ok(false) => Claim::New,
+            Ok(true) => {
+                self.commit(&[key.to_owned()]);
+                Claim::Seen
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell whether a key was processed; the sender is asked to retry");
+                self.release(&[key.to_owned()]);
+                Claim::InFlight
+            }
         }
     }
 
@@ -74,25 +182,10 @@ impl SeenKeys {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
             state.in_flight.remove(k);
-            state.seen.insert(digest(k));
+            state.recent.insert(digest(k));
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claims_exclude_each_other_until_committed_or_released() {
-        let keys = SeenKeys::new(HashSet::from(["old".to_string()]));
-        assert_eq!(keys.claim("old"), Claim::Seen);
-        assert_eq!(keys.claim("a"), Claim::New);
-        assert_eq!(keys.claim("a"), Claim::InFlight);
-        keys.commit(&["a".into()]);
-        assert_eq!(keys.claim("a"), Claim::Seen);
-        assert_eq!(keys.claim("b"), Claim::New);
-        keys.release(&["b".into()]);
-        assert_eq!(keys.claim("b"), Claim::New);
-    }
-}
+mod tests;

@@ -36,7 +36,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub root: TempDir,
     data_dir: PathBuf,
-    _shutdown: oneshot::Sender<()>,
+    shutdown: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
@@ -66,6 +67,12 @@ impl TestApp {
     pub fn lines(&self, rel: &str) -> Vec<String> {
         self.read(rel).lines().map(str::to_owned).collect()
     }
+
+    /// Shuts the server down and waits until it has closed its journal and data directory.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.server.await.expect("server stops");
+    }
 }
 
 /// Options for [`spawn_with`].
@@ -79,6 +86,8 @@ pub struct Setup<'a> {
     pub script_timeout_ms: Option<u64>,
     /// Where the data directory goes (default: inside the test's temporary directory).
     pub data_dir: Option<PathBuf>,
+    /// The server's wall clock (default: the system's).
+    pub clock: Option<hookyard::clock::Clock>,
 }
 
 pub async fn spawn_app(config: &str) -> TestApp {
@@ -115,11 +124,14 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
     if let Some(ms) = setup.script_timeout_ms {
         config.script_limits.timeout_ms = ms;
     }
+    if let Some(clock) = &setup.clock {
+        config.clock = clock.clone();
+    }
     let app = App::build(config).unwrap_or_else(|e| panic!("app does not build: {e:#?}"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         hookyard::run(listener, app, async {
             let _ = rx.await;
         })
@@ -129,7 +141,7 @@ pub async fn spawn_with(setup: Setup<'_>) -> TestApp {
     // A new connection per request, as the devices do (and no pooled connection holds a slot).
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let data_dir = app_data_dir(&root, &setup);
-    let app = TestApp { addr, client, root, data_dir, _shutdown: tx };
+    let app = TestApp { addr, client, root, data_dir, shutdown: tx, server };
     for _ in 0..100 {
         if app.client.get(app.url("/healthz")).send().await.is_ok() {
             return app;

@@ -11,6 +11,7 @@ mod config;
 mod console;
 mod console_health;
 mod console_log;
+mod dedup_window;
 mod docs;
 mod durability;
 mod fuzz;

@@ -19,7 +19,7 @@ fn journal_statuses(app: &TestApp) -> Vec<String> {
 
 /// The shipped gridX spec without its freshness window: a journal that keeps nothing
 /// (`max_age_days = 0`) is refused beside one, and these tests are about pruning.
-fn gridx_without_freshness() -> String {
+pub fn gridx_without_freshness() -> String {
     let spec = std::fs::read_to_string(format!("{REPO}/spec/gridx.yaml")).unwrap();
     let mut out = Vec::new();
     let mut skip_below: Option<usize> = None;

@@ -12,6 +12,7 @@
 //! database on a thread of its own was measured and made p99 latency worse: two concurrent
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
+mod bulk;
 pub mod log;
 mod outlets;
 pub mod query;
@@ -19,12 +20,11 @@ pub mod readings;
 mod recover;
 pub mod rejected;
 pub mod retention;
-mod schema;
+pub(crate) mod schema;
 pub mod series;
 pub mod stats;
 mod writer;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -33,7 +33,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::Connection;
 
+use super::dedup::KeyIndex;
 use super::{DataDir, Effect, StoreError};
+use crate::clock::Clock;
+pub use bulk::Bulk;
 pub use log::LogRow;
 pub use rejected::RejectedRecord;
 pub use retention::Retention;
@@ -225,7 +228,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal of `data`, redoes unapplied effects, and starts
     /// the writer.
-    pub fn open(data: Arc<DataDir>, retention: Retention) -> Result<Self, JournalError> {
+    pub fn open(data: Arc<DataDir>, retention: Retention, clock: Clock) -> Result<Self, JournalError> {
         let dir =
             data.state_dir().map_err(|source| JournalError::Io { path: data.root().join(".hookyard"), source })?;
         let path = dir.join("journal.db");
@@ -239,7 +242,7 @@ impl Journal {
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let rejected_queued = Arc::new(AtomicUsize::new(0));
         let outlets = outlets::Outlets { feed: feed.clone(), rejected_queued: rejected_queued.clone() };
-        let writer = writer::Writer::new(conn, data.clone(), retention, outlets)?;
+        let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock);
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -293,13 +296,9 @@ impl Journal {
         jobs.send(job).map_err(|_| JournalError::Stopped)
     }
 
-    /// Every idempotency key processed so far (the dedup memory, read at start-up).
-    pub fn processed_keys(&self) -> Result<HashSet<String>, JournalError> {
-        let conn = schema::open_reader(&self.path)?;
-        let mut stmt =
-            conn.prepare("SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL")?;
-        let keys = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
-        Ok(keys)
+    /// Lookups of processed keys in this journal (the dedup memory's disk).
+    pub fn key_index(&self) -> KeyIndex {
+        KeyIndex::new(&self.path)
     }
 
     /// A read-only connection for inspection and replay.

@@ -80,12 +80,9 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
 
 /// Whether `key` has been processed (by this event or another).
 pub fn key_processed(conn: &Connection, key: &str) -> Result<bool, JournalError> {
+    let digest = crate::store::dedup::digest(key);
     let found: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' AND idem_key IS NOT NULL LIMIT 1",
-            params![key],
-            |r| r.get(0),
-        )
+        .query_row("SELECT event_id FROM processed_keys WHERE digest = ?1", params![&digest[..]], |r| r.get(0))
         .optional()?;
     Ok(found.is_some())
 }
@@ -256,13 +253,12 @@ mod tests {
     fn a_failing_read_is_an_error_not_a_not_processed() {
         let dir = tempfile::tempdir().unwrap();
         let conn = super::super::schema::open(&dir.path().join("journal.db")).unwrap();
-        conn.execute_batch(
-            "INSERT INTO events (request_id, idx, idem_key, data, status) VALUES (1, 0, 'k', '{}', 'processed')",
-        )
-        .unwrap();
+        let digest = crate::store::dedup::digest("k");
+        conn.execute("INSERT INTO processed_keys (digest, event_id, received_ms) VALUES (?1, 1, 0)", [&digest[..]])
+            .unwrap();
         assert!(key_processed(&conn, "k").unwrap());
         assert!(!key_processed(&conn, "other").unwrap());
-        conn.execute_batch("ALTER TABLE events RENAME TO events_unreadable").unwrap();
+        conn.execute_batch("ALTER TABLE processed_keys RENAME TO keys_unreadable").unwrap();
         assert!(key_processed(&conn, "k").is_err());
     }
 }

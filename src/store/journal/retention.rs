@@ -3,10 +3,12 @@
 //! A request may go when every event of it is `processed`, `duplicate` or `superseded` (never
 //! a `failed` one, which still waits for a retry or a replay) and all its effects are
 //! checkpointed. By age: requests received before `max_age_days` ago. By size: the oldest
-//! such requests until the journal's used pages fit `max_size_mb`. Their idempotency keys go
-//! with them, so the dedup window is the retention window. Refused requests (`rejected.rs`)
-//! older than `rejected_retention_days` go too. Freed pages are returned to the file system
-//! (incremental vacuum).
+//! such requests until the journal's used pages fit `max_size_mb`. Processed keys
+//! (`processed_keys`) are pruned by age only: the dedup window is `max_age_days` even when the
+//! size limit has pruned the requests that brought the keys long before (with the defaults it
+//! does: 1024 MB hold far fewer than 30 days of a busy receiver's bodies). Refused requests
+//! (`rejected.rs`) older than `rejected_retention_days` go too. Freed pages are returned to
+//! the file system (incremental vacuum).
 
 use rusqlite::{Connection, params};
 use serde::Deserialize;
@@ -55,6 +57,8 @@ impl Default for Retention {
 }
 
 const BATCH: i64 = 1000;
+/// Keys removed by age per batch (a key is a small row: one probe each).
+const KEY_BATCH: i64 = 5000;
 /// At most this many batches per pruning pass, so the writer is never held for long.
 const MAX_BATCHES: usize = 20;
 
@@ -63,7 +67,7 @@ const DONE: &str = "NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id
                      AND f.id > (SELECT effect_id FROM checkpoint WHERE id = 1))
      AND NOT EXISTS (SELECT 1 FROM series_images i WHERE i.request_id = r.id)";
 
-/// One pruning pass; returns how many requests were removed.
+/// One pruning pass; returns how many requests and keys were removed.
 pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite::Result<usize> {
     let mut removed = 0;
     let rejected_cutoff = now_ms - (rules.rejected_retention_days * 86_400_000.0) as i64;
@@ -80,6 +84,7 @@ pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite:
                 break;
             }
         }
+        removed += prune_keys(conn, cutoff)?;
     }
     if let Some(mb) = rules.max_size_mb {
         let limit = (mb * 1024.0 * 1024.0) as i64;
@@ -111,6 +116,25 @@ fn prune_readings(conn: &mut Connection, days: f64, now_ms: i64) -> rusqlite::Re
         tracing::info!(readings = n, "readings retention pruned old readings");
     }
     Ok(n)
+}
+
+/// Removes the processed keys received before `cutoff` (at most `MAX_BATCHES` batches);
+/// returns how many went.
+fn prune_keys(conn: &Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    let mut removed = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM processed_keys WHERE digest IN
+                 (SELECT digest FROM processed_keys INDEXED BY processed_keys_time WHERE received_ms < ?1 LIMIT ?2)",
+            )?
+            .execute(params![cutoff, KEY_BATCH])?;
+        removed += n;
+        if n < KEY_BATCH as usize {
+            break;
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes up to one batch of the oldest done requests (received before `cutoff`, if given).

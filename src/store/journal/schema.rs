@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS events (
     duplicate_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
-CREATE INDEX IF NOT EXISTS events_processed_key ON events(idem_key) WHERE status = 'processed' AND idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_failed_key ON events(idem_key) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS events_unsettled ON events(status, request_id) WHERE status != 'processed';
 CREATE TABLE IF NOT EXISTS effects (
@@ -59,6 +58,12 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     effect_id INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS processed_keys (
+    digest BLOB PRIMARY KEY,
+    event_id INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS processed_keys_time ON processed_keys(received_ms);
 ";
 
 /// The journal's layout; older journals are brought up to it when opened. Version 2 added
@@ -66,7 +71,9 @@ INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
 /// that processed its key instead of a copy of its data). Version 3 added
 /// `requests.reply_status`, `method` and `path` (its query's secrets masked), the `rejected` table
 /// and `events_unsettled` (the log's status filter for the rarer statuses; built from the events
-/// on the first start) (`rejected.rs`).
+/// on the first start) (`rejected.rs`), and keeps processed keys in `processed_keys` (the key's
+/// 128-bit digest, the event that processed it, the request's receive time), looked up there
+/// instead of loaded into memory, and pruned by age only.
 const SCHEMA_VERSION: i64 = 3;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
@@ -94,6 +101,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
         add_column(&tx, "requests", "client", "TEXT NOT NULL DEFAULT ''")?;
         add_column(&tx, "events", "duplicate_of", "INTEGER")?;
     }
+    if version < 3 {
+        migrate_keys_v3(&tx)?;
+    }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
         // event's key and status; the two partial indexes above answer the same questions
@@ -105,6 +115,27 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Version 3: the processed keys of the journal's events go into `processed_keys` (as
+/// digests), and the partial index of processed keys on `events` that answered before goes.
+fn migrate_keys_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut select = tx.prepare(
+        "SELECT e.idem_key, e.id, r.received_ms FROM events e JOIN requests r ON r.id = e.request_id
+         WHERE e.status = 'processed' AND e.idem_key IS NOT NULL ORDER BY e.id",
+    )?;
+    let mut insert =
+        tx.prepare("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let key: String = row.get(0)?;
+        insert.execute(rusqlite::params![
+            crate::store::dedup::digest(&key),
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?
+        ])?;
+    }
+    tx.execute_batch("DROP INDEX IF EXISTS events_processed_key;")
 }
 
 /// Adds `column` to `table` unless it has it.
@@ -184,23 +215,51 @@ mod tests {
         assert!(!names(&conn, "table").contains(&"keys".to_string()));
         let indexes = names(&conn, "index");
         assert!(!indexes.contains(&"events_status".to_string()) && !indexes.contains(&"events_key".to_string()));
-        let processed: Vec<String> = conn
-            .prepare("SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL")
+        let processed: Vec<(Vec<u8>, i64)> = conn
+            .prepare("SELECT digest, event_id FROM processed_keys")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(processed, ["k1"]);
+        assert_eq!(processed, [(crate::store::dedup::digest("k1").to_vec(), 1)], "only the processed key, as a digest");
+        assert!(!indexes.contains(&"events_processed_key".to_string()));
         drop(conn);
         // Opening again changes nothing.
         let conn = open(&path).unwrap();
         assert_eq!(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
     }
 
-    /// The writer's per-event statements and the start-up key loads use the partial indexes.
+    /// A version-2 journal (keys found through a partial index of `events`) gets its processed
+    /// keys, and only those, into `processed_keys` with their request's receive time.
     #[test]
-    fn key_lookups_use_the_partial_indexes() {
+    fn a_version_2_journal_keeps_its_processed_keys_in_the_key_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        open(&path).unwrap().execute_batch(
+            "DROP TABLE processed_keys;
+             CREATE INDEX events_processed_key ON events(idem_key) WHERE status = 'processed' AND idem_key IS NOT NULL;
+             INSERT INTO requests (id, protocol, operation, source, received_ms, headers, body) VALUES (7, 'g', 'e', '', 1234, '[]', x'');
+             INSERT INTO events (id, request_id, idx, idem_key, data, status) VALUES (1, 7, 0, 'done', '{}', 'processed'),
+                 (2, 7, 1, 'failed', '{}', 'failed'), (3, 7, 2, NULL, '{}', 'processed');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        let conn = open(&path).unwrap();
+        let keys: Vec<(Vec<u8>, i64, i64)> = conn
+            .prepare("SELECT digest, event_id, received_ms FROM processed_keys")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, [(crate::store::dedup::digest("done").to_vec(), 1, 1234)]);
+        assert!(!names(&conn, "index").contains(&"events_processed_key".to_string()));
+    }
+
+    /// The writer's per-event statements use the small index of failed keys and the key table.
+    #[test]
+    fn key_lookups_use_the_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir.path().join("journal.db")).unwrap();
         let superseded = plan(
@@ -210,11 +269,9 @@ mod tests {
         assert!(superseded.contains("USING INDEX events_failed_key (idem_key=?)"), "{superseded}");
         let processed = plan(
             &conn,
-            "SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' AND idem_key IS NOT NULL AND ?2 LIMIT 1",
+            "SELECT e.id FROM processed_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ?1 AND ?2",
         );
-        assert!(processed.contains("INDEX events_processed_key (idem_key=?)"), "{processed}");
-        let load =
-            plan(&conn, "SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL AND ?1 != ?2");
-        assert!(load.contains("COVERING INDEX events_processed_key"), "{load}");
+        assert!(processed.contains("SEARCH k USING PRIMARY KEY (digest=?)"), "{processed}");
+        assert!(processed.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"), "{processed}");
     }
 }

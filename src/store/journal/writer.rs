@@ -1,6 +1,6 @@
 //! The writer thread: group commit, apply in commit order, checkpoint.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use super::outlets::Outlets;
 use super::readings;
 use super::retention::{self, Retention, room};
 use super::{EventRecord, Job, JournalError, RejectedRecord, Reply, RequestRecord, Status, Submission, Target};
+use crate::clock::Clock;
 use crate::store::DataDir;
+use crate::store::dedup::digest;
 use crate::store::handles::Handles;
 
 const MAX_BATCH: usize = 512;
@@ -25,42 +27,23 @@ pub struct Writer {
     unmarked: Vec<(Recorded, String)>,
     /// Append handles of the files written since the last checkpoint.
     handles: Handles,
-    /// Keys with a failed event in the journal (a later success marks those `superseded`).
-    failed_keys: HashSet<String>,
     outlets: Outlets,
+    /// The wall clock retention measures age by.
+    clock: Clock,
 }
 
 impl Writer {
-    pub fn new(
-        conn: Connection,
-        data: Arc<DataDir>,
-        retention: Retention,
-        outlets: Outlets,
-    ) -> Result<Self, JournalError> {
-        let failed_keys = {
-            let mut stmt =
-                conn.prepare("SELECT DISTINCT idem_key FROM events WHERE status = 'failed' AND idem_key IS NOT NULL")?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?
-        };
-        Ok(Self {
-            conn,
-            data,
-            dirty: BTreeSet::new(),
-            retention,
-            unmarked: Vec::new(),
-            handles: Handles::default(),
-            failed_keys,
-            outlets,
-        })
+    pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention, outlets: Outlets, clock: Clock) -> Self {
+        let handles = Handles::default();
+        Self { conn, data, dirty: BTreeSet::new(), retention, unmarked: Vec::new(), handles, outlets, clock }
     }
 
     /// Prunes done requests as the retention rules say (after a checkpoint, so the effects of
     /// what it removes are safely in the files).
     fn prune(&mut self) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64);
-        match retention::prune(&mut self.conn, &self.retention, now.unwrap_or_default()) {
+        match retention::prune(&mut self.conn, &self.retention, self.clock.now_ms()) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(requests = n, "journal retention pruned old processed requests"),
+            Ok(n) => tracing::info!(rows = n, "journal retention pruned old processed requests and keys"),
             Err(e) => tracing::error!(error = %e, "journal retention failed; will retry"),
         }
     }
@@ -176,7 +159,7 @@ impl Writer {
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
         for (s, _) in batch {
-            let recorded = insert_submission(&tx, s, &mut self.failed_keys)?;
+            let recorded = insert_submission(&tx, s)?;
             readings::index(&tx, s, recorded.request_id, &recorded.event_ids)?;
             ids.push(recorded);
             for effect in &s.effects {
@@ -199,13 +182,16 @@ impl Writer {
         for (recorded, error) in failed {
             let error = format!("could not write to the data directory: {error}");
             for (event_id, key) in recorded.event_ids.iter().zip(&recorded.keys) {
-                if let Some(key) = key {
-                    self.failed_keys.insert(key.clone());
-                }
-                tx.execute(
+                let marked = tx.execute(
                     "UPDATE events SET status = 'failed', error = ?2 WHERE id = ?1 AND status = 'processed'",
                     params![event_id, error],
                 )?;
+                if let (1, Some(key)) = (marked, key) {
+                    tx.execute(
+                        "DELETE FROM processed_keys WHERE digest = ?1 AND event_id = ?2",
+                        params![&digest(key)[..], event_id],
+                    )?;
+                }
             }
             readings::forget(&tx, &recorded.event_ids)?;
             if let Some((first, last)) = recorded.effects {
@@ -261,23 +247,14 @@ pub struct Recorded {
     effects: Option<(i64, i64)>,
 }
 
-fn insert_submission(
-    tx: &Transaction<'_>,
-    s: &Submission,
-    failed_keys: &mut HashSet<String>,
-) -> Result<Recorded, JournalError> {
-    for e in s.events.iter().filter(|e| e.outcome == Status::Failed) {
-        if let Some(key) = &e.key {
-            failed_keys.insert(key.clone());
-        }
-    }
+pub(super) fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<Recorded, JournalError> {
     let (request_id, event_ids, reply_status, failed_status) = match &s.target {
         Target::New(request) => {
-            let (request_id, ids, status) = insert_request(tx, request, &s.events, failed_keys)?;
+            let (request_id, ids, status) = insert_request(tx, request, &s.events)?;
             (request_id, ids, status, Some(request.failed_status))
         }
         Target::Replay { event_id, request_id } => {
-            update_replayed(tx, *event_id, s.events.first(), failed_keys)?;
+            update_replayed(tx, *event_id, *request_id, s.events.first())?;
             (*request_id, vec![*event_id], 0, None)
         }
     };
@@ -298,7 +275,6 @@ fn insert_request(
     tx: &Transaction<'_>,
     r: &RequestRecord,
     events: &[EventRecord],
-    failed_keys: &HashSet<String>,
 ) -> Result<(i64, Vec<i64>, u16), JournalError> {
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
     let failed = events.iter().any(|e| e.outcome == Status::Failed);
@@ -326,7 +302,7 @@ fn insert_request(
         r.path
     ])?;
     let request_id = tx.last_insert_rowid();
-    let ids = insert_events(tx, request_id, events, failed_keys)?;
+    let ids = insert_events(tx, request_id, r.received_ms, events)?;
     Ok((request_id, ids, reply_status))
 }
 
@@ -335,8 +311,8 @@ fn insert_request(
 fn insert_events(
     tx: &Transaction<'_>,
     request_id: i64,
+    received_ms: i64,
     events: &[EventRecord],
-    failed_keys: &HashSet<String>,
 ) -> Result<Vec<i64>, JournalError> {
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
@@ -355,7 +331,7 @@ fn insert_events(
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
         if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-            remember_key(tx, key, event_id, failed_keys)?;
+            remember_key(tx, key, event_id, received_ms)?;
         }
     }
     Ok(ids)
@@ -364,8 +340,8 @@ fn insert_events(
 fn update_replayed(
     tx: &Transaction<'_>,
     event_id: i64,
+    request_id: i64,
     record: Option<&EventRecord>,
-    failed_keys: &HashSet<String>,
 ) -> Result<(), JournalError> {
     let Some(e) = record else { return Ok(()) };
     let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
@@ -374,26 +350,29 @@ fn update_replayed(
         params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
     if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-        remember_key(tx, key, event_id, failed_keys)?;
+        let received_ms: i64 =
+            tx.query_row("SELECT received_ms FROM requests WHERE id = ?1", params![request_id], |r| r.get(0))?;
+        remember_key(tx, key, event_id, received_ms)?;
     }
     Ok(())
 }
 
-/// The event that processed `key`, if the journal still has it.
+/// The event that processed `key`, if the journal still has it (its key may outlive it:
+/// keys are kept for the whole dedup window, requests may be pruned earlier by size).
 fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' LIMIT 1")?
-        .query_row(params![key], |row| row.get(0))
+    tx.prepare_cached("SELECT e.id FROM processed_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ?1")?
+        .query_row(params![&digest(key)[..]], |row| row.get(0))
         .optional()
 }
 
-/// A key was processed (the event row says so): earlier failed attempts with it
-/// (`failed_keys` says whether there are any) become `superseded`.
-fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, failed_keys: &HashSet<String>) -> rusqlite::Result<()> {
-    if failed_keys.contains(key) {
-        tx.prepare_cached(
-            "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
-        )?
-        .execute(params![key, event_id])?;
-    }
+/// A key was processed (the event row says so): it goes into `processed_keys`, and earlier
+/// failed attempts with it become `superseded` (one probe of the small index of failed keys).
+fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![&digest(key)[..], event_id, received_ms])?;
+    tx.prepare_cached(
+        "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
+    )?
+    .execute(params![key, event_id])?;
     Ok(())
 }

@@ -1,0 +1,44 @@
+//! Loading a large history into a journal fast, for benchmarks of a long-running receiver:
+//! the writer's own statements, in big transactions without an fsync per commit. Effects are
+//! recorded as checkpointed (the files are not written), so a server started on the journal
+//! has nothing to redo. Not for a journal a server is using: it takes the write connection.
+
+use rusqlite::Connection;
+
+use super::{JournalError, Submission, schema, writer};
+use crate::store::DataDir;
+
+/// A journal opened for bulk loading.
+pub struct Bulk {
+    conn: Connection,
+}
+
+impl Bulk {
+    /// Opens (creating if needed) the journal of `data` for loading.
+    pub fn open(data: &DataDir) -> Result<Self, JournalError> {
+        let dir =
+            data.state_dir().map_err(|source| JournalError::Io { path: data.root().join(".hookyard"), source })?;
+        let conn = schema::open(&dir.join("journal.db"))?;
+        // A lost load is loaded again: no fsync per transaction.
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        conn.pragma_update(None, "cache_size", -262_144)?;
+        Ok(Self { conn })
+    }
+
+    /// Records `submissions` (new requests with their events and effects) in one transaction.
+    pub fn insert(&mut self, submissions: &[Submission]) -> Result<(), JournalError> {
+        let tx = self.conn.transaction()?;
+        for s in submissions {
+            writer::insert_submission(&tx, s)?;
+        }
+        tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Copies the WAL into the database and truncates it, as a server's shutdown leaves it.
+    pub fn finish(self) -> Result<(), JournalError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
