@@ -42,6 +42,8 @@ pub struct App {
     pub data: Arc<DataDir>,
     /// What scripts may send to (the outputs connect when the server starts).
     pub catalog: Arc<Catalog>,
+    /// The operations' splits, for deriving journaled events again from their bodies.
+    pub splits: Arc<crate::ingest::Splits>,
 }
 
 impl App {
@@ -80,7 +82,8 @@ impl App {
             Ok(s) if errors.is_empty() => Arc::new(s),
             _ => return Err(errors),
         };
-        Ok(Self { config, credentials, scripts, paths, documents, data, catalog })
+        let splits = Arc::new(crate::ingest::Splits::new(paths.values().flatten()));
+        Ok(Self { config, credentials, scripts, paths, documents, data, catalog, splits })
     }
 
     /// Opens the services this app runs on (inside a Tokio runtime): lock, journal, outputs…
@@ -106,7 +109,11 @@ impl App {
             self.config.admin.token.as_ref().map(|token| Sha256::digest(token.0.as_bytes()).into());
         let enabled = token_digest.is_some();
         let admin = Admin {
-            state: Arc::new(token_digest.map(|token_digest| AdminState { token_digest, pipeline: pipeline.clone() })),
+            state: Arc::new(token_digest.map(|token_digest| AdminState {
+                token_digest,
+                pipeline: pipeline.clone(),
+                splits: self.splits.clone(),
+            })),
         };
         let management = admin::service(HealthApi { protocols: names.clone(), problems, tls: tls.status }, admin);
         let mut documents: BTreeMap<String, Document> = self

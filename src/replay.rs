@@ -26,6 +26,9 @@ pub enum Replayed {
 
 /// Replays one journaled event through `pipeline`.
 pub async fn replay_event(pipeline: &Pipeline, item: &Journaled) -> Replayed {
+    if let Some(why) = &item.problem {
+        return Replayed::Skipped(why.clone());
+    }
     let mut claims = pipeline.claims();
     if let (Some(key), Status::Failed) = (&item.key, item.status)
         && let Some(skipped) = claim_failed(&mut claims, key).await
@@ -106,6 +109,8 @@ pub async fn replay_foreign(pipeline: &Pipeline, item: &LedgerEvent) -> Replayed
         verification: format!("replay of event {} of instance {}", item.id, item.instance),
         body: bytes::Bytes::from(item.data.clone().into_bytes()),
         client: format!("replay of instance {}", item.instance),
+        spec: String::new(),
+        query: String::new(),
     };
     let key = item.key.clone();
     let result = match pipeline.process(|_| key.clone(), request, vec![event]).await {
@@ -134,6 +139,9 @@ pub enum DryRun {
 
 /// Runs the current script over a journaled event and writes nothing.
 pub fn dry_run(scripts: &ScriptHost, item: &Journaled) -> DryRun {
+    if let Some(why) = &item.problem {
+        return DryRun::WouldFail(why.clone());
+    }
     let report = scripts.run(&item.event.protocol, &[&item.event]);
     match report.failure {
         Some(f) => DryRun::WouldFail(f.message),

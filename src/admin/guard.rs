@@ -22,6 +22,8 @@ pub struct AdminAuth(Bearer);
 pub struct AdminState {
     pub token_digest: [u8; 32],
     pub pipeline: Arc<Pipeline>,
+    /// Journaled events are derived again from their bodies through these.
+    pub splits: Arc<crate::ingest::Splits>,
 }
 
 /// A message explaining a refusal.

@@ -68,6 +68,35 @@ pub struct HeaderField {
     pub value: String,
 }
 
+/// One file effect of a request: where its bytes are and, while the file holds them, what
+/// they are.
+#[derive(Object)]
+pub struct WrittenEffect {
+    pub path: String,
+    /// `append` or `write`.
+    pub kind: String,
+    /// Where the bytes begin in the file (absent until the checkpoint that made them durable).
+    pub offset: Option<u64>,
+    pub size: u64,
+    /// The first 16 bytes of the bytes' SHA-256, hex (once checkpointed).
+    pub digest: Option<String>,
+    /// The bytes, when UTF-8 text and still in the file (absent when the file changed).
+    pub text: Option<String>,
+}
+
+impl From<crate::store::journal::written::Written> for WrittenEffect {
+    fn from(w: crate::store::journal::written::Written) -> Self {
+        Self {
+            text: w.bytes.and_then(|b| String::from_utf8(b).ok()),
+            path: w.path,
+            kind: w.kind.to_owned(),
+            offset: w.at,
+            size: w.size,
+            digest: w.digest,
+        }
+    }
+}
+
 /// One event in full: the raw request, how it was verified, the event and the script outcome.
 #[derive(Object)]
 pub struct EventDetail {
@@ -79,12 +108,17 @@ pub struct EventDetail {
     pub body_text: Option<String>,
     /// The raw request body, base64.
     pub body_base64: String,
-    /// The event's payload as handed to the script.
+    /// The event's payload as handed to the script (derived again from the body when the
+    /// journal kept no copy of it; null, with `data_problem` saying why, when it cannot be).
     pub data: serde_json::Value,
+    pub data_problem: Option<String>,
     /// What the script logged while handling this event.
     pub logs: Vec<String>,
     /// What the scripts wrote for the event's request.
     pub effects: Vec<String>,
+    /// The same in full: path, kind, offset, size, digest and the text (read back from the
+    /// file once the journal no longer holds it).
+    pub written: Vec<WrittenEffect>,
     /// The client's address.
     pub client: String,
     /// For a duplicate: the event that processed its key. A request that brought nothing new
@@ -101,8 +135,10 @@ impl From<Detail> for EventDetail {
             body_text: String::from_utf8(d.body.clone()).ok(),
             body_base64: base64::engine::general_purpose::STANDARD.encode(&d.body),
             data: d.data,
+            data_problem: d.data_problem,
             logs: d.logs,
             effects: d.effects,
+            written: d.written.into_iter().map(Into::into).collect(),
             client: d.client,
             duplicate_of: d.duplicate_of,
         }
@@ -283,7 +319,8 @@ impl Admin {
     ) -> Result<Json<EventDetail>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let conn = state.pipeline.journal.reader().map_err(internal)?;
-        let detail = query::detail(&conn, id.0).map_err(internal)?;
+        let detail =
+            query::detail(&conn, state.pipeline.journal.data(), state.splits.as_ref(), id.0).map_err(internal)?;
         detail.map(|d| Json(d.into())).ok_or_else(|| AdminError::NotFound(message(format!("no event {}", id.0))))
     }
 
@@ -298,7 +335,7 @@ impl Admin {
         let state = guard(&self.state, &auth, req)?;
         let item = {
             let conn = state.pipeline.journal.reader().map_err(internal)?;
-            query::journaled(&conn, id.0).map_err(internal)?
+            query::journaled(&conn, state.splits.as_ref(), id.0).map_err(internal)?
         };
         let item =
             item.ok_or_else(|| AdminError::NotFound(message(format!("no processed or failed event {}", id.0))))?;
@@ -326,7 +363,7 @@ impl Admin {
         loop {
             let page = {
                 let conn = state.pipeline.journal.reader().map_err(internal)?;
-                query::page(&conn, &filter, after).map_err(internal)?
+                query::page(&conn, state.splits.as_ref(), &filter, after).map_err(internal)?
             };
             let Some(last) = page.last() else { break };
             after = last.event_id;

@@ -64,6 +64,10 @@ pub struct OperationSpec {
     pub query: Vec<QueryParam>,
     /// `x-hookyard-scheme` (operation, else document; default `any`).
     pub scheme: SchemePolicy,
+    /// Which version of its spec document this is: the first 16 hex digits of the SHA-256
+    /// of the document's text. The journal records it per request (a body's split into
+    /// events is the same for the same version).
+    pub digest: String,
 }
 
 /// Builds every operation of `document`, or every problem found.
@@ -139,6 +143,7 @@ impl Ctx<'_> {
             media_types: media_types(content),
             query: self.query_params()?,
             scheme: scheme.unwrap_or_default(),
+            digest: String::new(),
         })
     }
 

@@ -14,6 +14,8 @@ mod gridx;
 mod hardening;
 mod helpers;
 mod house;
+mod journal_once;
+mod journal_read_back;
 mod metrics;
 mod outputs;
 mod packaging;

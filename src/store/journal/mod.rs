@@ -12,11 +12,15 @@
 //! database on a thread of its own was measured and made p99 latency worse: two concurrent
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
+mod derive;
+mod insert;
+mod packed;
 pub mod query;
 mod recover;
 pub mod retention;
 mod schema;
 mod writer;
+pub mod written;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -52,6 +56,8 @@ pub enum JournalError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("journal: event {id} cannot be read back: {source}")]
     Corrupt { id: i64, source: serde_json::Error },
+    #[error("journal: the body of request {id} cannot be inflated: {source}")]
+    Unpack { id: i64, source: std::io::Error },
     /// The data directory refused a write or a repair (the request's effects are not applied).
     #[error("{0}")]
     Data(#[from] StoreError),
@@ -83,6 +89,13 @@ pub struct RequestRecord {
     pub body: Bytes,
     /// The client's address (the peer, or the forwarded-for address from a trusted proxy).
     pub client: String,
+    /// The digest of the spec version whose split made the events (`OperationSpec::digest`):
+    /// the events keep no data of their own and are derived again from `body`. Empty: the
+    /// body is not theirs to be split (a replay of another instance's event), they keep it.
+    pub spec: String,
+    /// The query parameters the operation declares, as JSON pairs (empty when none came):
+    /// the split puts them in each event's `meta`.
+    pub query: String,
 }
 
 /// What became of one event (stored as its lowercase name).
@@ -158,7 +171,7 @@ pub struct EventRecord {
 #[derive(Debug)]
 pub enum Target {
     /// A request just received: recorded with all its events.
-    New(RequestRecord),
+    New(Box<RequestRecord>),
     /// A journaled event processed again (replay): its one event record replaces the old
     /// outcome; the effects are added to its request.
     Replay { event_id: i64, request_id: i64 },
@@ -244,6 +257,11 @@ impl Journal {
             conn.prepare("SELECT idem_key FROM events WHERE status = 'processed' AND idem_key IS NOT NULL")?;
         let keys = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
         Ok(keys)
+    }
+
+    /// The data directory the journal's effects are applied to.
+    pub fn data(&self) -> &DataDir {
+        &self.data
     }
 
     /// A read-only connection for inspection and replay.

@@ -19,7 +19,10 @@ CREATE TABLE IF NOT EXISTS requests (
     headers TEXT NOT NULL,
     verification TEXT NOT NULL DEFAULT '',
     body BLOB NOT NULL,
-    client TEXT NOT NULL DEFAULT ''
+    client TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '',
+    packed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -43,9 +46,17 @@ CREATE TABLE IF NOT EXISTS effects (
     path TEXT NOT NULL,
     kind INTEGER NOT NULL,
     header BLOB,
-    bytes BLOB NOT NULL
+    bytes BLOB NOT NULL,
+    at INTEGER,
+    size INTEGER,
+    digest BLOB
 );
 CREATE INDEX IF NOT EXISTS effects_request ON effects(request_id);
+CREATE TABLE IF NOT EXISTS effect_bytes (
+    id INTEGER PRIMARY KEY,
+    header BLOB,
+    bytes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS file_state (
     path TEXT PRIMARY KEY,
     length INTEGER NOT NULL
@@ -59,8 +70,9 @@ INSERT OR IGNORE INTO checkpoint (id, effect_id) VALUES (1, 0);
 
 /// The journal's layout; older journals are brought up to it when opened. Version 2 added
 /// `requests.client` and `events.duplicate_of` (a duplicate keeps a reference to the event
-/// that processed its key instead of a copy of its data).
-const SCHEMA_VERSION: i64 = 2;
+/// that processed its key instead of a copy of its data). Version 3 stores each byte once
+/// (see [`migrate_payload_v3`]).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -80,6 +92,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
         add_column(&tx, "requests", "client", "TEXT NOT NULL DEFAULT ''")?;
         add_column(&tx, "events", "duplicate_of", "INTEGER")?;
     }
+    if version < 3 {
+        migrate_payload_v3(&tx)?;
+    }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
         // event's key and status; the two partial indexes above answer the same questions
@@ -91,6 +106,26 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Version 3: `requests.spec` (the digest of the spec whose split made the request's events:
+/// set, the events keep no data of their own and are derived again from the body; empty,
+/// they keep it, as every event of an older journal does), `requests.query` (the query
+/// parameters the operation declares, which the split puts in `meta`), `requests.packed`
+/// (the body is deflated: `journal::packed`), and `effects.at`,
+/// `size`, `digest` (where a checkpointed effect's bytes are in its file, how many, and the
+/// first 16 bytes of their SHA-256). An effect's bytes (and header) now wait in a table of
+/// their own, `effect_bytes` (created with the others), until the checkpoint that made them
+/// durable deletes them: whole pages are freed and reused, where shrinking rows in place
+/// would leave the effects' pages as large as before. Rows of older journals stay as they
+/// are: their events keep their data and their effects their bytes.
+fn migrate_payload_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "requests", "spec", "TEXT NOT NULL DEFAULT ''")?;
+    add_column(tx, "requests", "query", "TEXT NOT NULL DEFAULT ''")?;
+    add_column(tx, "requests", "packed", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(tx, "effects", "at", "INTEGER")?;
+    add_column(tx, "effects", "size", "INTEGER")?;
+    add_column(tx, "effects", "digest", "BLOB")
 }
 
 /// Adds `column` to `table` unless it has it.
@@ -157,7 +192,7 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 2);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 3);
         // Version 2's columns are there, empty for the old rows.
         let (client, original): (String, Option<i64>) = conn
             .query_row(

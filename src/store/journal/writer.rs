@@ -4,10 +4,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
+use super::insert::{Recorded, insert_submission};
+use super::packed::Packer;
 use super::retention::{self, Retention};
-use super::{EventRecord, Job, JournalError, Reply, RequestRecord, Status, Submission, Target};
+use super::{Job, JournalError, Reply, Submission};
 use crate::store::DataDir;
 use crate::store::handles::Handles;
 
@@ -25,6 +27,17 @@ pub struct Writer {
     handles: Handles,
     /// Keys with a failed event in the journal (a later success marks those `superseded`).
     failed_keys: HashSet<String>,
+    /// Effects applied since the last checkpoint, and where their bytes went: the checkpoint
+    /// that makes them durable replaces their bytes in the journal by this.
+    placed: Vec<Placed>,
+    /// Deflates request bodies (one compressor, set up once).
+    packer: Packer,
+}
+
+/// Where an applied effect's bytes begin in its file.
+struct Placed {
+    effect_id: i64,
+    at: u64,
 }
 
 impl Writer {
@@ -42,6 +55,8 @@ impl Writer {
             unmarked: Vec::new(),
             handles: Handles::default(),
             failed_keys,
+            placed: Vec::new(),
+            packer: Packer::default(),
         })
     }
 
@@ -134,7 +149,10 @@ impl Writer {
         self.handles.new_batch();
         for ((submission, _), recorded) in batch.iter().zip(ids) {
             match self.handles.apply(&self.data, &submission.effects).map_err(|e| e.to_string()) {
-                Ok(()) => results.push(Ok(())),
+                Ok(offsets) => {
+                    self.place(&recorded, &offsets);
+                    results.push(Ok(()));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "could not write to the data directory; the request fails");
                     failed.push((recorded, e.clone()));
@@ -149,13 +167,21 @@ impl Writer {
         }
     }
 
+    /// Remembers where a submission's applied effects went (their ids are consecutive).
+    fn place(&mut self, recorded: &Recorded, offsets: &[u64]) {
+        let Some((first, _)) = recorded.effects else { return };
+        for (n, at) in offsets.iter().enumerate() {
+            self.placed.push(Placed { effect_id: first + n as i64, at: *at });
+        }
+    }
+
     /// One transaction for the whole batch; returns what each submission wrote.
     fn record(&mut self, batch: &[(Submission, Reply)]) -> Result<Vec<Recorded>, JournalError> {
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
         for (s, _) in batch {
-            ids.push(insert_submission(&tx, s, &mut self.failed_keys)?);
+            ids.push(insert_submission(&tx, s, &mut self.failed_keys, &mut self.packer)?);
             for effect in &s.effects {
                 let path = effect.path();
                 if !self.dirty.contains(path) && !newly_dirty.iter().any(|p| p == path) {
@@ -186,6 +212,7 @@ impl Writer {
             }
             if let Some((first, last)) = recorded.effects {
                 tx.execute("DELETE FROM effects WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
+                tx.execute("DELETE FROM effect_bytes WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
             }
         }
         tx.commit()
@@ -211,10 +238,24 @@ impl Writer {
             )?;
         }
         tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
+        drop_placed_bytes(&tx, &self.placed)?;
         tx.commit()?;
         self.dirty.clear();
+        self.placed.clear();
         Ok(())
     }
+}
+
+/// The bytes of effects now durable in their files leave the journal: their rows keep the
+/// path, kind, offset, size and digest (enough to read them back while the file matches).
+fn drop_placed_bytes(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Result<()> {
+    let mut at = tx.prepare_cached("UPDATE effects SET at = ?2 WHERE id = ?1")?;
+    let mut drop = tx.prepare_cached("DELETE FROM effect_bytes WHERE id = ?1")?;
+    for p in placed {
+        at.execute(params![p.effect_id, p.at as i64])?;
+        drop.execute(params![p.effect_id])?;
+    }
+    Ok(())
 }
 
 /// Whether the data directory's file system has `floor_mb` free (0: always).
@@ -236,141 +277,4 @@ impl std::fmt::Display for DiskFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} MB free, below [journal] min_free_disk_mb = {}", self.0, self.1)
     }
-}
-
-/// What one submission wrote: its event rows and the id range of its effects.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    event_ids: Vec<i64>,
-    /// The idempotency key of each event (by position).
-    keys: Vec<Option<String>>,
-    effects: Option<(i64, i64)>,
-}
-
-fn insert_submission(
-    tx: &Transaction<'_>,
-    s: &Submission,
-    failed_keys: &mut HashSet<String>,
-) -> Result<Recorded, JournalError> {
-    for e in s.events.iter().filter(|e| e.outcome == Status::Failed) {
-        if let Some(key) = &e.key {
-            failed_keys.insert(key.clone());
-        }
-    }
-    let (request_id, event_ids) = match &s.target {
-        Target::New(request) => insert_request(tx, request, &s.events, failed_keys)?,
-        Target::Replay { event_id, request_id } => {
-            update_replayed(tx, *event_id, s.events.first(), failed_keys)?;
-            (*request_id, vec![*event_id])
-        }
-    };
-    let keys = s.events.iter().map(|e| e.key.clone()).collect();
-    let mut insert_effect =
-        tx.prepare_cached("INSERT INTO effects (request_id, path, kind, header, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-    let mut range: Option<(i64, i64)> = None;
-    for effect in &s.effects {
-        let (kind, header, bytes) = effect.parts();
-        insert_effect.execute(params![request_id, effect.path(), kind, header, bytes])?;
-        let id = tx.last_insert_rowid();
-        range = Some((range.map_or(id, |r| r.0), id));
-    }
-    Ok(Recorded { event_ids, keys, effects: range })
-}
-
-fn insert_request(
-    tx: &Transaction<'_>,
-    r: &RequestRecord,
-    events: &[EventRecord],
-    failed_keys: &HashSet<String>,
-) -> Result<(i64, Vec<i64>), JournalError> {
-    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
-    // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
-    // copy of its body: its events point at the ones that processed their keys.
-    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
-    let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
-    tx.prepare_cached(
-        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        r.protocol,
-        r.operation,
-        r.source,
-        r.received_ms,
-        headers,
-        r.verification,
-        body,
-        r.client
-    ])?;
-    let request_id = tx.last_insert_rowid();
-    let ids = insert_events(tx, request_id, events, failed_keys)?;
-    Ok((request_id, ids))
-}
-
-/// The event rows of request `request_id`; a duplicate points at the event that processed
-/// its key instead of keeping its data.
-fn insert_events(
-    tx: &Transaction<'_>,
-    request_id: i64,
-    events: &[EventRecord],
-    failed_keys: &HashSet<String>,
-) -> Result<Vec<i64>, JournalError> {
-    let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut ids = Vec::with_capacity(events.len());
-    for e in events {
-        let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
-        let original = match (e.outcome, &e.key) {
-            (Status::Duplicate, Some(key)) => processed_event(tx, key)?,
-            _ => None,
-        };
-        let data = if original.is_some() { "" } else { e.data.as_str() };
-        let row = params![request_id, e.index as i64, e.key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
-        insert_event.execute(row)?;
-        let event_id = tx.last_insert_rowid();
-        ids.push(event_id);
-        if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-            remember_key(tx, key, event_id, failed_keys)?;
-        }
-    }
-    Ok(ids)
-}
-
-fn update_replayed(
-    tx: &Transaction<'_>,
-    event_id: i64,
-    record: Option<&EventRecord>,
-    failed_keys: &HashSet<String>,
-) -> Result<(), JournalError> {
-    let Some(e) = record else { return Ok(()) };
-    let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
-    tx.execute(
-        "UPDATE events SET status = ?2, error = ?3, logs = ?4 WHERE id = ?1",
-        params![event_id, e.outcome.as_str(), e.error, logs],
-    )?;
-    if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-        remember_key(tx, key, event_id, failed_keys)?;
-    }
-    Ok(())
-}
-
-/// The event that processed `key`, if the journal still has it.
-fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT id FROM events WHERE idem_key = ?1 AND status = 'processed' LIMIT 1")?
-        .query_row(params![key], |row| row.get(0))
-        .optional()
-}
-
-/// A key was processed (the event row says so): earlier failed attempts with it
-/// (`failed_keys` says whether there are any) become `superseded`.
-fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, failed_keys: &HashSet<String>) -> rusqlite::Result<()> {
-    if failed_keys.contains(key) {
-        tx.prepare_cached(
-            "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
-        )?
-        .execute(params![key, event_id])?;
-    }
-    Ok(())
 }
