@@ -1,6 +1,6 @@
 //! `journal-bytes`: what hookyard's journal holds per event. Folds the write-ahead log into
 //! the database (`PRAGMA wal_checkpoint(TRUNCATE)`; the server may keep running, idle), then
-//! prints `{"journal_bytes": …, "events": …}` — the bytes of the pages in use and the events
+//! prints `{"journal_bytes": …, "journal_events": …}` — the bytes of the pages in use and the events
 //! journaled — and, with `--since <file>`, `journal_bytes_per_event` over what was added
 //! since the figures that file holds (which it then replaces), so one journal serves
 //! scenario after scenario. Run it after the server's checkpoint (about a second after the
@@ -33,14 +33,14 @@ fn figures(data: &std::path::Path) -> rusqlite::Result<(i64, i64)> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let (bytes, events) = figures(&args.data)?;
-    let mut out = json!({ "journal_bytes": bytes, "events": events });
+    let mut out = json!({ "journal_bytes": bytes, "journal_events": events });
     if let Some(since) = &args.since {
         let before: Value = std::fs::read(since).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let (b0, e0) = (before["journal_bytes"].as_i64().unwrap_or(0), before["events"].as_i64().unwrap_or(0));
+        let (b0, e0) = (before["journal_bytes"].as_i64().unwrap_or(0), before["journal_events"].as_i64().unwrap_or(0));
         if events > e0 {
             out["journal_bytes_per_event"] = json!(((bytes - b0) as f64 / (events - e0) as f64).round());
         }
-        std::fs::write(since, json!({ "journal_bytes": bytes, "events": events }).to_string())?;
+        std::fs::write(since, json!({ "journal_bytes": bytes, "journal_events": events }).to_string())?;
     }
     println!("{out}");
     Ok(())
