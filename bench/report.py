@@ -44,6 +44,9 @@ for r in rows:
 idle = by.get("hookyard-idle", {})
 lines += ["", f"hookyard start-up to first served request: {idle.get('startup_ms', '?')} ms; "
           f"idle RSS: {idle.get('idle_rss_kb', 0) / 1024:.1f} MB.", ""]
+journal = [f"{r['name']} {r['journal_bytes_per_event']:.0f}" for r in rows if "journal_bytes_per_event" in r]
+if journal:
+    lines += ["Journal bytes per event (after the checkpoint): " + "; ".join(journal) + ".", ""]
 hy, ce, wh = by.get("hookyard-gridx"), by.get("ceiling-gridx"), by.get("webhook-gridx")
 if hy and ce:
     lines.append(f"hookyard / ceiling (gridX requests/s): {hy['requests_per_second'] / ce['requests_per_second']:.2f}")

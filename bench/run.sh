@@ -61,10 +61,16 @@ startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 sleep 1
 idle_kb=$(rss_kb $hy VmRSS)
 echo "{\"name\":\"hookyard-idle\",\"startup_ms\":$startup_ms,\"idle_rss_kb\":$idle_kb}" >> "$results"
+# Journal bytes per event of each scenario: after the server's checkpoint (1 s), what the
+# scenario added to the journal (pages in use) over the events it added.
+journal_bytes() { sleep 1.5; "$bin/journal-bytes" "$work/hookyard/data" --since "$work/journal-figures.json"; }
+with() { python3 -c 'import json,sys; a=json.loads(sys.argv[1]); a.update(json.loads(sys.argv[2])); print(json.dumps(a))' "$1" "$2"; }
+journal_bytes >/dev/null
 first=0
 for scenario in gridx ai ai-new-connection wattmon wattsense; do
   json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario $scenario --concurrency "$conc" \
          --seconds "$secs" --first $first --verify "$work/hookyard/data")
+  json=$(with "$json" "$(journal_bytes)")
   record "hookyard-$scenario" $hy "$json" "$(rss_kb $hy VmHWM)"
   first=$((first + 100000000))
 done

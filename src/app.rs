@@ -44,6 +44,8 @@ pub struct App {
     pub data: Arc<DataDir>,
     /// What scripts may send to (the outputs connect when the server starts).
     pub catalog: Arc<Catalog>,
+    /// The operations' splits, for deriving journaled events again from their bodies.
+    pub splits: Arc<crate::ingest::Splits>,
 }
 
 impl App {
@@ -82,7 +84,8 @@ impl App {
             Ok(s) if errors.is_empty() => Arc::new(s),
             _ => return Err(errors),
         };
-        Ok(Self { config, credentials, scripts, paths, documents, data, catalog })
+        let splits = Arc::new(crate::ingest::Splits::new(paths.values().flatten()));
+        Ok(Self { config, credentials, scripts, paths, documents, data, catalog, splits })
     }
 
     /// Opens the services this app runs on (inside a Tokio runtime): lock, journal, outputs…
@@ -113,6 +116,7 @@ impl App {
             pipeline: pipeline.clone(),
             sessions: Sessions::new(self.config.admin.session_hours),
             https: https.clone(),
+            splits: self.splits.clone(),
         }));
         let admin = Admin { state: state.clone() };
         let health = HealthApi { protocols: names.clone(), problems, tls: tls.status };

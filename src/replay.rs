@@ -26,6 +26,9 @@ pub enum Replayed {
 
 /// Replays one journaled event through `pipeline`.
 pub async fn replay_event(pipeline: &Pipeline, item: &Journaled) -> Replayed {
+    if let Some(why) = &item.problem {
+        return Replayed::Skipped(why.clone());
+    }
     let mut claims = pipeline.claims();
     if let (Some(key), Status::Failed) = (&item.key, item.status)
         && let Some(skipped) = claim_failed(&mut claims, key).await
@@ -112,6 +115,8 @@ pub async fn replay_foreign(pipeline: &Pipeline, item: &LedgerEvent) -> Replayed
         path: String::new(),
         reply_status: 200,
         failed_status: 503,
+        spec: String::new(),
+        query: String::new(),
     };
     let key = item.key.clone();
     let result = match pipeline.process(|_| key.clone(), None, request, vec![event]).await {
@@ -140,6 +145,9 @@ pub enum DryRun {
 
 /// Runs the current script over a journaled event and writes nothing.
 pub fn dry_run(scripts: &ScriptHost, item: &Journaled) -> DryRun {
+    if let Some(why) = &item.problem {
+        return DryRun::WouldFail(why.clone());
+    }
     let report = scripts.run(&item.event.protocol, &[&item.event]);
     match report.failure {
         Some(f) => DryRun::WouldFail(f.message),

@@ -33,6 +33,8 @@ pub struct BearerToken(Bearer);
 pub struct AdminState {
     pub token_digest: [u8; 32],
     pub pipeline: Arc<Pipeline>,
+    /// Journaled events are derived again from their bodies through these.
+    pub splits: Arc<crate::ingest::Splits>,
     /// The console's logged-in browsers.
     pub sessions: Sessions,
     /// How HTTPS is recognised (`None`: only the request's own scheme tells).

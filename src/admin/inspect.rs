@@ -13,6 +13,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::{AdminAuth, AdminError, AdminState, EventSummary, HeaderField, Shared, guard, internal, message};
 use crate::store::Effect;
 use crate::store::journal::query::{self, Detail};
+use crate::store::journal::written::Written;
 
 /// The inspector's endpoints.
 pub struct InspectApi {
@@ -28,25 +29,37 @@ pub struct EffectView {
     pub kind: String,
     /// Bytes written.
     pub size: u64,
-    /// The bytes written, when they are UTF-8 text.
+    /// Where the bytes begin in the file (once checkpointed).
+    pub offset: Option<u64>,
+    /// The first 16 bytes of the bytes' SHA-256, hex (once checkpointed).
+    pub digest: Option<String>,
+    /// The bytes written, when they are UTF-8 text and still to be had (from the journal
+    /// until their checkpoint, then read back from the file while it holds them).
     pub text: Option<String>,
 }
 
-fn effect_view(e: &Effect) -> EffectView {
-    let (kind, bytes) = kind_and_bytes(e);
+fn effect_view(w: &Written) -> EffectView {
     EffectView {
-        path: e.path().to_owned(),
-        kind: kind.into(),
-        size: bytes.len() as u64,
-        text: String::from_utf8(bytes.to_vec()).ok(),
+        path: w.path.clone(),
+        kind: w.kind.into(),
+        size: w.size,
+        offset: w.at,
+        digest: w.digest.clone(),
+        text: w.bytes.as_ref().and_then(|b| String::from_utf8(b.clone()).ok()),
     }
 }
 
-fn kind_and_bytes(e: &Effect) -> (&'static str, &[u8]) {
-    match e {
-        Effect::Append { bytes, .. } => ("append", bytes),
-        Effect::Write { bytes, .. } => ("write", bytes),
-    }
+/// What was written, as effects (those whose bytes can still be had), for the dry run's
+/// "before".
+fn as_effects(written: &[Written]) -> Vec<Effect> {
+    let effect = |w: &Written| {
+        let bytes = w.bytes.clone()?;
+        Some(match w.kind {
+            "write" => Effect::Write { path: w.path.clone(), bytes },
+            _ => Effect::Append { path: w.path.clone(), header: None, bytes },
+        })
+    };
+    written.iter().filter_map(effect).collect()
 }
 
 /// One event in full: the raw request, how it was verified, the event and the script outcome.
@@ -61,8 +74,10 @@ pub struct EventDetail {
     pub body_text: Option<String>,
     /// The raw request body, base64.
     pub body_base64: String,
-    /// The event's payload as handed to the script.
+    /// The event's payload as handed to the script (derived again from the body when the
+    /// journal kept no copy of it; null, with `data_problem` saying why, when it cannot be).
     pub data: serde_json::Value,
+    pub data_problem: Option<String>,
     /// What the script logged while handling this event.
     pub logs: Vec<String>,
     /// What the scripts wrote for the event's request.
@@ -89,8 +104,9 @@ fn event_detail(d: Detail, siblings: Vec<EventSummary>) -> EventDetail {
         body_text: String::from_utf8(d.body.clone()).ok(),
         body_base64: base64::engine::general_purpose::STANDARD.encode(&d.body),
         data: d.data,
+        data_problem: d.data_problem,
         logs: d.logs,
-        effects: d.effects.iter().map(effect_view).collect(),
+        effects: d.written.iter().map(effect_view).collect(),
         client: d.client,
         duplicate_of: d.duplicate_of,
         reply_status: d.reply_status,
@@ -163,10 +179,10 @@ fn not_found(id: i64) -> AdminError {
 
 /// The event's detail and its request's events.
 async fn load(state: &AdminState, id: i64) -> Result<(Detail, Vec<query::Summary>), AdminError> {
-    let journal = state.pipeline.journal.clone();
+    let (journal, splits) = (state.pipeline.journal.clone(), state.splits.clone());
     let found = tokio::task::spawn_blocking(move || {
         let conn = journal.reader()?;
-        let Some(detail) = query::detail(&conn, id)? else { return Ok(None) };
+        let Some(detail) = query::detail(&conn, journal.data(), splits.as_ref(), id)? else { return Ok(None) };
         let siblings = query::siblings(&conn, detail.summary.request_id)?;
         Ok::<_, crate::store::journal::JournalError>(Some((detail, siblings)))
     })
@@ -209,11 +225,12 @@ impl InspectApi {
     ) -> Result<Json<DryRunResult>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let (detail, _) = load(state, id.0).await?;
-        let (journal, scripts) = (state.pipeline.journal.clone(), state.pipeline.scripts.clone());
+        let (journal, scripts, splits) =
+            (state.pipeline.journal.clone(), state.pipeline.scripts.clone(), state.splits.clone());
         let request_id = detail.summary.request_id;
         let report = tokio::task::spawn_blocking(move || {
             let conn = journal.reader()?;
-            let items = query::of_request(&conn, request_id)?;
+            let items = query::of_request(&conn, splits.as_ref(), request_id)?;
             Ok::<_, crate::store::journal::JournalError>(super::dry::run(&scripts, &items))
         })
         .await
@@ -222,7 +239,7 @@ impl InspectApi {
         let report = report.ok_or_else(|| {
             AdminError::BadRequest(message(format!("event {} has no processed or failed event to run again", id.0)))
         })?;
-        Ok(Json(super::dry::result(&detail.effects, report)))
+        Ok(Json(super::dry::result(&as_effects(&detail.written), report)))
     }
 
     /// The request as a curl command line (credentials as `$HOOKYARD_…` placeholders).
@@ -247,7 +264,8 @@ impl InspectApi {
         let conn = state.pipeline.journal.reader().map_err(internal)?;
         let mut events = Vec::new();
         for s in &siblings {
-            if let Some(d) = query::detail(&conn, s.id).map_err(internal)? {
+            let (data, splits) = (state.pipeline.journal.data(), state.splits.as_ref());
+            if let Some(d) = query::detail(&conn, data, splits, s.id).map_err(internal)? {
                 events.push(d.data);
             }
         }

@@ -301,7 +301,7 @@ impl Admin {
         let state = guard(&self.state, &auth, req)?;
         let item = {
             let conn = state.pipeline.journal.reader().map_err(internal)?;
-            query::journaled(&conn, id.0).map_err(internal)?
+            query::journaled(&conn, state.splits.as_ref(), id.0).map_err(internal)?
         };
         let item =
             item.ok_or_else(|| AdminError::NotFound(message(format!("no processed or failed event {}", id.0))))?;
@@ -333,7 +333,7 @@ impl Admin {
         loop {
             let page = {
                 let conn = state.pipeline.journal.reader().map_err(internal)?;
-                query::page(&conn, &filter, after).map_err(internal)?
+                query::page(&conn, state.splits.as_ref(), &filter, after).map_err(internal)?
             };
             let Some(last) = page.last() else { break };
             after = last.event_id;

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::replay::{DryRun, Replayed, Tally, dry_run, replay_event};
 use crate::services::ServicesError;
-use crate::store::journal::query::{self, Filter, Journaled};
+use crate::store::journal::query::{self, Derive, Filter, Journaled};
 
 /// Options of one replay.
 pub struct Options {
@@ -28,7 +28,7 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
     let mut tally = Tally::default();
     if options.dry_run {
         let conn = crate::store::journal::open_read_only(&app.data)?;
-        each(&conn, &options.filter, |item| {
+        each(&conn, app.splits.as_ref(), &options.filter, |item| {
             let r = match dry_run(&app.scripts, item) {
                 DryRun::WouldFail(why) => {
                     println!("{}: would fail: {why}", label(item));
@@ -50,7 +50,7 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
             other => other.into(),
         })?;
         let conn = services.pipeline.journal.reader()?;
-        each(&conn, &options.filter, |item| {
+        each(&conn, app.splits.as_ref(), &options.filter, |item| {
             let r = runtime.block_on(replay_event(&services.pipeline, item));
             match &r {
                 Replayed::Processed => println!("{}: processed", label(item)),
@@ -74,10 +74,15 @@ pub fn run(config: Config, options: Options) -> anyhow::Result<ExitCode> {
 }
 
 /// Calls `f` on every event matching `filter`, a page at a time.
-fn each(conn: &rusqlite::Connection, filter: &Filter, mut f: impl FnMut(&Journaled)) -> anyhow::Result<()> {
+fn each(
+    conn: &rusqlite::Connection,
+    derive: &dyn Derive,
+    filter: &Filter,
+    mut f: impl FnMut(&Journaled),
+) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
-        let page = query::page(conn, filter, after)?;
+        let page = query::page(conn, derive, filter, after)?;
         let Some(last) = page.last() else { return Ok(()) };
         after = last.event_id;
         page.iter().for_each(&mut f);

@@ -9,6 +9,7 @@
 
 mod body;
 mod claims;
+mod derive;
 mod json;
 pub mod mask;
 mod pipeline;
@@ -34,6 +35,7 @@ use crate::store::journal::RequestRecord;
 use crate::tls::HttpsGate;
 
 pub use claims::{Claims, ClusterAnswer};
+pub use derive::Splits;
 pub use pipeline::{Pipeline, deliver};
 pub use plan::{InFlight, Plan, Planned, plan};
 pub use reply::{Failure, Rejection};
@@ -88,6 +90,9 @@ impl Operation {
         self.require_https
     }
 
+    /// A signature is kept shortened ([`SIGNATURE_KEPT`] characters, then `…`): enough to match
+    /// it with the sender's records; that it was checked is in `verification`, and the whole
+    /// of it would cost a gridX event a quarter more journal.
     fn journal_headers(&self, headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
         self.keep_headers
             .iter()
@@ -268,6 +273,8 @@ async fn handle(
         path: mask::path(req.uri(), &op.secret_names),
         reply_status: spec.reply.success_status,
         failed_status: spec.reply.statuses.failed,
+        spec: spec.digest.clone(),
+        query: declared_query(spec, &query),
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;
@@ -324,6 +331,14 @@ fn check_media_type(spec: &OperationSpec, content_type: Option<&str>) -> Result<
         return Ok(());
     }
     Err(Rejection::UnsupportedMediaType { given: essence, accepted: spec.media_types.join(" or ") })
+}
+
+/// The query parameters `spec` declares, as JSON pairs for the journal ("" when none came):
+/// never an undeclared one (Wattmon's `?token=` is a credential, not a parameter).
+fn declared_query(spec: &OperationSpec, query: &[(String, String)]) -> String {
+    let declared: Vec<&(String, String)> =
+        query.iter().filter(|(k, _)| spec.query.iter().any(|p| p.name == *k)).collect();
+    if declared.is_empty() { String::new() } else { serde_json::to_string(&declared).unwrap_or_default() }
 }
 
 /// Query pairs; a second `?` (as some devices append) is read as `&`.

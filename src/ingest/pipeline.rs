@@ -116,7 +116,7 @@ impl Pipeline {
         let events = plan.into_records(readings);
         let ledger = if self.shared.is_some() { ledger_rows(&request, &events) } else { Vec::new() };
         let effects = crate::store::effects::coalesce(std::mem::take(&mut report.effects));
-        let submission = Submission { target: Target::New(request), events, effects };
+        let submission = Submission { target: Target::New(Box::new(request)), events, effects };
         if let Err(e) = self.journal.submit(submission).await {
             tracing::error!(protocol = %protocol, error = %e, "the request could not be journaled or written");
             let disk_full = matches!(e, JournalError::DiskFull { .. });

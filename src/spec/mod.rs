@@ -130,12 +130,14 @@ impl ProtocolSpec {
         if !document.get("openapi").and_then(Value::as_str).is_some_and(|v| v.starts_with("3.")) {
             return Err(fail("not an OpenAPI 3 document (no `openapi: 3.x`)".into()));
         }
-        let operations = operation::build_all(name, &document).map_err(|msgs| {
+        let mut operations = operation::build_all(name, &document).map_err(|msgs| {
             msgs.into_iter().map(|message| SpecError { file: file.clone(), message }).collect::<Vec<_>>()
         })?;
         if operations.is_empty() {
             return Err(fail("no operations under `paths`".into()));
         }
+        let digest = version(&text);
+        operations.iter_mut().for_each(|op| op.digest = digest.clone());
         Ok(Self { name: name.to_owned(), source_text: text, document, operations })
     }
 }
@@ -145,4 +147,10 @@ pub fn is_protocol_name(name: &str) -> bool {
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
+}
+
+/// The version of a spec document as the journal records it: the first 16 hex digits of the
+/// SHA-256 of its text.
+pub fn version(text: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))[..16].to_owned()
 }

@@ -69,6 +69,10 @@ pub struct OperationSpec {
     pub scheme: SchemePolicy,
     /// Which event fields make meter readings (`x-hookyard-readings`); none when absent.
     pub readings: Option<ReadingsSpec>,
+    /// Which version of its spec document this is: the first 16 hex digits of the SHA-256
+    /// of the document's text. The journal records it per request (a body's split into
+    /// events is the same for the same version).
+    pub digest: String,
 }
 
 /// Builds every operation of `document`, or every problem found.
@@ -146,6 +150,7 @@ impl Ctx<'_> {
             query: self.query_params()?,
             scheme: scheme.unwrap_or_default(),
             readings,
+            digest: String::new(),
         })
     }
 

@@ -77,11 +77,13 @@ impl Handles {
         Ok(self.open.get_mut(rel).expect("inserted above"))
     }
 
-    /// Applies one request's effects; on error cuts every file it touched back to where it
+    /// Applies one request's effects; returns where each effect's bytes begin in its file
+    /// (after a header written first). On error cuts every file it touched back to where it
     /// was, so nothing of the request is half-written.
-    pub fn apply(&mut self, data: &DataDir, effects: &[Effect]) -> Result<(), StoreError> {
+    pub fn apply(&mut self, data: &DataDir, effects: &[Effect]) -> Result<Vec<u64>, StoreError> {
         let mut before: Vec<(&str, Option<u64>)> = Vec::new();
-        let result = self.apply_recording(data, effects, &mut before);
+        let mut offsets = Vec::with_capacity(effects.len());
+        let result = self.apply_recording(data, effects, &mut before, &mut offsets);
         if result.is_err() {
             for (path, length) in before {
                 self.open.remove(path);
@@ -90,7 +92,7 @@ impl Handles {
                 }
             }
         }
-        result
+        result.map(|()| offsets)
     }
 
     fn apply_recording<'e>(
@@ -98,6 +100,7 @@ impl Handles {
         data: &DataDir,
         effects: &'e [Effect],
         before: &mut Vec<(&'e str, Option<u64>)>,
+        offsets: &mut Vec<u64>,
     ) -> Result<(), StoreError> {
         for effect in effects {
             let path = effect.path();
@@ -109,6 +112,8 @@ impl Handles {
                         before.push((path, open.before()));
                     }
                     let io_err = |source: io::Error| StoreError::Io { path: path.to_owned(), source };
+                    let at = open.len + header.as_ref().filter(|_| open.len == 0).map_or(0, |h| h.len() as u64);
+                    offsets.push(at);
                     let written = match header {
                         Some(h) if open.len == 0 => {
                             let mut all = Vec::with_capacity(h.len() + bytes.len());
@@ -134,6 +139,7 @@ impl Handles {
                         before.push((path, data.length(path)?));
                     }
                     data.apply(effect)?;
+                    offsets.push(0);
                 }
             }
         }
@@ -170,10 +176,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path()).unwrap();
         let mut handles = Handles::default();
-        handles.apply(&data, &[append("a/x.csv", Some("h\n"), "1\n"), append("a/x.csv", Some("h\n"), "2\n")]).unwrap();
-        handles.apply(&data, &[append("a/x.csv", Some("h\n"), "3\n")]).unwrap();
+        let first = [append("a/x.csv", Some("h\n"), "1\n"), append("a/x.csv", Some("h\n"), "2\n")];
+        // Where each effect's bytes begin: after the header the first one wrote.
+        assert_eq!(handles.apply(&data, &first).unwrap(), [2, 4]);
+        assert_eq!(handles.apply(&data, &[append("a/x.csv", Some("h\n"), "3\n")]).unwrap(), [6]);
         handles.close_all();
-        handles.apply(&data, &[append("a/x.csv", Some("h\n"), "4\n")]).unwrap();
+        assert_eq!(handles.apply(&data, &[append("a/x.csv", Some("h\n"), "4\n")]).unwrap(), [8]);
         assert_eq!(std::fs::read_to_string(tmp.path().join("a/x.csv")).unwrap(), "h\n1\n2\n3\n4\n");
     }
 

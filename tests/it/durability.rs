@@ -24,6 +24,21 @@ fn stored_ids(data: &std::path::Path) -> BTreeMap<String, usize> {
     ids
 }
 
+/// Every effect's recorded place holds bytes with its recorded digest.
+fn assert_effects_point_at_their_bytes(journal: &rusqlite::Connection, data: &std::path::Path) {
+    let mut stmt = journal.prepare("SELECT path, at, size, digest FROM effects").unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+    let mut checked = 0;
+    for row in rows {
+        let (path, at, size, digest): (String, i64, i64, Vec<u8>) = row.unwrap();
+        let file = std::fs::read(data.join(&path)).unwrap();
+        let bytes = &file[at as usize..(at + size) as usize];
+        assert_eq!(&<sha2::Sha256 as sha2::Digest>::digest(bytes)[..16], &digest[..], "effect at {at} of {path}");
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
+
 fn id(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
@@ -82,6 +97,11 @@ async fn kill_9_under_concurrent_load_loses_nothing_acknowledged_and_duplicates_
     let journaled: i64 =
         journal.query_row("SELECT COUNT(*) FROM events WHERE status = 'processed'", [], |r| r.get(0)).unwrap();
     assert_eq!(journaled as usize, ids.len(), "every processed event in the journal exactly once");
+    // Redone at start-up or checkpointed before the crash, every effect's bytes have left the
+    // journal, and its offset, size and digest point at exactly those bytes in the file.
+    let waiting: i64 = journal.query_row("SELECT COUNT(*) FROM effect_bytes", [], |r| r.get(0)).unwrap();
+    assert_eq!(waiting, 0, "effect bytes kept after their checkpoint");
+    assert_effects_point_at_their_bytes(&journal, &dir.path().join("data"));
 
     // The platform retries everything it did not hear 2xx for: afterwards each sent event
     // is stored exactly once.
@@ -159,9 +179,17 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
         .unwrap();
     assert_eq!(res.status(), 200);
     let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
-    let (source, headers, raw): (String, String, Vec<u8>) = journal
-        .query_row("SELECT source, headers, body FROM requests", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let (source, headers, stored, packed): (String, String, Vec<u8>, bool) = journal
+        .query_row("SELECT source, headers, body, packed FROM requests", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .unwrap();
+    // A body worth deflating is kept deflated; inflated, it is the received one byte for byte.
+    let mut raw = stored.clone();
+    if packed {
+        raw.clear();
+        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(stored.as_slice()), &mut raw).unwrap();
+    }
     assert_eq!((source.as_str(), raw), ("home", body));
     assert!(headers.contains("ESP32 Meter reader") && !headers.contains("s3cr3tKey"), "{headers}");
     assert_eq!(journal_statuses(&app, "ORDER BY idx"), ["processed", "processed"]);

@@ -19,6 +19,8 @@ mod gridx;
 mod hardening;
 mod helpers;
 mod house;
+mod journal_once;
+mod journal_read_back;
 mod meters;
 mod metrics;
 mod outputs;

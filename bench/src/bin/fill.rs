@@ -85,6 +85,13 @@ fn submission(n: u64, received_ms: i64) -> Submission {
         verification: "hmac".into(),
         body: body.into(),
         client: "127.0.0.1".into(),
+        method: "POST".into(),
+        path: "/gridx/events".into(),
+        reply_status: 200,
+        failed_status: 503,
+        // The shipped spec's version: the server derives the event again from the body.
+        spec: gridx_spec_version(),
+        query: String::new(),
     };
     let record = EventRecord {
         index: 0,
@@ -94,7 +101,20 @@ fn submission(n: u64, received_ms: i64) -> Submission {
         outcome: Status::Processed,
         error: None,
         logs: Vec::new(),
+        readings: Vec::new(),
+        image: false,
     };
     let effect = Effect::Append { path: "gridx/events.jsonl".into(), header: None, bytes: line };
-    Submission { target: Target::New(request), events: vec![record], effects: vec![effect] }
+    Submission { target: Target::New(Box::new(request)), events: vec![record], effects: vec![effect] }
+}
+
+/// The version of the built-in gridX spec, as the server records it per request.
+fn gridx_spec_version() -> String {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let specs = hookyard::spec::embedded::SPECS;
+            hookyard::spec::version(specs.iter().find(|(name, _)| *name == "gridx").map_or("", |(_, t)| t))
+        })
+        .clone()
 }

@@ -28,10 +28,13 @@ impl Bulk {
     /// Records `submissions` (new requests with their events and effects) in one transaction.
     pub fn insert(&mut self, submissions: &[Submission]) -> Result<(), JournalError> {
         let tx = self.conn.transaction()?;
+        let mut packer = super::packed::Packer::default();
         for s in submissions {
-            writer::insert_submission(&tx, s)?;
+            writer::insert_submission(&tx, s, &mut packer)?;
         }
+        // As after a checkpoint: the effects count as applied, their bytes leave the journal.
         tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
+        tx.execute("DELETE FROM effect_bytes", [])?;
         tx.commit()?;
         Ok(())
     }

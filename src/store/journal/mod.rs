@@ -13,8 +13,11 @@
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
 mod bulk;
+mod derive;
+mod insert;
 pub mod log;
 mod outlets;
+mod packed;
 pub mod query;
 pub mod readings;
 mod recover;
@@ -24,6 +27,7 @@ pub(crate) mod schema;
 pub mod series;
 pub mod stats;
 mod writer;
+pub mod written;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +73,8 @@ pub enum JournalError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("journal: event {id} cannot be read back: {source}")]
     Corrupt { id: i64, source: serde_json::Error },
+    #[error("journal: the body of request {id} cannot be inflated: {source}")]
+    Unpack { id: i64, source: std::io::Error },
     /// The data directory refused a write or a repair (the request's effects are not applied).
     #[error("{0}")]
     Data(#[from] StoreError),
@@ -107,6 +113,13 @@ pub struct RequestRecord {
     pub reply_status: u16,
     /// The HTTP status of the reply when an event failed.
     pub failed_status: u16,
+    /// The digest of the spec version whose split made the events (`OperationSpec::digest`):
+    /// the events keep no data of their own and are derived again from `body`. Empty: the
+    /// body is not theirs to be split (a replay of another instance's event), they keep it.
+    pub spec: String,
+    /// The query parameters the operation declares, as JSON pairs (empty when none came):
+    /// the split puts them in each event's `meta`.
+    pub query: String,
 }
 
 /// What became of one event (stored as its lowercase name).
@@ -189,7 +202,7 @@ pub struct EventRecord {
 #[derive(Debug)]
 pub enum Target {
     /// A request just received: recorded with all its events.
-    New(RequestRecord),
+    New(Box<RequestRecord>),
     /// A journaled event processed again (replay): its one event record replaces the old
     /// outcome; the effects are added to its request.
     Replay { event_id: i64, request_id: i64 },
@@ -299,6 +312,11 @@ impl Journal {
     /// Lookups of processed keys in this journal (the dedup memory's disk).
     pub fn key_index(&self) -> KeyIndex {
         KeyIndex::new(&self.path)
+    }
+
+    /// The data directory the journal's effects are applied to.
+    pub fn data(&self) -> &DataDir {
+        &self.data
     }
 
     /// A read-only connection for inspection and replay.

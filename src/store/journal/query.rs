@@ -2,9 +2,13 @@
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
 
+use super::derive::Deriving;
+pub use super::derive::{Derive, Derived, Received};
 use super::{JournalError, Status};
-use crate::event::Event;
+use crate::event::{Event, Origin};
+use crate::store::DataDir;
 
 /// Which events to read.
 #[derive(Clone, Debug, Default)]
@@ -28,16 +32,29 @@ pub struct Journaled {
     pub request_id: i64,
     pub status: Status,
     pub key: Option<String>,
+    /// The event (with `data: null` when it cannot be had: see `problem`).
     pub event: Event,
+    /// Why the event cannot be derived again from its request's body (the spec changed and
+    /// the body no longer gives it, or no longer splits): it is not processed again.
+    pub problem: Option<String>,
 }
 
 const PAGE: i64 = 500;
 
+type PageRow = (i64, i64, Status, Option<String>, String, Option<Vec<u8>>, i64, bool, bool);
+
 /// The next page of events after `after_id` matching `filter` (processed or failed ones:
-/// duplicates and superseded attempts are never processed again).
-pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Journaled>, JournalError> {
+/// duplicates and superseded attempts are never processed again). Events stored without
+/// their data are derived again from their request's body through `derive`.
+pub fn page(
+    conn: &Connection,
+    derive: &dyn Derive,
+    filter: &Filter,
+    after_id: i64,
+) -> Result<Vec<Journaled>, JournalError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT e.id, e.request_id, e.status, e.idem_key, e.data, CASE WHEN e.blob THEN r.body END
+        "SELECT e.id, e.request_id, e.status, e.idem_key, e.data, CASE WHEN e.blob THEN r.body END, e.idx, r.spec != '',
+                r.packed
          FROM events e JOIN requests r ON r.id = e.request_id
          WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.received_ms >= ?3)
            AND (?4 IS NULL OR r.received_ms < ?4)
@@ -56,26 +73,38 @@ pub fn page(conn: &Connection, filter: &Filter, after_id: i64) -> Result<Vec<Jou
             filter.only_id,
             filter.only_request
         ],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Status>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<Vec<u8>>>(5)?,
-            ))
+        |r| -> rusqlite::Result<PageRow> {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
         },
     )?;
+    let mut deriving = Deriving::new(derive);
     let mut out = Vec::new();
     for row in rows {
-        let (event_id, request_id, status, key, data, blob) = row?;
-        let mut event: Event =
-            serde_json::from_str(&data).map_err(|source| JournalError::Corrupt { id: event_id, source })?;
-        event.blob = blob.map(Bytes::from);
-        out.push(Journaled { event_id, request_id, status, key, event });
+        let (event_id, request_id, status, key, data, blob, index, derived, packed) = row?;
+        let (event, problem) = if derived && data.is_empty() {
+            match deriving.event(conn, request_id, index as usize, key.as_deref())? {
+                Ok(event) => (event, None),
+                Err(why) => (placeholder(conn, request_id, index as usize)?, Some(why)),
+            }
+        } else {
+            let mut event: Event =
+                serde_json::from_str(&data).map_err(|source| JournalError::Corrupt { id: event_id, source })?;
+            event.blob = blob.map(|b| super::packed::unpack(request_id, b, packed)).transpose()?.map(Bytes::from);
+            (event, None)
+        };
+        out.push(Journaled { event_id, request_id, status, key, event, problem });
     }
     Ok(out)
+}
+
+/// An event of request `request_id` without its data (for labels, when it cannot be derived).
+fn placeholder(conn: &Connection, request_id: i64, index: usize) -> Result<Event, JournalError> {
+    let origin = conn.query_row(
+        "SELECT protocol, operation, source, received_ms FROM requests WHERE id = ?1",
+        params![request_id],
+        |r| Ok(Origin { protocol: r.get(0)?, operation: r.get(1)?, source: r.get(2)?, received_ms: r.get(3)? }),
+    )?;
+    Ok(origin.event(index, Value::Null, serde_json::Map::new()))
 }
 
 /// Whether `key` has been processed (by this event or another).
@@ -155,9 +184,13 @@ pub struct Detail {
     pub verification: String,
     pub body: Vec<u8>,
     pub data: serde_json::Value,
+    /// Why `data` is null: the event could not be derived again from the body.
+    pub data_problem: Option<String>,
     pub logs: Vec<String>,
-    /// What its request's scripts wrote (all events of the request).
-    pub effects: Vec<crate::store::Effect>,
+    /// What its request's scripts wrote (all events of the request), described.
+    pub effects: Vec<String>,
+    /// The same, with the bytes (read back from the files once checkpointed).
+    pub written: Vec<super::written::Written>,
     /// The reply's HTTP status.
     pub reply_status: u16,
     /// The method and URL path (query secrets masked) as received; empty for older journals.
@@ -170,13 +203,20 @@ pub struct Detail {
     pub duplicate_of: Option<i64>,
 }
 
-/// One event in full, or `None` when there is no such event.
-pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError> {
+/// One event in full, or `None` when there is no such event; what was written is read back
+/// from `files` once the journal no longer holds it, and the event's data is derived again
+/// from its request's body through `derive` when it was not stored.
+pub fn detail(
+    conn: &Connection,
+    files: &DataDir,
+    derive: &dyn Derive,
+    id: i64,
+) -> Result<Option<Detail>, JournalError> {
     let sql = format!("{SUMMARY} WHERE e.id = ?1");
     let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
-    type Row = (String, String, Vec<u8>, String, Option<String>, String, Option<i64>);
-    let (headers, verification, body, mut data, logs, client, duplicate_of): Row = conn.query_row(
-        "SELECT r.headers, r.verification, r.body, e.data, e.logs, r.client, e.duplicate_of
+    type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
+    let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
+        "SELECT r.headers, r.verification, r.body, e.logs, r.client, e.duplicate_of, r.packed
          FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1",
         params![id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
@@ -186,29 +226,29 @@ pub fn detail(conn: &Connection, id: i64) -> Result<Option<Detail>, JournalError
         params![summary.request_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    if let (Some(original), true) = (duplicate_of, data.is_empty()) {
-        data = conn
-            .query_row("SELECT data FROM events WHERE id = ?1", params![original], |r| r.get(0))
-            .optional()?
-            .unwrap_or_else(|| "{}".into());
-    }
-    let mut stmt =
-        conn.prepare_cached("SELECT path, kind, header, bytes FROM effects WHERE request_id = ?1 ORDER BY id")?;
-    let effects = stmt
-        .query_map(params![summary.request_id], |r| {
-            Ok(crate::store::Effect::from_parts(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let body = super::packed::unpack(summary.request_id, body, packed)?;
+    let (data, data_problem) = match event_data(conn, &mut Deriving::new(derive), id)? {
+        Some(Ok(data)) => (data, None),
+        None => match duplicate_of {
+            Some(original) => event_data(conn, &mut Deriving::new(derive), original)?.unwrap_or(Ok(Value::Null)),
+            None => Ok(Value::Null),
+        }
+        .map_or_else(|why| (Value::Null, Some(why)), |data| (data, None)),
+        Some(Err(why)) => (Value::Null, Some(why)),
+    };
+    let written = super::written::written(conn, files, summary.request_id)?;
+    let effects = written.iter().map(super::written::Written::describe).collect();
     let corrupt = |source| JournalError::Corrupt { id, source };
-    let data: serde_json::Value = serde_json::from_str(&data).map_err(corrupt)?;
     let logs = logs.map(|l| serde_json::from_str(&l)).transpose().map_err(corrupt)?;
     Ok(Some(Detail {
         headers: serde_json::from_str(&headers).map_err(corrupt)?,
         verification,
         body,
-        data: data.get("data").cloned().unwrap_or_default(),
+        data,
+        data_problem,
         logs: logs.unwrap_or_default(),
         effects,
+        written,
         summary,
         client,
         duplicate_of,
@@ -227,11 +267,11 @@ pub fn siblings(conn: &Connection, request_id: i64) -> Result<Vec<Summary>, Jour
 }
 
 /// The processed and failed events of request `request_id`, ready to run again.
-pub fn of_request(conn: &Connection, request_id: i64) -> Result<Vec<Journaled>, JournalError> {
+pub fn of_request(conn: &Connection, derive: &dyn Derive, request_id: i64) -> Result<Vec<Journaled>, JournalError> {
     let filter = Filter { only_request: Some(request_id), ..Filter::default() };
     let mut all: Vec<Journaled> = Vec::new();
     loop {
-        let next = page(conn, &filter, all.last().map_or(0, |j| j.event_id))?;
+        let next = page(conn, derive, &filter, all.last().map_or(0, |j| j.event_id))?;
         if next.is_empty() {
             return Ok(all);
         }
@@ -239,10 +279,37 @@ pub fn of_request(conn: &Connection, request_id: i64) -> Result<Vec<Journaled>, 
     }
 }
 
+/// The payload (`data`) of event `id`: stored, or derived again from its request's body;
+/// `None` when it has neither (a duplicate pointing at the event that has it).
+fn event_data(
+    conn: &Connection,
+    deriving: &mut Deriving<'_>,
+    id: i64,
+) -> Result<Option<Result<Value, String>>, JournalError> {
+    type Row = (String, i64, i64, Option<String>, bool);
+    let row: Option<Row> = conn
+        .query_row(
+            "SELECT e.data, e.request_id, e.idx, e.idem_key, r.spec != ''
+             FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((data, request_id, index, key, derived)) = row else { return Ok(None) };
+    if !data.is_empty() {
+        let event: Value = serde_json::from_str(&data).map_err(|source| JournalError::Corrupt { id, source })?;
+        return Ok(Some(Ok(event.get("data").cloned().unwrap_or_default())));
+    }
+    if !derived {
+        return Ok(None);
+    }
+    Ok(Some(deriving.event(conn, request_id, index as usize, key.as_deref())?.map(|e| e.data)))
+}
+
 /// One event ready to replay (processed or failed), or `None`.
-pub fn journaled(conn: &Connection, id: i64) -> Result<Option<Journaled>, JournalError> {
+pub fn journaled(conn: &Connection, derive: &dyn Derive, id: i64) -> Result<Option<Journaled>, JournalError> {
     let filter = Filter { only_id: Some(id), ..Filter::default() };
-    Ok(page(conn, &filter, 0)?.pop())
+    Ok(page(conn, derive, &filter, 0)?.pop())
 }
 
 #[cfg(test)]

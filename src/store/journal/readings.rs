@@ -215,6 +215,8 @@ mod tests {
             path: "/ai-on-the-edge/webhook".into(),
             reply_status: 200,
             failed_status: 503,
+            spec: String::new(),
+            query: String::new(),
         };
         let reading = |&(ms, value, status): &(i64, Option<f64>, Option<&str>)| Reading {
             name: "ferienhaus / main".into(),
@@ -235,7 +237,7 @@ mod tests {
             readings: rounds.iter().map(reading).collect(),
             image,
         };
-        Submission { target: Target::New(request), events: vec![event], effects: Vec::new() }
+        Submission { target: Target::New(Box::new(request)), events: vec![event], effects: Vec::new() }
     }
 
     /// Records `s` as request `id` with one event `id`, as the writer does.

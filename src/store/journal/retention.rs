@@ -147,6 +147,7 @@ fn remove_batch(conn: &mut Connection, cutoff: Option<i64>) -> rusqlite::Result<
     };
     for id in &ids {
         tx.execute("DELETE FROM events WHERE request_id = ?1", params![id])?;
+        tx.execute("DELETE FROM effect_bytes WHERE id IN (SELECT id FROM effects WHERE request_id = ?1)", params![id])?;
         tx.execute("DELETE FROM effects WHERE request_id = ?1", params![id])?;
         tx.execute("DELETE FROM requests WHERE id = ?1", params![id])?;
     }

@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS requests (
     client TEXT NOT NULL DEFAULT '',
     reply_status INTEGER NOT NULL DEFAULT 200,
     method TEXT NOT NULL DEFAULT '',
-    path TEXT NOT NULL DEFAULT ''
+    path TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '',
+    packed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -46,9 +49,17 @@ CREATE TABLE IF NOT EXISTS effects (
     path TEXT NOT NULL,
     kind INTEGER NOT NULL,
     header BLOB,
-    bytes BLOB NOT NULL
+    bytes BLOB NOT NULL,
+    at INTEGER,
+    size INTEGER,
+    digest BLOB
 );
 CREATE INDEX IF NOT EXISTS effects_request ON effects(request_id);
+CREATE TABLE IF NOT EXISTS effect_bytes (
+    id INTEGER PRIMARY KEY,
+    header BLOB,
+    bytes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS file_state (
     path TEXT PRIMARY KEY,
     length INTEGER NOT NULL
@@ -73,7 +84,8 @@ CREATE INDEX IF NOT EXISTS processed_keys_time ON processed_keys(received_ms);
 /// and `events_unsettled` (the log's status filter for the rarer statuses; built from the events
 /// on the first start) (`rejected.rs`), and keeps processed keys in `processed_keys` (the key's
 /// 128-bit digest, the event that processed it, the request's receive time), looked up there
-/// instead of loaded into memory, and pruned by age only.
+/// instead of loaded into memory, and pruned by age only; and it stores each byte once (see
+/// [`migrate_payload_v3`]).
 const SCHEMA_VERSION: i64 = 3;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
@@ -103,6 +115,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     }
     if version < 3 {
         migrate_keys_v3(&tx)?;
+        migrate_payload_v3(&tx)?;
     }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
@@ -136,6 +149,26 @@ fn migrate_keys_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         ])?;
     }
     tx.execute_batch("DROP INDEX IF EXISTS events_processed_key;")
+}
+
+/// Version 3: `requests.spec` (the digest of the spec whose split made the request's events:
+/// set, the events keep no data of their own and are derived again from the body; empty,
+/// they keep it, as every event of an older journal does), `requests.query` (the query
+/// parameters the operation declares, which the split puts in `meta`), `requests.packed`
+/// (the body is deflated: `journal::packed`), and `effects.at`,
+/// `size`, `digest` (where a checkpointed effect's bytes are in its file, how many, and the
+/// first 16 bytes of their SHA-256). An effect's bytes (and header) now wait in a table of
+/// their own, `effect_bytes` (created with the others), until the checkpoint that made them
+/// durable deletes them: whole pages are freed and reused, where shrinking rows in place
+/// would leave the effects' pages as large as before. Rows of older journals stay as they
+/// are: their events keep their data and their effects their bytes.
+fn migrate_payload_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "requests", "spec", "TEXT NOT NULL DEFAULT ''")?;
+    add_column(tx, "requests", "query", "TEXT NOT NULL DEFAULT ''")?;
+    add_column(tx, "requests", "packed", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(tx, "effects", "at", "INTEGER")?;
+    add_column(tx, "effects", "size", "INTEGER")?;
+    add_column(tx, "effects", "digest", "BLOB")
 }
 
 /// Adds `column` to `table` unless it has it.

@@ -4,12 +4,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
+pub(super) use super::insert::{Recorded, insert_submission};
 use super::outlets::Outlets;
+use super::packed::Packer;
 use super::readings;
 use super::retention::{self, Retention, room};
-use super::{EventRecord, Job, JournalError, RejectedRecord, Reply, RequestRecord, Status, Submission, Target};
+use super::{Job, JournalError, RejectedRecord, Reply, Submission};
 use crate::clock::Clock;
 use crate::store::DataDir;
 use crate::store::dedup::digest;
@@ -30,12 +32,33 @@ pub struct Writer {
     outlets: Outlets,
     /// The wall clock retention measures age by.
     clock: Clock,
+    /// Effects applied since the last checkpoint, and where their bytes went: the checkpoint
+    /// that makes them durable replaces their bytes in the journal by this.
+    placed: Vec<Placed>,
+    /// Deflates request bodies (one compressor, set up once).
+    packer: Packer,
+}
+
+/// Where an applied effect's bytes begin in its file.
+struct Placed {
+    effect_id: i64,
+    at: u64,
 }
 
 impl Writer {
     pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention, outlets: Outlets, clock: Clock) -> Self {
-        let handles = Handles::default();
-        Self { conn, data, dirty: BTreeSet::new(), retention, unmarked: Vec::new(), handles, outlets, clock }
+        Self {
+            conn,
+            data,
+            dirty: BTreeSet::new(),
+            retention,
+            unmarked: Vec::new(),
+            handles: Handles::default(),
+            outlets,
+            clock,
+            placed: Vec::new(),
+            packer: Packer::default(),
+        }
     }
 
     /// Prunes done requests as the retention rules say (after a checkpoint, so the effects of
@@ -135,7 +158,8 @@ impl Writer {
         self.handles.new_batch();
         for ((submission, _), recorded) in batch.iter().zip(ids) {
             match self.handles.apply(&self.data, &submission.effects).map_err(|e| e.to_string()) {
-                Ok(()) => {
+                Ok(offsets) => {
+                    self.place(&recorded, &offsets);
                     self.outlets.publish(submission, recorded.request_id, &recorded.event_ids, recorded.reply_status);
                     results.push(Ok(()));
                 }
@@ -153,13 +177,21 @@ impl Writer {
         }
     }
 
+    /// Remembers where a submission's applied effects went (their ids are consecutive).
+    fn place(&mut self, recorded: &Recorded, offsets: &[u64]) {
+        let Some((first, _)) = recorded.effects else { return };
+        for (n, at) in offsets.iter().enumerate() {
+            self.placed.push(Placed { effect_id: first + n as i64, at: *at });
+        }
+    }
+
     /// One transaction for the whole batch; returns what each submission wrote.
     fn record(&mut self, batch: &[(Submission, Reply)]) -> Result<Vec<Recorded>, JournalError> {
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
         for (s, _) in batch {
-            let recorded = insert_submission(&tx, s)?;
+            let recorded = insert_submission(&tx, s, &mut self.packer)?;
             readings::index(&tx, s, recorded.request_id, &recorded.event_ids)?;
             ids.push(recorded);
             for effect in &s.effects {
@@ -196,6 +228,7 @@ impl Writer {
             readings::forget(&tx, &recorded.event_ids)?;
             if let Some((first, last)) = recorded.effects {
                 tx.execute("DELETE FROM effects WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
+                tx.execute("DELETE FROM effect_bytes WHERE id BETWEEN ?1 AND ?2", params![first, last])?;
             }
             if let Some(status) = recorded.failed_status {
                 tx.execute(
@@ -227,152 +260,22 @@ impl Writer {
             )?;
         }
         tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
+        drop_placed_bytes(&tx, &self.placed)?;
         tx.commit()?;
         self.dirty.clear();
+        self.placed.clear();
         Ok(())
     }
 }
 
-/// What one submission wrote: its event rows and the id range of its effects.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    request_id: i64,
-    /// The reply status recorded for the request.
-    reply_status: u16,
-    /// For a new request: its status should it fail after all.
-    failed_status: Option<u16>,
-    event_ids: Vec<i64>,
-    /// The idempotency key of each event (by position).
-    keys: Vec<Option<String>>,
-    effects: Option<(i64, i64)>,
-}
-
-pub(super) fn insert_submission(tx: &Transaction<'_>, s: &Submission) -> Result<Recorded, JournalError> {
-    let (request_id, event_ids, reply_status, failed_status) = match &s.target {
-        Target::New(request) => {
-            let (request_id, ids, status) = insert_request(tx, request, &s.events)?;
-            (request_id, ids, status, Some(request.failed_status))
-        }
-        Target::Replay { event_id, request_id } => {
-            update_replayed(tx, *event_id, *request_id, s.events.first())?;
-            (*request_id, vec![*event_id], 0, None)
-        }
-    };
-    let keys = s.events.iter().map(|e| e.key.clone()).collect();
-    let mut insert_effect =
-        tx.prepare_cached("INSERT INTO effects (request_id, path, kind, header, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-    let mut range: Option<(i64, i64)> = None;
-    for effect in &s.effects {
-        let (kind, header, bytes) = effect.parts();
-        insert_effect.execute(params![request_id, effect.path(), kind, header, bytes])?;
-        let id = tx.last_insert_rowid();
-        range = Some((range.map_or(id, |r| r.0), id));
+/// The bytes of effects now durable in their files leave the journal: their rows keep the
+/// path, kind, offset, size and digest (enough to read them back while the file matches).
+fn drop_placed_bytes(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Result<()> {
+    let mut at = tx.prepare_cached("UPDATE effects SET at = ?2 WHERE id = ?1")?;
+    let mut drop = tx.prepare_cached("DELETE FROM effect_bytes WHERE id = ?1")?;
+    for p in placed {
+        at.execute(params![p.effect_id, p.at as i64])?;
+        drop.execute(params![p.effect_id])?;
     }
-    Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, effects: range })
-}
-
-fn insert_request(
-    tx: &Transaction<'_>,
-    r: &RequestRecord,
-    events: &[EventRecord],
-) -> Result<(i64, Vec<i64>, u16), JournalError> {
-    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
-    let failed = events.iter().any(|e| e.outcome == Status::Failed);
-    let reply_status = if failed { r.failed_status } else { r.reply_status };
-    // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
-    // copy of its body: its events point at the ones that processed their keys.
-    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
-    let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
-    tx.prepare_cached(
-        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
-                               reply_status, method, path)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        r.protocol,
-        r.operation,
-        r.source,
-        r.received_ms,
-        headers,
-        r.verification,
-        body,
-        r.client,
-        reply_status,
-        r.method,
-        r.path
-    ])?;
-    let request_id = tx.last_insert_rowid();
-    let ids = insert_events(tx, request_id, r.received_ms, events)?;
-    Ok((request_id, ids, reply_status))
-}
-
-/// The event rows of request `request_id`; a duplicate points at the event that processed
-/// its key instead of keeping its data.
-fn insert_events(
-    tx: &Transaction<'_>,
-    request_id: i64,
-    received_ms: i64,
-    events: &[EventRecord],
-) -> Result<Vec<i64>, JournalError> {
-    let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut ids = Vec::with_capacity(events.len());
-    for e in events {
-        let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
-        let original = match (e.outcome, &e.key) {
-            (Status::Duplicate, Some(key)) => processed_event(tx, key)?,
-            _ => None,
-        };
-        let data = if original.is_some() { "" } else { e.data.as_str() };
-        let row = params![request_id, e.index as i64, e.key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
-        insert_event.execute(row)?;
-        let event_id = tx.last_insert_rowid();
-        ids.push(event_id);
-        if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-            remember_key(tx, key, event_id, received_ms)?;
-        }
-    }
-    Ok(ids)
-}
-
-fn update_replayed(
-    tx: &Transaction<'_>,
-    event_id: i64,
-    request_id: i64,
-    record: Option<&EventRecord>,
-) -> Result<(), JournalError> {
-    let Some(e) = record else { return Ok(()) };
-    let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
-    tx.execute(
-        "UPDATE events SET status = ?2, error = ?3, logs = ?4 WHERE id = ?1",
-        params![event_id, e.outcome.as_str(), e.error, logs],
-    )?;
-    if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-        let received_ms: i64 =
-            tx.query_row("SELECT received_ms FROM requests WHERE id = ?1", params![request_id], |r| r.get(0))?;
-        remember_key(tx, key, event_id, received_ms)?;
-    }
-    Ok(())
-}
-
-/// The event that processed `key`, if the journal still has it (its key may outlive it:
-/// keys are kept for the whole dedup window, requests may be pruned earlier by size).
-fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT e.id FROM processed_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ?1")?
-        .query_row(params![&digest(key)[..]], |row| row.get(0))
-        .optional()
-}
-
-/// A key was processed (the event row says so): it goes into `processed_keys`, and earlier
-/// failed attempts with it become `superseded` (one probe of the small index of failed keys).
-fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![&digest(key)[..], event_id, received_ms])?;
-    tx.prepare_cached(
-        "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
-    )?
-    .execute(params![key, event_id])?;
     Ok(())
 }

@@ -1,0 +1,175 @@
+//! Recording one submission in the writer's transaction: the request (its body deflated
+//! when that pays, its events' data left to be derived again from it), its events, their
+//! processed keys (`processed_keys`), and its effects (their bytes in `effect_bytes` until
+//! their checkpoint).
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::packed::Packer;
+use super::{EventRecord, JournalError, RequestRecord, Status, Submission, Target};
+use crate::store::dedup::digest;
+
+/// What one submission wrote: its event rows and the id range of its effects.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub request_id: i64,
+    /// The reply status recorded for the request.
+    pub reply_status: u16,
+    /// For a new request: its status should it fail after all.
+    pub failed_status: Option<u16>,
+    pub event_ids: Vec<i64>,
+    /// The idempotency key of each event (by position).
+    pub keys: Vec<Option<String>>,
+    pub effects: Option<(i64, i64)>,
+}
+
+pub fn insert_submission(tx: &Transaction<'_>, s: &Submission, packer: &mut Packer) -> Result<Recorded, JournalError> {
+    let (request_id, event_ids, reply_status, failed_status) = match &s.target {
+        Target::New(request) => {
+            let (request_id, ids, status) = insert_request(tx, request, &s.events, packer)?;
+            (request_id, ids, status, Some(request.failed_status))
+        }
+        Target::Replay { event_id, request_id } => {
+            update_replayed(tx, *event_id, *request_id, s.events.first())?;
+            (*request_id, vec![*event_id], 0, None)
+        }
+    };
+    let keys = s.events.iter().map(|e| e.key.clone()).collect();
+    let mut range: Option<(i64, i64)> = None;
+    for effect in &s.effects {
+        let id = insert_effect(tx, request_id, effect)?;
+        range = Some((range.map_or(id, |r| r.0), id));
+    }
+    Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, effects: range })
+}
+
+/// One effect: its row (path, kind, size, digest), and its bytes in `effect_bytes` until the
+/// checkpoint that makes them durable.
+fn insert_effect(tx: &Transaction<'_>, request_id: i64, effect: &crate::store::Effect) -> rusqlite::Result<i64> {
+    let (kind, header, bytes) = effect.parts();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    tx.prepare_cached(
+        "INSERT INTO effects (request_id, path, kind, header, bytes, size, digest) VALUES (?1, ?2, ?3, NULL, x'', ?4, ?5)",
+    )?
+    .execute(params![request_id, effect.path(), kind, bytes.len() as i64, &digest[..16]])?;
+    let id = tx.last_insert_rowid();
+    tx.prepare_cached("INSERT INTO effect_bytes (id, header, bytes) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, header, bytes])?;
+    Ok(id)
+}
+
+fn insert_request(
+    tx: &Transaction<'_>,
+    r: &RequestRecord,
+    events: &[EventRecord],
+    packer: &mut Packer,
+) -> Result<(i64, Vec<i64>, u16), JournalError> {
+    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
+    let failed = events.iter().any(|e| e.outcome == Status::Failed);
+    let reply_status = if failed { r.failed_status } else { r.reply_status };
+    // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
+    // copy of its body: its events point at the ones that processed their keys.
+    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
+    let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
+    // With the body kept and the spec version recorded, the events are derived again from
+    // the body when they are needed: their data is not stored a second time.
+    let derived = !nothing_new && !r.spec.is_empty();
+    let spec = if derived { r.spec.as_str() } else { "" };
+    let (body, packed) = packer.pack(body);
+    tx.prepare_cached(
+        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
+                               reply_status, method, path, spec, query, packed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        r.protocol,
+        r.operation,
+        r.source,
+        r.received_ms,
+        headers,
+        r.verification,
+        body,
+        r.client,
+        reply_status,
+        r.method,
+        r.path,
+        spec,
+        r.query,
+        packed
+    ])?;
+    let request_id = tx.last_insert_rowid();
+    let ids = insert_events(tx, (request_id, r.received_ms), events, derived)?;
+    Ok((request_id, ids, reply_status))
+}
+
+/// The event rows of a request (its id and receive time); a duplicate points at the event
+/// that processed its key instead of keeping its data, and `derived` events (from the kept
+/// body) keep none.
+fn insert_events(
+    tx: &Transaction<'_>,
+    (request_id, received_ms): (i64, i64),
+    events: &[EventRecord],
+    derived: bool,
+) -> Result<Vec<i64>, JournalError> {
+    let mut insert_event = tx.prepare_cached(
+        "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut ids = Vec::with_capacity(events.len());
+    for e in events {
+        let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
+        let original = match (e.outcome, &e.key) {
+            (Status::Duplicate, Some(key)) => processed_event(tx, key)?,
+            _ => None,
+        };
+        let data = if derived || original.is_some() { "" } else { e.data.as_str() };
+        let row = params![request_id, e.index as i64, e.key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
+        insert_event.execute(row)?;
+        let event_id = tx.last_insert_rowid();
+        ids.push(event_id);
+        if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
+            remember_key(tx, key, event_id, received_ms)?;
+        }
+    }
+    Ok(ids)
+}
+
+fn update_replayed(
+    tx: &Transaction<'_>,
+    event_id: i64,
+    request_id: i64,
+    record: Option<&EventRecord>,
+) -> Result<(), JournalError> {
+    let Some(e) = record else { return Ok(()) };
+    let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
+    tx.execute(
+        "UPDATE events SET status = ?2, error = ?3, logs = ?4 WHERE id = ?1",
+        params![event_id, e.outcome.as_str(), e.error, logs],
+    )?;
+    if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
+        let received_ms: i64 =
+            tx.query_row("SELECT received_ms FROM requests WHERE id = ?1", params![request_id], |r| r.get(0))?;
+        remember_key(tx, key, event_id, received_ms)?;
+    }
+    Ok(())
+}
+
+/// The event that processed `key`, if the journal still has it (its key may outlive it:
+/// keys are kept for the whole dedup window, requests may be pruned earlier by size).
+fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached("SELECT e.id FROM processed_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ?1")?
+        .query_row(params![&digest(key)[..]], |row| row.get(0))
+        .optional()
+}
+
+/// A key was processed (the event row says so): it goes into `processed_keys`, and earlier
+/// failed attempts with it become `superseded` (one probe of the small index of failed keys).
+fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![&digest(key)[..], event_id, received_ms])?;
+    tx.prepare_cached(
+        "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
+    )?
+    .execute(params![key, event_id])?;
+    Ok(())
+}
