@@ -143,7 +143,7 @@ impl Endpoint for PathEndpoint {
         let outcome = match (plain, lockout.refused(ip, Instant::now())) {
             (Some(reason), _) => Err(Rejection::PlainHttp(reason)),
             (None, Some(wait)) => Err(Rejection::TooManyAttempts(wait)),
-            (None, None) => handle(&op, &self.pipeline, &self.intake, req).await,
+            (None, None) => handle(&op, &self.pipeline, &self.intake, &client, req).await,
         };
         let response = match outcome {
             Ok(events) => {
@@ -167,7 +167,13 @@ impl Endpoint for PathEndpoint {
 }
 
 /// The whole path of one request; the number of events on success.
-async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: Request) -> Result<usize, Rejection> {
+async fn handle(
+    op: &Operation,
+    pipeline: &Pipeline,
+    intake: &Intake,
+    client: &crate::net::Client,
+    mut req: Request,
+) -> Result<usize, Rejection> {
     let spec = &op.spec;
     check_media_type(spec, req.header(header::CONTENT_TYPE))?;
     let mut identities = vec![None; op.checkers.len()];
@@ -196,7 +202,7 @@ async fn handle(op: &Operation, pipeline: &Pipeline, intake: &Intake, mut req: R
         headers: op.journal_headers(req.headers()),
         verification: op.verification.clone(),
         body: raw.clone(),
-        client: intake.client(&req).to_string(),
+        client: client.to_string(),
     };
     let input = split::Input { body: raw, form: form.as_ref(), query: &query, content_type };
     let parsed = split::split(spec, &origin, input).map_err(Rejection::Invalid)?;

@@ -20,8 +20,9 @@ mod writer;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -180,12 +181,19 @@ enum Job {
     Checkpoint(Reply),
 }
 
+/// How long a free-space check that found room is trusted by [`Journal::room`].
+const ROOM_HOLDS: Duration = Duration::from_millis(100);
+
 /// Handle to the journal (cheap to share behind an `Arc`).
 pub struct Journal {
     jobs: Mutex<mpsc::Sender<Job>>,
     path: PathBuf,
     data: Arc<DataDir>,
     floor_mb: f64,
+    /// Until when (ms after `opened`) the last free-space check holds: a request asks
+    /// [`Journal::room`] first, and one `statvfs` per request was a syscall on the hot path.
+    room_until: AtomicU64,
+    opened: Instant,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -209,7 +217,8 @@ impl Journal {
             .name("journal-writer".into())
             .spawn(move || writer.run(rx, Duration::from_secs(1)))
             .map_err(|source| JournalError::Io { path: dir, source })?;
-        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, worker: Mutex::new(Some(worker)) })
+        let (room_until, opened) = (AtomicU64::new(0), Instant::now());
+        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, room_until, opened, worker: Mutex::new(Some(worker)) })
     }
 
     /// Records `submission` durably and applies its effects; returns once both are done.
@@ -221,8 +230,16 @@ impl Journal {
 
     /// Whether there is room for new work: the disk above `[journal] min_free_disk_mb`.
     /// Asked before a request's scripts run, so nothing is delivered that cannot be kept.
+    /// A check that found room holds for [`ROOM_HOLDS`] (the writer checks again before each
+    /// commit); a full disk is asked again every time.
     pub fn room(&self) -> Result<(), JournalError> {
-        writer::room(&self.data, self.floor_mb).map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })
+        let now = self.opened.elapsed().as_millis() as u64;
+        if now < self.room_until.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        writer::room(&self.data, self.floor_mb).map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })?;
+        self.room_until.store(now + ROOM_HOLDS.as_millis() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Syncs every file written so far and records the checkpoint.
