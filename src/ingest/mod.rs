@@ -166,7 +166,7 @@ impl Endpoint for PathEndpoint {
         let outcome = match (plain, lockout.refused(ip, Instant::now())) {
             (Some(reason), _) => Err(Rejection::PlainHttp(reason)),
             (None, Some(wait)) => Err(Rejection::TooManyAttempts(wait)),
-            (None, None) => handle(&op, &self.pipeline, &self.intake, &mut req, &mut body).await,
+            (None, None) => handle(&op, &self.pipeline, &self.intake, &client, &mut req, &mut body).await,
         };
         count_outcome(&self.pipeline, protocol, &outcome);
         let response = match outcome {
@@ -232,6 +232,7 @@ async fn handle(
     op: &Operation,
     pipeline: &Pipeline,
     intake: &Intake,
+    client: &crate::net::Client,
     req: &mut Request,
     body: &mut Option<bytes::Bytes>,
 ) -> Result<usize, Rejection> {
@@ -268,7 +269,7 @@ async fn handle(
         headers: op.journal_headers(req.headers()),
         verification: op.verification.clone(),
         body: raw.clone(),
-        client: intake.client(req).to_string(),
+        client: client.to_string(),
         method: req.method().to_string(),
         path: mask::path(req.uri(), &op.secret_names),
         reply_status: spec.reply.success_status,

@@ -25,13 +25,13 @@ fn call(ctx: &NativeCallContext) -> Res<HostCall> {
 fn record(ctx: &NativeCallContext, effect: Effect) -> Res<()> {
     let host = call(ctx)?;
     safe_relative_path(effect.path()).map_err(|e| e.to_string())?;
-    host.effects.lock().unwrap_or_else(|e| e.into_inner()).push(effect);
+    host.recorder().effect(effect);
     Ok(())
 }
 
 fn send(ctx: &NativeCallContext, output: Output) -> Res<()> {
     let host = call(ctx)?;
-    host.outputs.lock().unwrap_or_else(|e| e.into_inner()).push(output);
+    host.recorder().output(output);
     Ok(())
 }
 
@@ -67,7 +67,7 @@ fn log_line(host: &HostCall, level: tracing::Level, message: &str) {
         tracing::Level::WARN => tracing::warn!(protocol = %host.protocol, "script: {message}"),
         _ => tracing::info!(protocol = %host.protocol, "script: {message}"),
     }
-    host.logs.lock().unwrap_or_else(|e| e.into_inner()).push(message.to_owned());
+    host.recorder().log(message.to_owned());
 }
 
 #[export_module]
@@ -171,7 +171,7 @@ pub mod host_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn write_blob(ctx: NativeCallContext, path: &str) -> Res<()> {
-        let blob = call(&ctx)?.blob.ok_or("this event has no binary body")?;
+        let blob = call(&ctx)?.recorder().blob().ok_or("this event has no binary body")?;
         record(&ctx, Effect::Write { path: path.into(), bytes: blob.to_vec() })
     }
 
@@ -297,6 +297,36 @@ pub mod host_api {
     #[rhai_fn(name = "http_post", return_raw)]
     pub fn http_post_with(ctx: NativeCallContext, url: &str, body: Dynamic, options: rhai::Map) -> Res<()> {
         send(&ctx, http_output(url, &body, &options)?)
+    }
+
+    /// In `fn on_events(events)`: the current event is done. What was recorded since the
+    /// previous call (or the start) belongs to it and is kept even when a later event fails;
+    /// the next calls record for the next event. An error raised after k calls fails event k
+    /// (the reply names it), and events k+1… are not processed. Calling it more often than
+    /// there are events is an error; on return, events not yet marked are done (the work
+    /// recorded since the last mark belongs to the first of them). In `on_event` it is not
+    /// needed (each call is one event) and is an error.
+    ///
+    /// ```rhai
+    /// fn on_events(events) {
+    ///     for event in events {
+    ///         append_json("gridx/events.jsonl", event.data);
+    ///         event_done();
+    ///     }
+    /// }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn event_done(ctx: NativeCallContext) -> Res<()> {
+        let host = call(&ctx)?;
+        let mut recorder = host.recorder();
+        if !recorder.batch {
+            return Err("event_done belongs in fn on_events(events); each on_event call is one event".into());
+        }
+        if recorder.all_closed() {
+            return Err("event_done was called once more than there are events".into());
+        }
+        recorder.close();
+        Ok(())
     }
 
     /// Logs a message (to the server log, tagged with the protocol).

@@ -1,9 +1,11 @@
 //! The Rhai host: one engine with limits, one compiled script per protocol, live reload.
 //!
-//! Each protocol's events go to `fn on_event(event)` in `scripts/<protocol>.rhai`. The
-//! engine is built once; scripts compile once and are swapped when their file changes (a
-//! script that no longer compiles is reported and the previous one keeps running). Limits:
-//! operations, call depth, string/array/map sizes, and a wall-clock cap per event; `import`
+//! Each protocol's events go to `scripts/<protocol>.rhai`: to `fn on_events(events)`, all of
+//! a request's events in one call, when the script defines it, else to `fn on_event(event)`
+//! one by one (`run.rs`). The engine is built once; scripts compile once and are swapped
+//! when their file changes (a script that no longer compiles is reported and the previous
+//! one keeps running). Limits: operations, call depth, string/array/map sizes, and a
+//! wall-clock cap per event (a batch call gets the budget of all its events); `import`
 //! resolves nothing. Runs are synchronous: call them from a blocking thread.
 
 pub mod api;
@@ -11,6 +13,7 @@ mod cells;
 mod engine;
 mod host;
 mod outbound;
+mod run;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,10 +23,10 @@ use std::time::Duration;
 use rhai::{AST, Engine};
 
 use crate::config::ScriptLimits;
-use crate::event::Event;
 use crate::store::Effect;
 
 use crate::output::Output;
+use engine::Budget;
 pub use host::{Extensions, HostCall};
 
 /// A script that cannot be used.
@@ -112,6 +115,15 @@ impl RunReport {
 struct Loaded {
     source: String,
     ast: Arc<AST>,
+    /// The script defines `fn on_events(events)`: a request's events go in one call.
+    batch: bool,
+}
+
+impl Loaded {
+    fn new(source: String, ast: AST) -> Self {
+        let batch = defines(&ast, "on_events");
+        Self { source, ast: Arc::new(ast), batch }
+    }
 }
 
 /// The compiled scripts of every protocol.
@@ -121,7 +133,8 @@ pub struct ScriptHost {
     scripts: RwLock<HashMap<String, Loaded>>,
     /// Last source that failed to compile, per protocol (so a broken edit is reported once).
     broken: Mutex<HashMap<String, String>>,
-    timeout: Duration,
+    /// Operations and time per event.
+    budget: Budget,
     ext: Arc<Extensions>,
 }
 
@@ -141,7 +154,7 @@ impl ScriptHost {
                 read_source(dir, name).and_then(|source| compile(&engine, name, &source).map(|ast| (source, ast)));
             match result {
                 Ok((source, ast)) => {
-                    scripts.insert(name.clone(), Loaded { source, ast: Arc::new(ast) });
+                    scripts.insert(name.clone(), Loaded::new(source, ast));
                 }
                 Err(e) => errors.push(e),
             }
@@ -149,13 +162,14 @@ impl ScriptHost {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let timeout = Duration::from_millis(limits.timeout_ms.max(1));
+        let budget =
+            Budget { operations: limits.max_operations, time: Duration::from_millis(limits.timeout_ms.max(1)) };
         Ok(Self {
             engine,
             dir: dir.map(Path::to_owned),
             scripts: RwLock::new(scripts),
             broken: Mutex::default(),
-            timeout,
+            budget,
             ext,
         })
     }
@@ -185,7 +199,7 @@ impl ScriptHost {
                 Ok(ast) => {
                     broken.remove(&name);
                     let mut scripts = self.scripts.write().unwrap_or_else(|e| e.into_inner());
-                    scripts.insert(name.clone(), Loaded { source, ast: Arc::new(ast) });
+                    scripts.insert(name.clone(), Loaded::new(source, ast));
                     reloaded.push(name);
                 }
                 Err(e) => {
@@ -204,68 +218,6 @@ impl ScriptHost {
 
     fn read_scripts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Loaded>> {
         self.scripts.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Hands `events` to the protocol's script, in order, stopping at the first failure.
-    pub fn run(&self, protocol: &str, events: &[&Event]) -> RunReport {
-        let ast = self.read_scripts().get(protocol).map(|l| l.ast.clone());
-        let effects = Arc::new(Mutex::new(Vec::new()));
-        let mut logs = Vec::with_capacity(events.len());
-        let mut processed = 0;
-        let mut failure = None;
-        let mut kept = 0;
-        let mut outputs = Vec::new();
-        let mut effect_ends = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sent = Arc::new(Mutex::new(Vec::new()));
-            let host = HostCall {
-                protocol: protocol.to_owned(),
-                effects: effects.clone(),
-                outputs: sent.clone(),
-                logs: lines.clone(),
-                blob: event.blob.clone(),
-                ext: self.ext.clone(),
-            };
-            let result = self.run_one(protocol, ast.as_deref(), event, host);
-            logs.push(std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner())));
-            let mut recorded = effects.lock().unwrap_or_else(|e| e.into_inner());
-            match result {
-                Ok(()) => {
-                    processed += 1;
-                    kept = recorded.len();
-                    outputs.push(std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner())));
-                    effect_ends.push(kept);
-                }
-                Err((kind, message)) => {
-                    recorded.truncate(kept);
-                    failure = Some(RunFailure { index: i, kind, message });
-                    break;
-                }
-            }
-        }
-        let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
-        RunReport { processed, failure, logs, effects, outputs, effect_ends }
-    }
-
-    /// The handler plugins of the event's operation, then the script.
-    fn run_one(
-        &self,
-        protocol: &str,
-        ast: Option<&AST>,
-        event: &Event,
-        host: HostCall,
-    ) -> Result<(), (FailureKind, String)> {
-        let notes = self
-            .ext
-            .plugins
-            .handle(event)
-            .map_err(|e| (FailureKind::Plugin { name: e.plugin().to_owned() }, e.to_string()))?;
-        let Some(ast) = ast else {
-            return Err((FailureKind::Script, format!("no script is loaded for protocol {protocol}")));
-        };
-        engine::call_on_event(&self.engine, ast, event, notes, host, self.timeout)
-            .map_err(|e| (FailureKind::Script, e.to_string()))
     }
 }
 
@@ -292,8 +244,16 @@ fn read_source(dir: Option<&Path>, name: &str) -> Result<String, ScriptError> {
 fn compile(engine: &Engine, name: &str, source: &str) -> Result<AST, ScriptError> {
     let file = format!("scripts/{name}.rhai");
     let ast = engine.compile(source).map_err(|e| ScriptError { file: file.clone(), message: e.to_string() })?;
-    if !ast.iter_functions().any(|f| f.name == "on_event" && f.params.len() == 1) {
-        return Err(ScriptError { file, message: "defines no `fn on_event(event)`".into() });
+    if !defines(&ast, "on_event") && !defines(&ast, "on_events") {
+        return Err(ScriptError {
+            file,
+            message: "defines neither `fn on_event(event)` nor `fn on_events(events)`".into(),
+        });
     }
     Ok(ast)
+}
+
+/// Whether the script defines `name` with one parameter.
+fn defines(ast: &AST, name: &str) -> bool {
+    ast.iter_functions().any(|f| f.name == name && f.params.len() == 1)
 }

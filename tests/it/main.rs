@@ -4,6 +4,7 @@
 mod admin;
 mod ai_on_the_edge;
 mod bad_input;
+mod batch_scripts;
 mod bench_smoke;
 mod browser;
 mod cli;

@@ -30,9 +30,9 @@ mod writer;
 pub mod written;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -225,12 +225,19 @@ enum Job {
     Rejected(Box<RejectedRecord>),
 }
 
+/// How long a free-space check that found room is trusted by [`Journal::room`].
+const ROOM_HOLDS: Duration = Duration::from_millis(100);
+
 /// Handle to the journal (cheap to share behind an `Arc`).
 pub struct Journal {
     jobs: Mutex<mpsc::Sender<Job>>,
     path: PathBuf,
     data: Arc<DataDir>,
     floor_mb: f64,
+    /// Until when (ms after `opened`) the last free-space check holds: a request asks
+    /// [`Journal::room`] first, and one `statvfs` per request was a syscall on the hot path.
+    room_until: AtomicU64,
+    opened: Instant,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Refused requests sent to the writer and not yet taken.
     rejected_queued: Arc<AtomicUsize>,
@@ -261,7 +268,9 @@ impl Journal {
             .name("journal-writer".into())
             .spawn(move || writer.run(rx, Duration::from_secs(1)))
             .map_err(|source| JournalError::Io { path: dir, source })?;
-        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, worker: Mutex::new(Some(worker)), rejected_queued, feed })
+        let (room_until, opened) = (AtomicU64::new(0), Instant::now());
+        let worker = Mutex::new(Some(worker));
+        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, room_until, opened, worker, rejected_queued, feed })
     }
 
     /// Records `submission` durably and applies its effects; returns once both are done.
@@ -293,8 +302,17 @@ impl Journal {
 
     /// Whether there is room for new work: the disk above `[journal] min_free_disk_mb`.
     /// Asked before a request's scripts run, so nothing is delivered that cannot be kept.
+    /// A check that found room holds for [`ROOM_HOLDS`] (the writer checks again before each
+    /// commit); a full disk is asked again every time.
     pub fn room(&self) -> Result<(), JournalError> {
-        retention::room(&self.data, self.floor_mb).map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })
+        let now = self.opened.elapsed().as_millis() as u64;
+        if now < self.room_until.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        retention::room(&self.data, self.floor_mb)
+            .map_err(|f| JournalError::DiskFull { free_mb: f.0, floor_mb: f.1 })?;
+        self.room_until.store(now + ROOM_HOLDS.as_millis() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Syncs every file written so far and records the checkpoint.
