@@ -52,6 +52,10 @@ if hy and ce:
     lines.append(f"hookyard / ceiling (gridX requests/s): {hy['requests_per_second'] / ce['requests_per_second']:.2f}")
 if hy and wh and wh["requests_per_second"] > 0:
     lines.append(f"hookyard / adnanh-webhook (gridX requests/s): {hy['requests_per_second'] / wh['requests_per_second']:.1f}")
+tails = by.get("hookyard-gridx-3-tails")
+if hy and tails:
+    lines.append(f"gridX with three live-log tails / without (requests/s): "
+                 f"{tails['requests_per_second'] / hy['requests_per_second']:.2f}")
 hist, hg = by.get("hookyard-history"), by.get("hookyard-history-gridx")
 if hist:
     lines += ["", f"history: {hist['events']} gridX events journaled ({hist['journal_bytes_per_event']:.0f} journal bytes "

@@ -52,7 +52,7 @@ journal_bytes() { du -cb "$1"/.hookyard/journal.db* | tail -1 | cut -f1; }
 if runs hookyard; then
 port=$(free_port)
 mkdir -p "$work/hookyard"
-server_config "$port" > "$work/hookyard/hookyard.toml"
+{ server_config "$port"; printf '[admin]\ntoken = "bench-admin-token"\n'; } > "$work/hookyard/hookyard.toml"
 t0=$(date +%s%N)
 (cd "$work/hookyard" && exec "$bin/hookyard" serve 2>"$work/hookyard.log") &
 hy=$!
@@ -63,17 +63,30 @@ idle_kb=$(rss_kb $hy VmRSS)
 echo "{\"name\":\"hookyard-idle\",\"startup_ms\":$startup_ms,\"idle_rss_kb\":$idle_kb}" >> "$results"
 # Journal bytes per event of each scenario: after the server's checkpoint (1 s), what the
 # scenario added to the journal (pages in use) over the events it added.
-journal_bytes() { sleep 1.5; "$bin/journal-bytes" "$work/hookyard/data" --since "$work/journal-figures.json"; }
+scenario_bytes() { sleep 1.5; "$bin/journal-bytes" "$work/hookyard/data" --since "$work/journal-figures.json"; }
 with() { python3 -c 'import json,sys; a=json.loads(sys.argv[1]); a.update(json.loads(sys.argv[2])); print(json.dumps(a))' "$1" "$2"; }
-journal_bytes >/dev/null
+scenario_bytes >/dev/null
 first=0
 for scenario in gridx ai ai-new-connection wattmon wattsense; do
   json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario $scenario --concurrency "$conc" \
          --seconds "$secs" --first $first --verify "$work/hookyard/data")
-  json=$(with "$json" "$(journal_bytes)")
+  json=$(with "$json" "$(scenario_bytes)")
   record "hookyard-$scenario" $hy "$json" "$(rss_kb $hy VmHWM)"
   first=$((first + 100000000))
 done
+# The console's cost: gridX again with three browsers' worth of live-log tails (SSE) reading
+# every entry, against hookyard-gridx above.
+tails=()
+for _ in 1 2 3; do
+  curl -sN -H "Authorization: Bearer bench-admin-token" "http://127.0.0.1:$port/api/log/stream" > /dev/null &
+  tails+=($!)
+done
+sleep 0.5
+json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" \
+       --seconds "$secs" --first $first --verify "$work/hookyard/data")
+record "hookyard-gridx-3-tails" $hy "$json" "$(rss_kb $hy VmHWM)"
+first=$((first + 100000000))
+kill "${tails[@]}" 2>/dev/null || true
 json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" --rate 5000 \
        --seconds "$secs" --first $first --verify "$work/hookyard/data")
 record "hookyard-gridx-5000rps" $hy "$json" "$(rss_kb $hy VmHWM)"

@@ -190,9 +190,22 @@ async fn load(state: &AdminState, id: i64) -> Result<(Detail, Vec<query::Summary
     .map_err(internal)?
     .map_err(internal)?;
     let (mut detail, siblings) = found.ok_or_else(|| not_found(id))?;
-    // Journals written before credentials were masked on the way in are masked on the way out.
+    // Journals written before credentials were masked on the way in are masked on the way
+    // out; credentials are kept as empty values.
     for (name, value) in &mut detail.headers {
-        *value = crate::ingest::mask::value(name, value, &[]);
+        *value = match crate::ingest::mask::value(name, value, &[]) {
+            shown if shown.is_empty() => crate::ingest::mask::MASK.to_owned(),
+            shown => shown,
+        };
+    }
+    // The operation's own method and route are not journaled a second time.
+    if let Some((method, route)) = state.splits.route(&detail.summary.protocol, &detail.summary.operation) {
+        if detail.method.is_empty() {
+            detail.method = method;
+        }
+        if detail.path.is_empty() {
+            detail.path = route;
+        }
     }
     Ok((detail, siblings))
 }

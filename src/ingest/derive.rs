@@ -30,6 +30,14 @@ impl Splits {
     }
 }
 
+impl Splits {
+    /// The method and route of `operation` of `protocol`, as its spec declares them.
+    pub fn route(&self, protocol: &str, operation: &str) -> Option<(String, String)> {
+        let op = self.ops.get(&(protocol.to_owned(), operation.to_owned()))?;
+        Some((op.spec.method.to_string(), op.spec.path.clone()))
+    }
+}
+
 impl Derive for Splits {
     fn derive(&self, r: &Received) -> Result<Derived, String> {
         let key = (r.protocol.clone(), r.operation.clone());

@@ -98,7 +98,12 @@ impl Operation {
             .iter()
             .filter_map(|name| {
                 let value = headers.get(name)?;
-                Some((name.clone(), mask::value(name, &String::from_utf8_lossy(value.as_bytes()), &self.secret_names)))
+                // A credential is kept as an empty value (the inspector shows it masked).
+                let value = match mask::value(name, &String::from_utf8_lossy(value.as_bytes()), &self.secret_names) {
+                    masked if masked == mask::MASK => String::new(),
+                    value => value,
+                };
+                Some((name.clone(), value))
             })
             .collect()
     }
@@ -270,8 +275,13 @@ async fn handle(
         verification: op.verification.clone(),
         body: raw.clone(),
         client: client.to_string(),
-        method: req.method().to_string(),
-        path: mask::path(req.uri(), &op.secret_names),
+        // The operation's own method and route are not kept a second time (the inspector
+        // takes them from the spec); a query string, or another path, is.
+        method: if req.method() == spec.method { String::new() } else { req.method().to_string() },
+        path: match mask::path(req.uri(), &op.secret_names) {
+            path if path == spec.path => String::new(),
+            path => path,
+        },
         reply_status: spec.reply.success_status,
         failed_status: spec.reply.statuses.failed,
         spec: spec.digest.clone(),

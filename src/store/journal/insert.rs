@@ -78,8 +78,8 @@ fn insert_request(
     let (body, packed) = packer.pack(body);
     tx.prepare_cached(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
-                               reply_status, method, path, spec, query, packed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                               reply_status, method, path, spec, query, packed, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         r.protocol,
@@ -95,7 +95,8 @@ fn insert_request(
         r.path,
         spec,
         r.query,
-        packed
+        packed,
+        r.body.len() as i64
     ])?;
     let request_id = tx.last_insert_rowid();
     let ids = insert_events(tx, (request_id, r.received_ms), events, derived)?;

@@ -174,7 +174,7 @@ fn events(conn: &Connection, f: &LogFilter) -> Result<Vec<LogRow>, JournalError>
     let (from, status) = events_source(f.status);
     let sql = format!(
         "SELECT e.id, e.request_id, r.received_ms, r.protocol, r.operation, r.source, e.idem_key, e.status,
-                r.reply_status, length(r.body), e.error
+                r.reply_status, COALESCE(r.size, length(r.body)), e.error
          FROM {from}
          WHERE (?1 IS NULL OR r.received_ms < ?1 OR (r.received_ms = ?1 AND ?2 = 1 AND e.id < ?3))
            AND (?4 IS NULL OR r.protocol = ?4) AND (?5 IS NULL OR r.source = ?5) AND {status}

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS requests (
     path TEXT NOT NULL DEFAULT '',
     spec TEXT NOT NULL DEFAULT '',
     query TEXT NOT NULL DEFAULT '',
-    packed INTEGER NOT NULL DEFAULT 0
+    packed INTEGER NOT NULL DEFAULT 0,
+    size INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -155,7 +156,8 @@ fn migrate_keys_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// set, the events keep no data of their own and are derived again from the body; empty,
 /// they keep it, as every event of an older journal does), `requests.query` (the query
 /// parameters the operation declares, which the split puts in `meta`), `requests.packed`
-/// (the body is deflated: `journal::packed`), and `effects.at`,
+/// (the body is deflated: `journal::packed`), `requests.size` (the body's length as received,
+/// also for a request whose body is not kept), and `effects.at`,
 /// `size`, `digest` (where a checkpointed effect's bytes are in its file, how many, and the
 /// first 16 bytes of their SHA-256). An effect's bytes (and header) now wait in a table of
 /// their own, `effect_bytes` (created with the others), until the checkpoint that made them
@@ -166,6 +168,7 @@ fn migrate_payload_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "requests", "spec", "TEXT NOT NULL DEFAULT ''")?;
     add_column(tx, "requests", "query", "TEXT NOT NULL DEFAULT ''")?;
     add_column(tx, "requests", "packed", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(tx, "requests", "size", "INTEGER")?;
     add_column(tx, "effects", "at", "INTEGER")?;
     add_column(tx, "effects", "size", "INTEGER")?;
     add_column(tx, "effects", "digest", "BLOB")

@@ -70,17 +70,25 @@ pub fn recent_arrivals(conn: &Connection) -> Result<Vec<(String, String, i64)>, 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The latest request of `protocol` received at or after `since_ms` whose body is `body`.
+/// The latest request of `protocol` received at or after `since_ms` whose body is `body`
+/// (among the latest 100 of the protocol; bodies may be kept deflated).
 pub fn request_with_body(
     conn: &Connection,
     protocol: &str,
     since_ms: i64,
     body: &[u8],
 ) -> Result<Option<i64>, JournalError> {
-    let id: Option<i64> = conn.query_row(
-        "SELECT MAX(id) FROM requests WHERE received_ms >= ?1 AND protocol = ?2 AND body = ?3",
-        params![since_ms, protocol, body],
-        |r| r.get(0),
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, body, packed FROM requests WHERE received_ms >= ?1 AND protocol = ?2 ORDER BY id DESC LIMIT 100",
     )?;
-    Ok(id)
+    let rows = stmt.query_map(params![since_ms, protocol], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?))
+    })?;
+    for row in rows {
+        let (id, kept, packed) = row?;
+        if super::packed::unpack(id, kept, packed)? == body {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
