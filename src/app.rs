@@ -15,7 +15,8 @@ use poem::{EndpointExt, Route, Server, get, handler, web::Html};
 use sha2::{Digest, Sha256};
 
 use crate::admin::health::{HealthApi, Problems};
-use crate::admin::session::{SessionApi, Sessions};
+use crate::admin::session::SessionApi;
+use crate::admin::sessions::Sessions;
 use crate::admin::{self, Admin, AdminState};
 use crate::config::credentials::CredentialNeed;
 use crate::config::{self, Config, CredentialsReport};

@@ -2,10 +2,34 @@
 //! one request, and per file what was written then beside what would be written now. Nothing
 //! is written or delivered.
 
-use super::inspect::{DryRunEffect, DryRunResult};
+use poem_openapi::Object;
+
 use crate::script::{RunReport, ScriptHost};
 use crate::store::Effect;
 use crate::store::journal::query::Journaled;
+
+/// What a dry run found for one file.
+#[derive(Object)]
+pub struct DryRunEffect {
+    pub path: String,
+    /// `append` or `write`.
+    pub kind: String,
+    /// What was written for the event's request originally (text; none when nothing was).
+    pub before: Option<String>,
+    /// What the current scripts would write (text; none when nothing would be).
+    pub after: Option<String>,
+}
+
+/// What the current scripts would do with an event's request.
+#[derive(Object)]
+pub struct DryRunResult {
+    /// `processed` or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    /// What the scripts would log.
+    pub logs: Vec<String>,
+    pub effects: Vec<DryRunEffect>,
+}
 
 /// Runs the current scripts over `items` (`None` when there is nothing to run).
 pub fn run(scripts: &ScriptHost, items: &[Journaled]) -> Option<RunReport> {

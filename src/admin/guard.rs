@@ -5,14 +5,16 @@
 //! helpers live here so each API of the management service shares them.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use poem::http::header;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, SecurityScheme};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::session::{self, SessionCookie, Sessions};
+use super::sessions::{CSRF_HEADER, Session, SessionCookie, Sessions};
 use crate::ingest::Pipeline;
 use crate::tls::HttpsGate;
 
@@ -107,7 +109,7 @@ pub fn guard<'a>(state: &'a Shared, auth: &AdminAuth, req: &poem::Request) -> Re
     let state = enabled(state)?;
     match auth {
         AdminAuth::Bearer(bearer) => check_token(state, &bearer.0.token, req)?,
-        AdminAuth::Session(cookie) => drop(session::check(state, &cookie.0, req)?),
+        AdminAuth::Session(cookie) => drop(check_session(state, &cookie.0, req)?),
     }
     Ok(state)
 }
@@ -129,4 +131,45 @@ pub fn check_token(state: &AdminState, token: &str, req: &poem::Request) -> Resu
     let refused = lockout.failed(ip, std::time::Instant::now());
     tracing::warn!(%client, path = %req.uri().path(), refused, "management API: invalid admin token");
     Err(AdminError::Unauthorized(message("invalid admin token")))
+}
+
+/// The session behind `req`'s cookie, when it is valid for this request: not expired, and
+/// for a state-changing method, the CSRF token repeated and the `Origin` (when sent) this host.
+pub fn check_session(state: &AdminState, id: &str, req: &poem::Request) -> Result<Session, AdminError> {
+    let session = state
+        .sessions
+        .find(id, Instant::now())
+        .ok_or_else(|| AdminError::Unauthorized(message("the session is unknown or has expired: log in again")))?;
+    if req.method() == poem::http::Method::GET || req.method() == poem::http::Method::HEAD {
+        return Ok(session);
+    }
+    let given = req.header(CSRF_HEADER).unwrap_or_default();
+    if !bool::from(given.as_bytes().ct_eq(session.csrf.as_bytes())) {
+        return Err(AdminError::Forbidden(message("csrf check failed: the X-CSRF-Token header is missing or wrong")));
+    }
+    if let Some(origin) = req.header(header::ORIGIN)
+        && !same_host(origin, req.header(header::HOST).unwrap_or_default())
+    {
+        return Err(AdminError::Forbidden(message("origin check failed: the Origin header is not this server")));
+    }
+    Ok(session)
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names `host` (the `Host` header).
+fn same_host(origin: &str, host: &str) -> bool {
+    origin.split_once("://").is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_must_name_the_host() {
+        assert!(same_host("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_host("https://Hooks.example", "hooks.example"));
+        assert!(!same_host("https://evil.example", "hooks.example"));
+        assert!(!same_host("null", "hooks.example"));
+        assert!(!same_host("http://hooks.example", ""));
+    }
 }

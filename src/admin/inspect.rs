@@ -10,6 +10,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::dry::DryRunResult;
 use super::{AdminAuth, AdminError, AdminState, EventSummary, HeaderField, Shared, guard, internal, message};
 use crate::store::Effect;
 use crate::store::journal::query::{self, Detail};
@@ -114,29 +115,6 @@ fn event_detail(d: Detail, siblings: Vec<EventSummary>) -> EventDetail {
         path: d.path,
         siblings,
     }
-}
-
-/// What a dry run found for one file.
-#[derive(Object)]
-pub struct DryRunEffect {
-    pub path: String,
-    /// `append` or `write`.
-    pub kind: String,
-    /// What was written for the event's request originally (text; none when nothing was).
-    pub before: Option<String>,
-    /// What the current scripts would write (text; none when nothing would be).
-    pub after: Option<String>,
-}
-
-/// What the current scripts would do with an event's request.
-#[derive(Object)]
-pub struct DryRunResult {
-    /// `processed` or `failed`.
-    pub outcome: String,
-    pub error: Option<String>,
-    /// What the scripts would log.
-    pub logs: Vec<String>,
-    pub effects: Vec<DryRunEffect>,
 }
 
 /// The test fixture of a request: what was sent and what came of it.

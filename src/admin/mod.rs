@@ -21,6 +21,7 @@ pub mod meters;
 pub mod outputs;
 pub mod samples;
 pub mod session;
+pub mod sessions;
 pub mod setup;
 pub mod stats;
 pub mod stream;

@@ -16,7 +16,7 @@ use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Endpoint, Request, Response};
 
 use crate::admin::Shared;
-use crate::admin::session::cookie_value;
+use crate::admin::sessions::cookie_value;
 
 /// What the console's pages may load and do: only this server's own files and API.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
