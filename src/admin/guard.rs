@@ -116,8 +116,18 @@ pub fn guard<'a>(state: &'a Shared, auth: &AdminAuth, req: &poem::Request) -> Re
 
 /// Whether `token` is the admin token, counting a wrong one against the sender's address.
 pub fn check_token(state: &AdminState, token: &str, req: &poem::Request) -> Result<(), AdminError> {
+    check_token_with(state, &state.pipeline.lockout, token, req)
+}
+
+/// [`check_token`], with failed attempts counted by `lockout` (a check of its own, such as
+/// the token entered again to reveal credentials, which a later right token must not reset).
+pub fn check_token_with(
+    state: &AdminState,
+    lockout: &crate::lockout::Lockout,
+    token: &str,
+    req: &poem::Request,
+) -> Result<(), AdminError> {
     let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    let lockout = &state.pipeline.lockout;
     if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
         let text = format!("too many wrong tokens from this address; retry in {wait} s");
         return Err(AdminError::TooManyAttempts(message(text), wait));

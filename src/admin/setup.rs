@@ -11,8 +11,6 @@ use ipnet::IpNet;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::samples::{self, SampleError};
 use super::{AdminAuth, AdminError, AdminState, Shared, describe, guard, internal, message};
@@ -181,19 +179,7 @@ fn path_shown(blocks: &[crate::spec::ext::AuthBlock], path: &str) -> String {
 /// The admin token entered again: compared in constant time, wrong ones counted by `lockout`
 /// (ten within a minute refuse the client for a minute).
 fn reconfirm(state: &AdminState, lockout: &Lockout, token: &str, req: &poem::Request) -> Result<(), AdminError> {
-    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    if let Some(wait) = lockout.refused(ip, std::time::Instant::now()) {
-        let text = format!("too many wrong tokens from this address; retry in {wait} s");
-        return Err(AdminError::TooManyAttempts(message(text), wait));
-    }
-    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if bool::from(given.ct_eq(&state.token_digest)) {
-        lockout.succeeded(ip);
-        return Ok(());
-    }
-    lockout.failed(ip, std::time::Instant::now());
-    tracing::warn!(client = %ip.map(|i| i.to_string()).unwrap_or_default(), "setup: wrong admin token entered to reveal credentials");
-    Err(AdminError::Unauthorized(message("invalid admin token")))
+    super::guard::check_token_with(state, lockout, token, req)
 }
 
 /// The loopback address of `listener` (an unspecified address is reached over loopback).
