@@ -2,25 +2,13 @@
 //! pipeline again, or, for a dry run, through the current scripts only (counted, nothing
 //! written or delivered).
 
-use super::{AdminError, ReplayResult, ReplaySummary, message, result};
+use super::{ReplayResult, ReplaySummary, result};
 use crate::ingest::Pipeline;
 use crate::replay::{DryRun, Replayed, Tally, dry_run, replay_event};
 use crate::store::journal::query::Journaled;
 
 /// At most this many results are listed.
 const SHOWN: usize = 1000;
-
-/// Whether the log status `status` selects failed events only (`processed`: both kinds are
-/// read, the failed ones left out later; the other statuses are never replayed).
-pub fn failed_only(status: Option<&str>) -> Result<bool, AdminError> {
-    match status.map(str::trim).filter(|s| !s.is_empty()) {
-        None | Some("processed") => Ok(false),
-        Some("failed") => Ok(true),
-        Some(other) => Err(AdminError::BadRequest(message(format!(
-            "status: {other:?} events are never replayed (only processed or failed ones)"
-        )))),
-    }
-}
 
 /// A bulk replay under way.
 #[derive(Default)]

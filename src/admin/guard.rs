@@ -74,6 +74,10 @@ pub enum AdminError {
     /// A parameter is malformed.
     #[oai(status = 400)]
     BadRequest(Json<ApiMessage>),
+    /// A call that takes a JSON body was sent none, or one of another type than
+    /// `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ApiMessage>),
     /// Too many wrong tokens from this address: retry after `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyAttempts(Json<ApiMessage>, #[oai(header = "Retry-After")] u64),

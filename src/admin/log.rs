@@ -8,10 +8,11 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::{AdminAuth, AdminError, HeaderField, Shared, guard, internal, message, time};
+use super::params::{LogStatus, Time};
+use super::{AdminAuth, AdminError, HeaderField, Shared, guard, internal, message};
 use crate::event::rfc3339_millis;
 use crate::store::journal::log::{self, Cursor, LogFilter, LogRow};
-use crate::store::journal::{Status, rejected};
+use crate::store::journal::rejected;
 
 /// The log's endpoints.
 pub struct LogApi {
@@ -97,34 +98,28 @@ pub struct RejectedDetail {
 pub struct FilterParams {
     pub protocol: Option<String>,
     pub source: Option<String>,
-    pub status: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
+    pub status: Option<LogStatus>,
+    pub since: Option<Time>,
+    pub until: Option<Time>,
     pub q: Option<String>,
 }
 
-/// The filter `params` describe (a malformed value is a 400 naming it).
-pub fn filter(params: FilterParams) -> Result<LogFilter, AdminError> {
-    let bad = |name: &str, e: &dyn std::fmt::Display| AdminError::BadRequest(message(format!("{name}: {e}")));
-    let (status, rejected_only) = match params.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => (None, false),
-        Some("rejected") => (None, true),
-        Some(s) => (Some(s.parse::<Status>().map_err(|_| bad("status", &STATUS_NAMES))?), false),
-    };
-    Ok(LogFilter {
+/// The filter `params` describe.
+pub fn filter(params: FilterParams) -> LogFilter {
+    let rejected_only = params.status == Some(LogStatus::Rejected);
+    let status = params.status.and_then(LogStatus::event);
+    LogFilter {
         protocol: params.protocol.filter(|p| !p.is_empty()),
         source: params.source,
         status,
         rejected_only,
-        since_ms: time(params.since.as_deref(), "since")?,
-        until_ms: time(params.until.as_deref(), "until")?,
+        since_ms: params.since.map(|t| t.0),
+        until_ms: params.until.map(|t| t.0),
         q: params.q,
         before: None,
         limit: 50,
-    })
+    }
 }
-
-const STATUS_NAMES: &str = "expected processed, failed, duplicate, superseded or rejected";
 
 #[OpenApi]
 impl LogApi {
@@ -137,15 +132,13 @@ impl LogApi {
         auth: AdminAuth,
         protocol: Query<Option<String>>,
         source: Query<Option<String>>,
-        /// processed, failed, duplicate, superseded or rejected
-        status: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds
-        since: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds
-        until: Query<Option<String>>,
+        status: Query<Option<LogStatus>>,
+        since: Query<Option<Time>>,
+        until: Query<Option<Time>>,
         /// An event id, a request id, or the start of an idempotency key
         q: Query<Option<String>>,
         /// The `next` of the previous page
+        #[oai(validator(pattern = r"^-?[0-9]{1,18}\.[01]\.-?[0-9]{1,18}$"))]
         before: Query<Option<String>>,
         /// At most this many (default 50, at most 500)
         limit: Query<Option<u32>>,
@@ -159,7 +152,7 @@ impl LogApi {
             until: until.0,
             q: q.0,
         };
-        let mut filter = filter(params)?;
+        let mut filter = filter(params);
         filter.limit = i64::from(limit.0.unwrap_or(50).clamp(1, 500));
         filter.before = before
             .0

@@ -9,7 +9,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use rusqlite::Connection;
 
 use super::guard::{AdminAuth, AdminError, AdminState, Shared, guard, internal, message};
-use crate::event::{parse_time, rfc3339_millis};
+use super::params::Time;
+use crate::event::rfc3339_millis;
 use crate::meters;
 use crate::store::journal::JournalError;
 use crate::store::journal::series::{self, SeriesRow};
@@ -98,14 +99,9 @@ fn now_ms() -> i64 {
     now.map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
-fn time(param: Option<String>, name: &str, default: i64) -> Result<i64, AdminError> {
-    let parsed = param.as_deref().map(parse_time).transpose();
-    Ok(parsed.map_err(|e| AdminError::BadRequest(message(format!("{name}: {e}"))))?.unwrap_or(default))
-}
-
-/// `since` and `until` (RFC 3339 or Unix ms; default: everything).
-fn range(since: Query<Option<String>>, until: Query<Option<String>>) -> Result<(i64, i64), AdminError> {
-    Ok((time(since.0, "since", i64::MIN)?, time(until.0, "until", i64::MAX)?))
+/// `since` and `until` (default: everything).
+fn range(since: Query<Option<Time>>, until: Query<Option<Time>>) -> (i64, i64) {
+    (since.0.map_or(i64::MIN, |t| t.0), until.0.map_or(i64::MAX, |t| t.0))
 }
 
 /// Runs `read` on the journal on a blocking thread.
@@ -183,7 +179,7 @@ impl MetersApi {
         &self,
         req: &poem::Request,
         auth: AdminAuth,
-        id: Path<String>,
+        #[oai(validator(pattern = "^[0-9a-f]{16}$"))] id: Path<String>,
     ) -> Result<Json<Series>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let (row, recent) = with_series(state, id.0, |c, row| series::recent_times(c, row.id, RECENT)).await?;
@@ -197,16 +193,16 @@ impl MetersApi {
         &self,
         req: &poem::Request,
         auth: AdminAuth,
-        id: Path<String>,
-        /// RFC 3339 or Unix milliseconds (from)
-        since: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds (before)
-        until: Query<Option<String>>,
+        #[oai(validator(pattern = "^[0-9a-f]{16}$"))] id: Path<String>,
+        /// From (at or after)
+        since: Query<Option<Time>>,
+        /// Before
+        until: Query<Option<Time>>,
         /// At most this many points (default 1000, at most 5000)
         max_points: Query<Option<u32>>,
     ) -> Result<Json<Points>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
-        let (since, until) = range(since, until)?;
+        let (since, until) = range(since, until);
         let max = max_points.0.unwrap_or(1000).clamp(2, MAX_POINTS) as usize;
         let (_, all) = with_series(state, id.0, move |c, row| series::points(c, row.id, since, until)).await?;
         let (kept, downsampled) = meters::downsample(&all, max);
@@ -221,14 +217,14 @@ impl MetersApi {
         &self,
         req: &poem::Request,
         auth: AdminAuth,
-        id: Path<String>,
-        /// RFC 3339 or Unix milliseconds (from)
-        since: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds (before)
-        until: Query<Option<String>>,
+        #[oai(validator(pattern = "^[0-9a-f]{16}$"))] id: Path<String>,
+        /// From (at or after)
+        since: Query<Option<Time>>,
+        /// Before
+        until: Query<Option<Time>>,
     ) -> Result<Json<Daily>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
-        let (since, until) = range(since, until)?;
+        let (since, until) = range(since, until);
         let (row, (rounds, before)) = with_series(state, id.0, move |c, row| {
             Ok((series::rounds(c, row.id, since, until)?, series::value_before(c, row.id, since)?))
         })
@@ -250,14 +246,14 @@ impl MetersApi {
         &self,
         req: &poem::Request,
         auth: AdminAuth,
-        id: Path<String>,
-        /// RFC 3339 or Unix milliseconds (from)
-        since: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds (before)
-        until: Query<Option<String>>,
+        #[oai(validator(pattern = "^[0-9a-f]{16}$"))] id: Path<String>,
+        /// From (at or after)
+        since: Query<Option<Time>>,
+        /// Before
+        until: Query<Option<Time>>,
     ) -> Result<CsvFile, AdminError> {
         let state = guard(&self.state, &auth, req)?;
-        let (since, until) = range(since, until)?;
+        let (since, until) = range(since, until);
         let (row, rounds) = with_series(state, id.0, move |c, row| series::rounds(c, row.id, since, until)).await?;
         let disposition = format!("attachment; filename=\"{}\"", file_name(&row.name));
         Ok(CsvFile::Ok(PlainText(meters::csv(&rounds, row.unit.as_deref())), disposition))
@@ -265,7 +261,12 @@ impl MetersApi {
 
     /// The last image of the series' source (404 when it sent none).
     #[oai(path = "/api/series/:id/image", method = "get")]
-    async fn image(&self, req: &poem::Request, auth: AdminAuth, id: Path<String>) -> Result<Image, AdminError> {
+    async fn image(
+        &self,
+        req: &poem::Request,
+        auth: AdminAuth,
+        #[oai(validator(pattern = "^[0-9a-f]{16}$"))] id: Path<String>,
+    ) -> Result<Image, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let (row, image) = with_series(state, id.0, series::image).await?;
         let bytes = image.ok_or_else(|| AdminError::NotFound(message(format!("{} has no image", row.name))))?;

@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod log;
 pub mod meters;
 pub mod outputs;
+pub mod params;
 pub mod samples;
 pub mod session;
 pub mod sessions;
@@ -34,11 +35,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent
 
 pub use guard::{AdminAuth, AdminError, AdminState, ApiMessage, Shared, guard, internal, message};
 
-use crate::event::{parse_time, rfc3339_millis};
+use crate::event::rfc3339_millis;
 use crate::ingest::Pipeline;
 use crate::replay::{Replayed, Tally, replay_event};
 use crate::store::journal::Status;
 use crate::store::journal::query::{self, Filter, ListFilter, Summary};
+use params::{EventStatus, ReplayStatus, Time};
 
 /// The management API (disabled when `state` holds `None`).
 pub struct Admin {
@@ -113,16 +115,16 @@ fn result(event_id: i64, r: Replayed) -> ReplayResult {
 pub struct ReplayRequest {
     pub protocol: Option<String>,
     /// Received at or after (RFC 3339 or Unix milliseconds).
-    pub since: Option<String>,
+    pub since: Option<Time>,
     /// Received before (RFC 3339 or Unix milliseconds).
-    pub until: Option<String>,
+    pub until: Option<Time>,
     /// Only events whose processing failed (the same as `status: "failed"`).
     #[oai(default)]
     pub failed: bool,
     /// Only events from this tenant, device or user.
     pub source: Option<String>,
     /// `processed` or `failed` (the log's other statuses are never replayed).
-    pub status: Option<String>,
+    pub status: Option<ReplayStatus>,
     /// Only count and try: run the current scripts, write and deliver nothing.
     #[oai(default)]
     pub dry_run: bool,
@@ -227,10 +229,6 @@ async fn replay_cluster_failed(
     }
 }
 
-fn time(param: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
-    param.map(parse_time).transpose().map_err(|e| AdminError::BadRequest(message(format!("{name}: {e}"))))
-}
-
 #[OpenApi]
 impl Admin {
     /// List journaled events, oldest first, filtered by protocol, source, status and time.
@@ -242,12 +240,9 @@ impl Admin {
         auth: AdminAuth,
         protocol: Query<Option<String>>,
         source: Query<Option<String>>,
-        /// processed, failed, duplicate or superseded
-        status: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds
-        since: Query<Option<String>>,
-        /// RFC 3339 or Unix milliseconds
-        until: Query<Option<String>>,
+        status: Query<Option<EventStatus>>,
+        since: Query<Option<Time>>,
+        until: Query<Option<Time>>,
         /// Only events with a larger id (paging)
         after: Query<Option<i64>>,
         /// At most this many (default 100, at most 1000)
@@ -257,13 +252,9 @@ impl Admin {
         let filter = ListFilter {
             protocol: protocol.0,
             source: source.0,
-            status: status
-                .0
-                .map(|s| s.parse::<Status>())
-                .transpose()
-                .map_err(|e| AdminError::BadRequest(message(format!("status: {e}"))))?,
-            since_ms: time(since.0.as_deref(), "since")?,
-            until_ms: time(until.0.as_deref(), "until")?,
+            status: status.0.map(Status::from),
+            since_ms: since.0.map(|t| t.0),
+            until_ms: until.0.map(|t| t.0),
             after_id: after.0,
             limit: i64::from(limit.0.unwrap_or(100).clamp(1, 1000)),
         };
@@ -320,16 +311,16 @@ impl Admin {
     ) -> Result<Json<ReplaySummary>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let request = request.0;
-        let failed_only = request.failed || bulk::failed_only(request.status.as_deref())?;
+        let failed_only = request.failed || request.status == Some(ReplayStatus::Failed);
         let filter = Filter {
             protocol: request.protocol.clone(),
-            since_ms: time(request.since.as_deref(), "since")?,
-            until_ms: time(request.until.as_deref(), "until")?,
+            since_ms: request.since.map(|t| t.0),
+            until_ms: request.until.map(|t| t.0),
             failed_only,
             ..Filter::default()
         };
         let mut run = bulk::Run { dry_run: request.dry_run, ..bulk::Run::default() };
-        let processed_only = request.status.as_deref() == Some("processed");
+        let processed_only = request.status == Some(ReplayStatus::Processed);
         let mut after = 0;
         loop {
             let page = {

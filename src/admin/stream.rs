@@ -14,6 +14,7 @@ use poem_openapi::types::ToJSON;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::log::{FilterParams, LogEntry, filter};
+use super::params::LogStatus;
 use super::{AdminAuth, AdminError, Shared, guard};
 use crate::store::journal::log::LogFilter;
 
@@ -59,13 +60,12 @@ impl StreamApi {
         auth: AdminAuth,
         protocol: Query<Option<String>>,
         source: Query<Option<String>>,
-        /// processed, failed, duplicate, superseded or rejected
-        status: Query<Option<String>>,
+        status: Query<Option<LogStatus>>,
     ) -> Result<EventStream<BoxStream<'static, Item>>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let params =
             FilterParams { protocol: protocol.0, source: source.0, status: status.0, ..FilterParams::default() };
-        let f = filter(params)?;
+        let f = filter(params);
         let rx = state.pipeline.journal.subscribe();
         Ok(EventStream::new(entries(rx, f)).keep_alive(Duration::from_secs(15)).to_event(to_event))
     }
