@@ -32,6 +32,21 @@ pub fn journal_use(data: &Path) -> Use {
     }
 }
 
+/// The bytes of each table and index (pages in use, after `journal_use` folded the WAL in),
+/// largest first.
+pub fn breakdown(data: &Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(data.join(".hookyard/journal.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT name, SUM(pgsize) AS b FROM dbstat GROUP BY name ORDER BY b DESC").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// Prints [`breakdown`] per event (`per` events), for the figures in BENCHMARKS.md.
+fn print_breakdown(what: &str, data: &Path, per: i64) {
+    for (name, bytes) in breakdown(data) {
+        eprintln!("{what}: {name:<24} {bytes:>9} bytes {:>7.1} per event", bytes as f64 / per as f64);
+    }
+}
+
 /// Waits until the writer's checkpoint covers every effect journaled so far.
 pub async fn checkpointed(app: &TestApp) {
     let path = app.data().join(".hookyard/journal.db");
@@ -88,6 +103,7 @@ pub async fn gridx_bytes_per_event(n: usize) -> (f64, f64) {
     checkpointed(&app).await;
     let after = journal_use(&app.data());
     assert_eq!(after.events, n as i64);
+    print_breakdown("gridx", &app.data(), n as i64);
     ((after.all - before) as f64 / n as f64, body_bytes as f64 / n as f64)
 }
 
@@ -117,6 +133,7 @@ pub async fn wattmon_bytes_per_row(blocks: usize) -> (f64, f64, f64) {
     let after = journal_use(&app.data());
     let rows = (blocks * 100) as i64;
     assert_eq!(after.events, rows);
+    print_breakdown("wattmon", &app.data(), rows);
     let per_row = |bytes: i64| bytes as f64 / rows as f64;
     let besides = (after.all - after.event_rows) - (before.all - before.event_rows);
     (per_row(after.all - before.all), per_row(besides), csv_bytes as f64 / rows as f64)

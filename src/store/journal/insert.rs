@@ -5,6 +5,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::keys;
 use super::packed::Packer;
 use super::{EventRecord, JournalError, RequestRecord, Status, Submission, Target};
 use crate::store::dedup::digest;
@@ -99,16 +100,16 @@ fn insert_request(
         r.body.len() as i64
     ])?;
     let request_id = tx.last_insert_rowid();
-    let ids = insert_events(tx, (request_id, r.received_ms), events, derived)?;
+    let ids = insert_events(tx, (request_id, r), events, derived)?;
     Ok((request_id, ids, reply_status))
 }
 
-/// The event rows of a request (its id and receive time); a duplicate points at the event
-/// that processed its key instead of keeping its data, and `derived` events (from the kept
-/// body) keep none.
+/// The event rows of a request (its id and record); a duplicate points at the event that
+/// processed its key instead of keeping its data, and `derived` events (from the kept body)
+/// keep none. Keys are kept without the request's names (`keys::stored`).
 fn insert_events(
     tx: &Transaction<'_>,
-    (request_id, received_ms): (i64, i64),
+    (request_id, r): (i64, &RequestRecord),
     events: &[EventRecord],
     derived: bool,
 ) -> Result<Vec<i64>, JournalError> {
@@ -124,12 +125,13 @@ fn insert_events(
             _ => None,
         };
         let data = if derived || original.is_some() { "" } else { e.data.as_str() };
-        let row = params![request_id, e.index as i64, e.key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
+        let key = e.key.as_deref().map(|k| keys::stored(&r.protocol, &r.operation, k));
+        let row = params![request_id, e.index as i64, key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
         insert_event.execute(row)?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
-        if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-            remember_key(tx, key, event_id, received_ms)?;
+        if let (Status::Processed, Some(full), Some(key)) = (e.outcome, &e.key, key) {
+            remember_key(tx, (full, key), event_id, r.received_ms)?;
         }
     }
     Ok(ids)
@@ -148,9 +150,12 @@ fn update_replayed(
         params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
     if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-        let received_ms: i64 =
-            tx.query_row("SELECT received_ms FROM requests WHERE id = ?1", params![request_id], |r| r.get(0))?;
-        remember_key(tx, key, event_id, received_ms)?;
+        let (received_ms, protocol, operation): (i64, String, String) = tx.query_row(
+            "SELECT received_ms, protocol, operation FROM requests WHERE id = ?1",
+            params![request_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        remember_key(tx, (key, keys::stored(&protocol, &operation, key)), event_id, received_ms)?;
     }
     Ok(())
 }
@@ -164,13 +169,14 @@ fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i
 }
 
 /// A key was processed (the event row says so): it goes into `processed_keys`, and earlier
-/// failed attempts with it become `superseded` (one probe of the small index of failed keys).
-fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
+/// failed attempts with it become `superseded` (one probe of the small index of failed keys,
+/// which holds keys as stored: `(full, stored)`).
+fn remember_key(tx: &Transaction<'_>, key: (&str, &str), event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![&digest(key)[..], event_id, received_ms])?;
+        .execute(params![&digest(key.0)[..], event_id, received_ms])?;
     tx.prepare_cached(
         "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
     )?
-    .execute(params![key, event_id])?;
+    .execute(params![key.1, event_id])?;
     Ok(())
 }

@@ -15,6 +15,7 @@
 mod bulk;
 mod derive;
 mod insert;
+mod keys;
 pub mod log;
 mod outlets;
 mod packed;
