@@ -10,6 +10,7 @@ use crate::helpers::{Setup, TestApp, gridx_ping as ping, post_gridx, spawn_with}
 use crate::journal_once::checkpointed;
 
 const CONFIG: &str = "[admin]\ntoken = \"adm1n\"\n[protocols.gridx]\nsecrets = [\"s\"]\n";
+const VERIFIED: &str = "passed: HMAC signature in X-Signature";
 const SCRIPT: &str = r#"
 fn on_event(event) {
     if event.data.data.message == "boom" { throw "boom"; }
@@ -37,9 +38,13 @@ fn journal(data: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(data.join(".hookyard/journal.db")).unwrap()
 }
 
-/// What version 3 kept: every key whole, the time index of the key table, no sweep position.
+/// What version 3 kept: every key whole, each request's verification text, the time index
+/// of the key table, no sweep position.
 const BACK_TO_VERSION_3: &str = r#"
 UPDATE events SET idem_key = '["gridx","events"' || idem_key WHERE substr(idem_key, 1, 1) = ',';
+UPDATE requests SET verification = (SELECT text FROM request_texts WHERE id = verification_id);
+ALTER TABLE requests DROP COLUMN verification_id;
+DROP TABLE request_texts;
 CREATE INDEX processed_keys_time ON processed_keys(received_ms);
 DROP TABLE key_sweep;
 PRAGMA user_version = 3;
@@ -80,6 +85,7 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
         let (code, detail) = admin(&app, "GET", &format!("/api/events/{id}")).await;
         assert_eq!((code, detail["event"]["status"].as_str()), (200, Some(status)), "{detail}");
         assert_eq!(detail["data"]["data"]["message"], message, "{detail}");
+        assert_eq!(detail["verification"], VERIFIED, "{detail}");
     }
     let (code, log) = admin(&app, "GET", "/api/log?protocol=gridx").await;
     assert_eq!(code, 200, "{log}");
@@ -97,6 +103,10 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
     assert_eq!(post_gridx(&app.client, &base, "s", ping(9, "fixed")).await.unwrap(), 204);
     let (_, failed) = admin(&app, "GET", "/api/events/3").await;
     assert_eq!(failed["event"]["status"], "superseded", "{failed}");
+    let (_, fixed) = admin(&app, "GET", "/api/events/6").await;
+    assert_eq!((fixed["event"]["status"].as_str(), &fixed["verification"]), (Some("processed"), &VERIFIED.into()));
+    assert_eq!(stored("SELECT verification FROM requests WHERE id = 1"), VERIFIED, "an old row keeps its text");
+    assert_eq!(stored("SELECT verification FROM requests WHERE id = 6"), "", "a new one keeps it once, apart");
 }
 
 fn urlencode(text: &str) -> String {

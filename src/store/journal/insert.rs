@@ -77,10 +77,11 @@ fn insert_request(
     let derived = !nothing_new && !r.spec.is_empty();
     let spec = if derived { r.spec.as_str() } else { "" };
     let (body, packed) = packer.pack(body);
+    let verification = super::texts::intern(tx, &r.verification)?;
     tx.prepare_cached(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
-                               reply_status, method, path, spec, query, packed, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                               reply_status, method, path, spec, query, packed, size, verification_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         r.protocol,
@@ -88,7 +89,6 @@ fn insert_request(
         r.source,
         r.received_ms,
         headers,
-        r.verification,
         body,
         r.client,
         reply_status,
@@ -97,7 +97,8 @@ fn insert_request(
         spec,
         r.query,
         packed,
-        r.body.len() as i64
+        r.body.len() as i64,
+        verification
     ])?;
     let request_id = tx.last_insert_rowid();
     let ids = insert_events(tx, (request_id, r), events, derived)?;

@@ -27,6 +27,7 @@ pub mod retention;
 pub(crate) mod schema;
 pub mod series;
 pub mod stats;
+mod texts;
 mod writer;
 pub mod written;
 

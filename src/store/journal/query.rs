@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::derive::Deriving;
 pub use super::derive::{Derive, Derived, Received};
 use super::keys::KEY;
+use super::texts::VERIFICATION;
 use super::{JournalError, Status};
 use crate::event::{Event, Origin};
 use crate::store::DataDir;
@@ -217,8 +218,10 @@ pub fn detail(
     let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
     type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
     let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
-        "SELECT r.headers, r.verification, r.body, e.logs, r.client, e.duplicate_of, r.packed
-         FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1",
+        &format!(
+            "SELECT r.headers, {VERIFICATION}, r.body, e.logs, r.client, e.duplicate_of, r.packed
+             FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
+        ),
         params![id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
