@@ -1,5 +1,5 @@
 //! A version-3 journal with data opens as version 4 in place: every event is still shown
-//! with its key (in the inspector and the log), replays, and dedups; a failed attempt made
+//! with its key (in the log), headers and verification (in the inspector), replays, and dedups; a failed attempt made
 //! before the migration is superseded by a success after it.
 
 use std::path::Path;
@@ -42,8 +42,10 @@ fn journal(data: &Path) -> rusqlite::Connection {
 /// of the key table, no sweep position.
 const BACK_TO_VERSION_3: &str = r#"
 UPDATE events SET idem_key = '["gridx","events"' || idem_key WHERE substr(idem_key, 1, 1) = ',';
-UPDATE requests SET verification = (SELECT text FROM request_texts WHERE id = verification_id);
+UPDATE requests SET verification = (SELECT text FROM request_texts WHERE id = verification_id),
+    headers = (SELECT text FROM request_texts WHERE id = headers_id);
 ALTER TABLE requests DROP COLUMN verification_id;
+ALTER TABLE requests DROP COLUMN headers_id;
 DROP TABLE request_texts;
 CREATE INDEX processed_keys_time ON processed_keys(received_ms);
 DROP TABLE key_sweep;
@@ -86,6 +88,7 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
         assert_eq!((code, detail["event"]["status"].as_str()), (200, Some(status)), "{detail}");
         assert_eq!(detail["data"]["data"]["message"], message, "{detail}");
         assert_eq!(detail["verification"], VERIFIED, "{detail}");
+        assert_eq!(detail["headers"][0]["name"], "x-signature", "{detail}");
     }
     let (code, log) = admin(&app, "GET", "/api/log?protocol=gridx").await;
     assert_eq!(code, 200, "{log}");
@@ -105,8 +108,10 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
     assert_eq!(failed["event"]["status"], "superseded", "{failed}");
     let (_, fixed) = admin(&app, "GET", "/api/events/6").await;
     assert_eq!((fixed["event"]["status"].as_str(), &fixed["verification"]), (Some("processed"), &VERIFIED.into()));
+    assert_eq!(fixed["headers"][0]["name"], "x-signature", "{fixed}");
     assert_eq!(stored("SELECT verification FROM requests WHERE id = 1"), VERIFIED, "an old row keeps its text");
-    assert_eq!(stored("SELECT verification FROM requests WHERE id = 6"), "", "a new one keeps it once, apart");
+    assert_eq!(stored("SELECT verification || headers FROM requests WHERE id = 6"), "", "a new one keeps them apart");
+    assert_eq!(stored("SELECT headers FROM requests WHERE id = 1"), r#"[["x-signature",""]]"#);
 }
 
 fn urlencode(text: &str) -> String {

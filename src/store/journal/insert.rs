@@ -5,9 +5,9 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::keys;
 use super::packed::Packer;
 use super::{EventRecord, JournalError, RequestRecord, Status, Submission, Target};
+use super::{keys, texts};
 use crate::store::dedup::digest;
 
 /// What one submission wrote: its event rows and the id range of its effects.
@@ -77,11 +77,13 @@ fn insert_request(
     let derived = !nothing_new && !r.spec.is_empty();
     let spec = if derived { r.spec.as_str() } else { "" };
     let (body, packed) = packer.pack(body);
-    let verification = super::texts::intern(tx, &r.verification)?;
+    let verification = texts::intern(tx, &r.verification)?;
+    let headers_id = texts::shared_headers(&headers).then(|| texts::intern(tx, &headers)).transpose()?;
+    let headers = if headers_id.is_some() { "" } else { headers.as_str() };
     tx.prepare_cached(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
-                               reply_status, method, path, spec, query, packed, size, verification_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                               reply_status, method, path, spec, query, packed, size, verification_id, headers_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         r.protocol,
@@ -98,7 +100,8 @@ fn insert_request(
         r.query,
         packed,
         r.body.len() as i64,
-        verification
+        verification,
+        headers_id
     ])?;
     let request_id = tx.last_insert_rowid();
     let ids = insert_events(tx, (request_id, r), events, derived)?;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::derive::Deriving;
 pub use super::derive::{Derive, Derived, Received};
 use super::keys::KEY;
-use super::texts::VERIFICATION;
+use super::texts::{HEADERS, VERIFICATION};
 use super::{JournalError, Status};
 use crate::event::{Event, Origin};
 use crate::store::DataDir;
@@ -219,7 +219,7 @@ pub fn detail(
     type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
     let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
         &format!(
-            "SELECT r.headers, {VERIFICATION}, r.body, e.logs, r.client, e.duplicate_of, r.packed
+            "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, r.client, e.duplicate_of, r.packed
              FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
         ),
         params![id],

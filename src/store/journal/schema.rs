@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS requests (
     query TEXT NOT NULL DEFAULT '',
     packed INTEGER NOT NULL DEFAULT 0,
     size INTEGER,
-    verification_id INTEGER
+    verification_id INTEGER,
+    headers_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -92,7 +93,7 @@ INSERT OR IGNORE INTO key_sweep (id, after) VALUES (1, x'');
 /// 128-bit digest, the event that processed it, the request's receive time), looked up there
 /// instead of loaded into memory, and pruned by age only; and it stores each byte once (see
 /// [`migrate_payload_v3`]). Version 4 keeps the events' keys without their request's
-/// protocol and operation (`keys.rs`), the requests' verification texts once (`texts.rs`),
+/// protocol and operation (`keys.rs`), the requests' verification texts and headers once (`texts.rs`),
 /// and drops the time index of `processed_keys`: old keys
 /// are found by a sweep along the key table's own order instead ([`migrate_v4`]).
 const SCHEMA_VERSION: i64 = 4;
@@ -186,14 +187,16 @@ fn migrate_payload_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "effects", "digest", "BLOB")
 }
 
-/// Version 4: `requests.verification_id` (new requests keep their verification text once, in
-/// `request_texts`: `texts.rs`; older rows keep theirs), the keys of the events rows in their
+/// Version 4: `requests.verification_id` and `headers_id` (new requests keep their
+/// verification text and, mostly, their kept headers once, in `request_texts`: `texts.rs`;
+/// older rows keep theirs), the keys of the events rows in their
 /// stored form, and no time index on
 /// `processed_keys` (`retention::prune_keys` sweeps the table in digest order, a slice per
 /// pass, so a key goes at most one sweep after its dedup window: never early). The index
 /// held a copy of every key's digest and time, a third of the per-key bytes.
 fn migrate_v4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "requests", "verification_id", "INTEGER")?;
+    add_column(tx, "requests", "headers_id", "INTEGER")?;
     tx.execute_batch(super::keys::MIGRATE_V4)?;
     tx.execute_batch("DROP INDEX IF EXISTS processed_keys_time;")
 }

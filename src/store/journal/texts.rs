@@ -1,7 +1,10 @@
 //! Texts many requests share, kept once: a request's `verification` (which checks it passed,
-//! the same words for every request of an operation) is a row of `request_texts`, and the
-//! request keeps its id (`requests.verification_id`; `verification` stays empty). Requests
-//! of older journals keep their text in `verification` ([`VERIFICATION`] reads both).
+//! the same words for every request of an operation) and its kept `headers` (content type,
+//! user agent, credential headers by name: a few sets per sender) are rows of
+//! `request_texts`, and the request keeps their ids (`requests.verification_id`,
+//! `headers_id`; the text columns stay empty). Headers that name a multipart boundary are
+//! the request's own and stay on its row, as the texts of older journals' requests do
+//! ([`VERIFICATION`] and [`HEADERS`] read both).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -16,6 +19,15 @@ CREATE TABLE IF NOT EXISTS request_texts (
 /// The verification text of the request row `r`, as SQL.
 pub const VERIFICATION: &str =
     "COALESCE((SELECT t.text FROM request_texts t WHERE t.id = r.verification_id), r.verification)";
+
+/// The kept headers (JSON) of the request row `r`, as SQL.
+pub const HEADERS: &str = "COALESCE((SELECT t.text FROM request_texts t WHERE t.id = r.headers_id), r.headers)";
+
+/// Whether a request's headers (as JSON) are worth sharing: not when they name a multipart
+/// boundary, which is new with every request.
+pub fn shared_headers(headers: &str) -> bool {
+    !headers.contains("boundary=")
+}
 
 /// The id of `text` in `request_texts`, added when it is new (in the writer's transaction:
 /// a rolled-back commit takes the new row with it).
@@ -58,5 +70,11 @@ mod tests {
             .unwrap();
         assert_eq!(read, ["passed: old words", "passed: HMAC"]);
         assert_eq!(tx.query_row("SELECT COUNT(*) FROM request_texts", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
+    }
+
+    #[test]
+    fn headers_that_name_a_multipart_boundary_stay_on_their_row() {
+        assert!(shared_headers(r#"[["content-type","application/json"],["x-signature",""]]"#));
+        assert!(!shared_headers(r#"[["content-type","multipart/form-data; boundary=----x1"]]"#));
     }
 }
