@@ -65,20 +65,13 @@ fn insert_request(
     events: &[EventRecord],
     packer: &mut Packer,
 ) -> Result<(i64, Vec<i64>, u16), JournalError> {
-    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
     let failed = events.iter().any(|e| e.outcome == Status::Failed);
     let reply_status = if failed { r.failed_status } else { r.reply_status };
-    // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
-    // copy of its body: its events point at the ones that processed their keys.
-    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
-    let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
-    // With the body kept and the spec version recorded, the events are derived again from
-    // the body when they are needed: their data is not stored a second time.
-    let derived = !nothing_new && !r.spec.is_empty();
-    let spec = if derived { r.spec.as_str() } else { "" };
+    let (body, spec) = kept(r, events);
+    let derived = !spec.is_empty();
     let (body, packed) = packer.pack(body);
-    let verification = texts::intern(tx, &r.verification)?;
-    let headers_id = texts::shared_headers(&headers).then(|| texts::intern(tx, &headers)).transpose()?;
+    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
+    let (verification, headers_id) = (texts::intern(tx, &r.verification)?, texts::headers(tx, &headers)?);
     let headers = if headers_id.is_some() { "" } else { headers.as_str() };
     tx.prepare_cached(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
@@ -106,6 +99,19 @@ fn insert_request(
     let request_id = tx.last_insert_rowid();
     let ids = insert_events(tx, (request_id, r), events, derived)?;
     Ok((request_id, ids, reply_status))
+}
+
+/// The body and the spec version a request row keeps. A request that brought nothing new (a
+/// resend, a replayed capture) costs a row, not a copy of its body: its events point at the
+/// ones that processed their keys. With the body kept and the spec version recorded, the
+/// events are derived again from the body when they are needed: their data is not stored a
+/// second time (an empty spec: they keep it).
+fn kept<'r>(r: &'r RequestRecord, events: &[EventRecord]) -> (&'r [u8], &'r str) {
+    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
+    match nothing_new {
+        true => (&[], ""),
+        false => (r.body.as_ref(), r.spec.as_str()),
+    }
 }
 
 /// The event rows of a request (its id and record); a duplicate points at the event that

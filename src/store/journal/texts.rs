@@ -25,8 +25,14 @@ pub const HEADERS: &str = "COALESCE((SELECT t.text FROM request_texts t WHERE t.
 
 /// Whether a request's headers (as JSON) are worth sharing: not when they name a multipart
 /// boundary, which is new with every request.
-pub fn shared_headers(headers: &str) -> bool {
+fn shared_headers(headers: &str) -> bool {
     !headers.contains("boundary=")
+}
+
+/// The id of a request's `headers` (as JSON) in `request_texts`, or `None` when they stay on
+/// its row ([`shared_headers`]).
+pub fn headers(tx: &Transaction<'_>, headers: &str) -> rusqlite::Result<Option<i64>> {
+    shared_headers(headers).then(|| intern(tx, headers)).transpose()
 }
 
 /// The id of `text` in `request_texts`, added when it is new (in the writer's transaction:
