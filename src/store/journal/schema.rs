@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS processed_keys (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_sweep (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    after BLOB NOT NULL
+    after BLOB NOT NULL,
+    events_seen INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO key_sweep (id, after) VALUES (1, x'');
 ";
