@@ -180,9 +180,12 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
     assert_eq!(res.status(), 200);
     let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
     let (source, headers, stored, packed): (String, String, Vec<u8>, bool) = journal
-        .query_row("SELECT source, headers, body, packed FROM requests", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        .query_row(
+            "SELECT source, COALESCE((SELECT text FROM request_texts WHERE id = headers_id), headers), body, packed
+             FROM requests",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .unwrap();
     // A body worth deflating is kept deflated; inflated, it is the received one byte for byte.
     let mut raw = stored.clone();

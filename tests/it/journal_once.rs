@@ -32,6 +32,21 @@ pub fn journal_use(data: &Path) -> Use {
     }
 }
 
+/// The bytes of each table and index (pages in use, after `journal_use` folded the WAL in),
+/// largest first.
+pub fn breakdown(data: &Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(data.join(".hookyard/journal.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT name, SUM(pgsize) AS b FROM dbstat GROUP BY name ORDER BY b DESC").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// Prints [`breakdown`] per event (`per` events), for the figures in BENCHMARKS.md.
+fn print_breakdown(what: &str, data: &Path, per: i64) {
+    for (name, bytes) in breakdown(data) {
+        eprintln!("{what}: {name:<24} {bytes:>9} bytes {:>7.1} per event", bytes as f64 / per as f64);
+    }
+}
+
 /// Waits until the writer's checkpoint covers every effect journaled so far.
 pub async fn checkpointed(app: &TestApp) {
     let path = app.data().join(".hookyard/journal.db");
@@ -88,6 +103,7 @@ pub async fn gridx_bytes_per_event(n: usize) -> (f64, f64) {
     checkpointed(&app).await;
     let after = journal_use(&app.data());
     assert_eq!(after.events, n as i64);
+    print_breakdown("gridx", &app.data(), n as i64);
     ((after.all - before) as f64 / n as f64, body_bytes as f64 / n as f64)
 }
 
@@ -97,6 +113,7 @@ pub async fn wattmon_bytes_per_row(blocks: usize) -> (f64, f64, f64) {
     let app = spawn_app(&format!("[protocols.wattmon]\ntoken = \"{TOKEN}\"\n")).await;
     let before = journal_use(&app.data());
     let mut csv_bytes = 0;
+    let started = std::time::Instant::now();
     for b in 0..blocks {
         let csv = wattmon_block(b);
         csv_bytes += csv.len();
@@ -113,25 +130,33 @@ pub async fn wattmon_bytes_per_row(blocks: usize) -> (f64, f64, f64) {
             .unwrap();
         assert_eq!(res.text().await.unwrap(), "OK");
     }
+    let rows = (blocks * 100) as i64;
+    eprintln!(
+        "wattmon: {:.0} rows/s in this build, one block at a time",
+        rows as f64 / started.elapsed().as_secs_f64()
+    );
     checkpointed(&app).await;
     let after = journal_use(&app.data());
-    let rows = (blocks * 100) as i64;
     assert_eq!(after.events, rows);
+    print_breakdown("wattmon", &app.data(), rows);
     let per_row = |bytes: i64| bytes as f64 / rows as f64;
     let besides = (after.all - after.event_rows) - (before.all - before.event_rows);
     (per_row(after.all - before.all), per_row(besides), csv_bytes as f64 / rows as f64)
 }
 
+/// The example bodies (549 bytes on average) cost the journal 1.23 times their size in
+/// layout version 4 (1.40 in version 3): the bound is the one reached, below the target of 1.5.
 #[tokio::test]
-async fn a_gridx_event_costs_the_journal_at_most_one_and_a_half_times_its_body() {
+async fn a_gridx_event_costs_the_journal_at_most_1_3_times_its_body() {
     let (per_event, body) = gridx_bytes_per_event(400).await;
     eprintln!("gridx: {per_event:.0} journal bytes per event, body {body:.0} bytes ({:.2}x)", per_event / body);
-    assert!(per_event <= 1.5 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
+    assert!(per_event <= 1.3 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
 }
 
 /// The block's own share (its body, request row and effect) is within the target; the rows
 /// kept per CSV row (its event row with its idempotency key, its processed key, its readings
-/// in the meters' index) are not yet: the figure in all is printed beside it.
+/// in the meters' index) are not yet: in all a row costs at most 6.5 times its CSV text (183
+/// bytes for 30 in layout version 4, 235 in version 3).
 #[tokio::test]
 async fn a_wattmon_block_costs_at_most_one_and_a_half_times_its_csv_beside_its_event_rows() {
     let (per_row, besides, csv) = wattmon_bytes_per_row(20).await;
@@ -145,4 +170,5 @@ async fn a_wattmon_block_costs_at_most_one_and_a_half_times_its_csv_beside_its_e
         besides <= 1.5 * csv,
         "{besides:.0} journal bytes per row besides the event rows for {csv:.0} bytes of CSV"
     );
+    assert!(per_row <= 6.5 * csv, "{per_row:.0} journal bytes per row in all for {csv:.0} bytes of CSV");
 }

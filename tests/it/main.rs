@@ -22,6 +22,7 @@ mod helpers;
 mod house;
 mod journal_once;
 mod journal_read_back;
+mod journal_v4;
 mod meters;
 mod metrics;
 mod outputs;

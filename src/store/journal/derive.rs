@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::JournalError;
+use super::texts::HEADERS;
 use crate::event::Event;
 
 /// A journaled request, as far as splitting it again needs.
@@ -105,9 +106,10 @@ type Row = (String, String, String, i64, String, Vec<u8>, String, String, bool);
 /// The parts of request `id` a split needs, or `None` when it is gone.
 fn received(conn: &Connection, id: i64) -> Result<Option<Received>, JournalError> {
     let row: Option<Row> = conn
-        .prepare_cached(
-            "SELECT protocol, operation, source, received_ms, headers, body, spec, query, packed FROM requests WHERE id = ?1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT r.protocol, r.operation, r.source, r.received_ms, {HEADERS}, r.body, r.spec, r.query, r.packed
+             FROM requests r WHERE r.id = ?1"
+        ))?
         .query_row(params![id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
         })

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::packed::Packer;
 use super::{EventRecord, JournalError, RequestRecord, Status, Submission, Target};
+use super::{keys, texts};
 use crate::store::dedup::digest;
 
 /// What one submission wrote: its event rows and the id range of its effects.
@@ -64,22 +65,18 @@ fn insert_request(
     events: &[EventRecord],
     packer: &mut Packer,
 ) -> Result<(i64, Vec<i64>, u16), JournalError> {
-    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
     let failed = events.iter().any(|e| e.outcome == Status::Failed);
     let reply_status = if failed { r.failed_status } else { r.reply_status };
-    // A request that brought nothing new (a resend, a replayed capture) costs a row, not a
-    // copy of its body: its events point at the ones that processed their keys.
-    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
-    let body: &[u8] = if nothing_new { &[] } else { r.body.as_ref() };
-    // With the body kept and the spec version recorded, the events are derived again from
-    // the body when they are needed: their data is not stored a second time.
-    let derived = !nothing_new && !r.spec.is_empty();
-    let spec = if derived { r.spec.as_str() } else { "" };
+    let (body, spec) = kept(r, events);
+    let derived = !spec.is_empty();
     let (body, packed) = packer.pack(body);
+    let headers = serde_json::to_string(&r.headers).unwrap_or_default();
+    let (verification, headers_id) = (texts::intern(tx, &r.verification)?, texts::headers(tx, &headers)?);
+    let headers = if headers_id.is_some() { "" } else { headers.as_str() };
     tx.prepare_cached(
         "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
-                               reply_status, method, path, spec, query, packed, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                               reply_status, method, path, spec, query, packed, size, verification_id, headers_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         r.protocol,
@@ -87,7 +84,6 @@ fn insert_request(
         r.source,
         r.received_ms,
         headers,
-        r.verification,
         body,
         r.client,
         reply_status,
@@ -96,19 +92,34 @@ fn insert_request(
         spec,
         r.query,
         packed,
-        r.body.len() as i64
+        r.body.len() as i64,
+        verification,
+        headers_id
     ])?;
     let request_id = tx.last_insert_rowid();
-    let ids = insert_events(tx, (request_id, r.received_ms), events, derived)?;
+    let ids = insert_events(tx, (request_id, r), events, derived)?;
     Ok((request_id, ids, reply_status))
 }
 
-/// The event rows of a request (its id and receive time); a duplicate points at the event
-/// that processed its key instead of keeping its data, and `derived` events (from the kept
-/// body) keep none.
+/// The body and the spec version a request row keeps. A request that brought nothing new (a
+/// resend, a replayed capture) costs a row, not a copy of its body: its events point at the
+/// ones that processed their keys. With the body kept and the spec version recorded, the
+/// events are derived again from the body when they are needed: their data is not stored a
+/// second time (an empty spec: they keep it).
+fn kept<'r>(r: &'r RequestRecord, events: &[EventRecord]) -> (&'r [u8], &'r str) {
+    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
+    match nothing_new {
+        true => (&[], ""),
+        false => (r.body.as_ref(), r.spec.as_str()),
+    }
+}
+
+/// The event rows of a request (its id and record); a duplicate points at the event that
+/// processed its key instead of keeping its data, and `derived` events (from the kept body)
+/// keep none. Keys are kept without the request's names (`keys::stored`).
 fn insert_events(
     tx: &Transaction<'_>,
-    (request_id, received_ms): (i64, i64),
+    (request_id, r): (i64, &RequestRecord),
     events: &[EventRecord],
     derived: bool,
 ) -> Result<Vec<i64>, JournalError> {
@@ -124,12 +135,13 @@ fn insert_events(
             _ => None,
         };
         let data = if derived || original.is_some() { "" } else { e.data.as_str() };
-        let row = params![request_id, e.index as i64, e.key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
+        let key = e.key.as_deref().map(|k| keys::stored(&r.protocol, &r.operation, k));
+        let row = params![request_id, e.index as i64, key, data, e.blob, e.outcome.as_str(), e.error, logs, original];
         insert_event.execute(row)?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
-        if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-            remember_key(tx, key, event_id, received_ms)?;
+        if let (Status::Processed, Some(full), Some(key)) = (e.outcome, &e.key, key) {
+            remember_key(tx, (full, key), event_id, r.received_ms)?;
         }
     }
     Ok(ids)
@@ -148,9 +160,12 @@ fn update_replayed(
         params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
     if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
-        let received_ms: i64 =
-            tx.query_row("SELECT received_ms FROM requests WHERE id = ?1", params![request_id], |r| r.get(0))?;
-        remember_key(tx, key, event_id, received_ms)?;
+        let (received_ms, protocol, operation): (i64, String, String) = tx.query_row(
+            "SELECT received_ms, protocol, operation FROM requests WHERE id = ?1",
+            params![request_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        remember_key(tx, (key, keys::stored(&protocol, &operation, key)), event_id, received_ms)?;
     }
     Ok(())
 }
@@ -164,13 +179,14 @@ fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i
 }
 
 /// A key was processed (the event row says so): it goes into `processed_keys`, and earlier
-/// failed attempts with it become `superseded` (one probe of the small index of failed keys).
-fn remember_key(tx: &Transaction<'_>, key: &str, event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
+/// failed attempts with it become `superseded` (one probe of the small index of failed keys,
+/// which holds keys as stored: `(full, stored)`).
+fn remember_key(tx: &Transaction<'_>, key: (&str, &str), event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![&digest(key)[..], event_id, received_ms])?;
+        .execute(params![&digest(key.0)[..], event_id, received_ms])?;
     tx.prepare_cached(
         "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
     )?
-    .execute(params![key, event_id])?;
+    .execute(params![key.1, event_id])?;
     Ok(())
 }

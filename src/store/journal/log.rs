@@ -4,6 +4,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::keys::KEY;
 use super::{JournalError, Status};
 
 /// Which table an entry comes from.
@@ -173,13 +174,13 @@ fn events(conn: &Connection, f: &LogFilter) -> Result<Vec<LogRow>, JournalError>
     let (q_id, q) = q_parts(f);
     let (from, status) = events_source(f.status);
     let sql = format!(
-        "SELECT e.id, e.request_id, r.received_ms, r.protocol, r.operation, r.source, e.idem_key, e.status,
+        "SELECT e.id, e.request_id, r.received_ms, r.protocol, r.operation, r.source, {KEY}, e.status,
                 r.reply_status, COALESCE(r.size, length(r.body)), e.error
          FROM {from}
          WHERE (?1 IS NULL OR r.received_ms < ?1 OR (r.received_ms = ?1 AND ?2 = 1 AND e.id < ?3))
            AND (?4 IS NULL OR r.protocol = ?4) AND (?5 IS NULL OR r.source = ?5) AND {status}
            AND (?7 IS NULL OR r.received_ms >= ?7) AND (?8 IS NULL OR r.received_ms < ?8)
-           AND (?10 IS NULL OR e.id = ?9 OR e.request_id = ?9 OR substr(e.idem_key, 1, length(?10)) = ?10)
+           AND (?10 IS NULL OR e.id = ?9 OR e.request_id = ?9 OR substr({KEY}, 1, length(?10)) = ?10)
          ORDER BY r.received_ms DESC, e.id DESC LIMIT ?11"
     );
     let mut stmt = conn.prepare_cached(&sql)?;

@@ -15,6 +15,7 @@
 mod bulk;
 mod derive;
 mod insert;
+mod keys;
 pub mod log;
 mod outlets;
 mod packed;
@@ -26,6 +27,7 @@ pub mod retention;
 pub(crate) mod schema;
 pub mod series;
 pub mod stats;
+mod texts;
 mod writer;
 pub mod written;
 

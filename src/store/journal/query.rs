@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use super::derive::Deriving;
 pub use super::derive::{Derive, Derived, Received};
+use super::keys::KEY;
+use super::texts::{HEADERS, VERIFICATION};
 use super::{JournalError, Status};
 use crate::event::{Event, Origin};
 use crate::store::DataDir;
@@ -52,16 +54,16 @@ pub fn page(
     filter: &Filter,
     after_id: i64,
 ) -> Result<Vec<Journaled>, JournalError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.id, e.request_id, e.status, e.idem_key, e.data, CASE WHEN e.blob THEN r.body END, e.idx, r.spec != '',
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT e.id, e.request_id, e.status, {KEY}, e.data, CASE WHEN e.blob THEN r.body END, e.idx, r.spec != '',
                 r.packed
          FROM events e JOIN requests r ON r.id = e.request_id
          WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.received_ms >= ?3)
            AND (?4 IS NULL OR r.received_ms < ?4)
            AND (e.status = 'failed' OR (?5 = 0 AND e.status = 'processed')) AND (?7 IS NULL OR e.id = ?7)
            AND (?8 IS NULL OR e.request_id = ?8)
-         ORDER BY e.id LIMIT ?6",
-    )?;
+         ORDER BY e.id LIMIT ?6"
+    ))?;
     let rows = stmt.query_map(
         params![
             after_id,
@@ -216,8 +218,10 @@ pub fn detail(
     let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
     type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
     let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
-        "SELECT r.headers, r.verification, r.body, e.logs, r.client, e.duplicate_of, r.packed
-         FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1",
+        &format!(
+            "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, r.client, e.duplicate_of, r.packed
+             FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
+        ),
         params![id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
@@ -289,8 +293,10 @@ fn event_data(
     type Row = (String, i64, i64, Option<String>, bool);
     let row: Option<Row> = conn
         .query_row(
-            "SELECT e.data, e.request_id, e.idx, e.idem_key, r.spec != ''
-             FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1",
+            &format!(
+                "SELECT e.data, e.request_id, e.idx, {KEY}, r.spec != ''
+                 FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
+            ),
             params![id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )

@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS requests (
     spec TEXT NOT NULL DEFAULT '',
     query TEXT NOT NULL DEFAULT '',
     packed INTEGER NOT NULL DEFAULT 0,
-    size INTEGER
+    size INTEGER,
+    verification_id INTEGER,
+    headers_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -75,7 +77,12 @@ CREATE TABLE IF NOT EXISTS processed_keys (
     event_id INTEGER NOT NULL,
     received_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS processed_keys_time ON processed_keys(received_ms);
+CREATE TABLE IF NOT EXISTS key_sweep (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    after BLOB NOT NULL,
+    events_seen INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO key_sweep (id, after) VALUES (1, x'');
 ";
 
 /// The journal's layout; older journals are brought up to it when opened. Version 2 added
@@ -86,8 +93,11 @@ CREATE INDEX IF NOT EXISTS processed_keys_time ON processed_keys(received_ms);
 /// on the first start) (`rejected.rs`), and keeps processed keys in `processed_keys` (the key's
 /// 128-bit digest, the event that processed it, the request's receive time), looked up there
 /// instead of loaded into memory, and pruned by age only; and it stores each byte once (see
-/// [`migrate_payload_v3`]).
-const SCHEMA_VERSION: i64 = 3;
+/// [`migrate_payload_v3`]). Version 4 keeps the events' keys without their request's
+/// protocol and operation (`keys.rs`), the requests' verification texts and headers once (`texts.rs`),
+/// and drops the time index of `processed_keys`: old keys
+/// are found by a sweep along the key table's own order instead ([`migrate_v4`]).
+const SCHEMA_VERSION: i64 = 4;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -104,6 +114,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(super::readings::SCHEMA)?;
     tx.execute_batch(super::rejected::SCHEMA)?;
+    tx.execute_batch(super::texts::SCHEMA)?;
     if version < 3 {
         add_column(&tx, "requests", "reply_status", "INTEGER NOT NULL DEFAULT 200")?;
         add_column(&tx, "requests", "method", "TEXT NOT NULL DEFAULT ''")?;
@@ -117,6 +128,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     if version < 3 {
         migrate_keys_v3(&tx)?;
         migrate_payload_v3(&tx)?;
+    }
+    if version < 4 {
+        migrate_v4(&tx)?;
     }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
@@ -172,6 +186,20 @@ fn migrate_payload_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "effects", "at", "INTEGER")?;
     add_column(tx, "effects", "size", "INTEGER")?;
     add_column(tx, "effects", "digest", "BLOB")
+}
+
+/// Version 4: `requests.verification_id` and `headers_id` (new requests keep their
+/// verification text and, mostly, their kept headers once, in `request_texts`: `texts.rs`;
+/// older rows keep theirs), the keys of the events rows in their
+/// stored form, and no time index on
+/// `processed_keys` (`retention::prune_keys` sweeps the table in digest order, a slice per
+/// pass, so a key goes at most one sweep after its dedup window: never early). The index
+/// held a copy of every key's digest and time, a third of the per-key bytes.
+fn migrate_v4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "requests", "verification_id", "INTEGER")?;
+    add_column(tx, "requests", "headers_id", "INTEGER")?;
+    tx.execute_batch(super::keys::MIGRATE_V4)?;
+    tx.execute_batch("DROP INDEX IF EXISTS processed_keys_time;")
 }
 
 /// Adds `column` to `table` unless it has it.
@@ -238,7 +266,7 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 3);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 4);
         // Version 2's columns are there, empty for the old rows.
         let (client, original): (String, Option<i64>) = conn
             .query_row(
