@@ -23,6 +23,7 @@ mod house;
 mod journal_once;
 mod journal_read_back;
 mod meters;
+mod meters_history;
 mod metrics;
 mod outputs;
 mod packaging;
