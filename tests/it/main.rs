@@ -12,6 +12,7 @@ mod config;
 mod console;
 mod console_health;
 mod console_log;
+mod console_views;
 mod dedup_window;
 mod docs;
 mod durability;
