@@ -142,6 +142,30 @@ pub fn summarize(rounds: &[Round]) -> Option<Summary> {
     Some(s)
 }
 
+/// The summary of `a`'s readings followed by `b`'s (every one of `b` after every one of `a`).
+pub fn merge(a: &Summary, b: &Summary) -> Summary {
+    let (x, y) = (&a.stretch, &b.stretch);
+    let stretch = match (x.good, y.good) {
+        (_, 0) => x.clone(),
+        (0, _) => Stretch { ms: x.ms, ..y.clone() },
+        _ => Stretch {
+            ms: x.ms,
+            good: x.good + y.good,
+            first: x.first,
+            last: y.last,
+            used: x.used + step(x.last, y.first) + y.used,
+        },
+    };
+    Summary {
+        values: a.values + b.values,
+        first: a.first,
+        min: if b.min.1 < a.min.1 { b.min } else { a.min },
+        max: if b.max.1 > a.max.1 { b.max } else { a.max },
+        last: b.last,
+        stretch,
+    }
+}
+
 fn stretch(rounds: &[Round]) -> Option<Stretch> {
     let ms = rounds.first()?.ms;
     let good: Vec<f64> = rounds.iter().filter(|r| r.status.is_none()).filter_map(|r| r.value).collect();
@@ -318,6 +342,16 @@ mod tests {
         assert_eq!(by_hours, daily(&rounds, Some(49.0)));
         assert_eq!(by_hours.len(), 4);
         assert_eq!(hours.iter().map(|h| h.values).sum::<u64>(), 500 - 14, "error rounds with a value are plotted");
+    }
+
+    #[test]
+    fn a_summary_extended_by_later_readings_is_the_summary_of_them_all() {
+        let rounds = hourly_rounds();
+        for cut in [1, 5, 6, 7, 40, 250, 251, 499] {
+            let (a, b) = rounds.split_at(cut);
+            let merged = merge(&summarize(a).unwrap(), &summarize(b).unwrap());
+            assert_eq!(merged, summarize(&rounds).unwrap(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -137,6 +137,7 @@ async fn a_journal_from_before_the_readings_index_gets_its_meter_pages_after_sta
     }
     let before = pages(&app).await;
     assert_eq!(before.0["count"], 200);
+    let extended = hour_rows(&app);
     app.stop().await;
 
     // As a journal of a version without the index: its events are there, no reading is.
@@ -158,6 +159,19 @@ async fn a_journal_from_before_the_readings_index_gets_its_meter_pages_after_sta
     assert_eq!((&again.0["count"], &again.1, &again.2), (&json!(200), &before.1, &before.2));
     let hours: i64 = journal(&app).query_row("SELECT COUNT(*) FROM readings_hours", [], |r| r.get(0)).unwrap();
     assert_eq!(hours, 200 * 300 / 3600 + 1, "every hour of the series");
+    assert_eq!(hour_rows(&app), extended, "hours extended request by request are the hours computed at once");
+}
+
+/// Every hour of the index, as text.
+fn hour_rows(app: &TestApp) -> String {
+    journal(app)
+        .query_row(
+            "SELECT group_concat(concat_ws(',', hour, n, first_ms, first_v, min_ms, min_v, max_ms, max_v, last_ms, last_v,
+                 good, good_first, good_last, used), ';') FROM (SELECT * FROM readings_hours ORDER BY hour)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
 
 /// Consumption per day as the readings one by one say it (values in quarters: exact sums).

@@ -154,7 +154,7 @@ fn events(
 pub fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
     let mut added = 0;
     for r in &batch.requests {
-        let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms };
+        let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms, fresh: false };
         let events: Vec<Indexed<'_>> =
             r.events.iter().map(|(id, readings, image)| (*id, readings.as_slice(), *image)).collect();
         added += index_events(tx, &origin, r.request_id, &events)?;

@@ -14,6 +14,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::Digest;
 
+use super::series::Round;
 use super::{Status, Submission, Target, rollup};
 use crate::spec::readings::Reading;
 
@@ -112,11 +113,13 @@ impl Group<'_> {
     }
 }
 
-/// The request readings come from: its protocol, source and receive time.
+/// The request readings come from: its protocol, source and receive time, and whether its
+/// events are the journal's newest rows (a new request's, not a replay's or the backfill's).
 pub struct Origin<'a> {
     pub protocol: &'a str,
     pub source: &'a str,
     pub received_ms: i64,
+    pub fresh: bool,
 }
 
 /// One processed event to index: its row, its readings, whether its body is an image.
@@ -133,7 +136,7 @@ pub fn index(tx: &Transaction<'_>, s: &Submission, request_id: i64, event_ids: &
     }
     match &s.target {
         Target::New(r) => {
-            let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms };
+            let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms, fresh: true };
             index_events(tx, &origin, request_id, &events).map(drop)
         }
         Target::Replay { request_id, .. } => {
@@ -141,7 +144,7 @@ pub fn index(tx: &Transaction<'_>, s: &Submission, request_id: i64, event_ids: &
                 tx.query_row("SELECT protocol, source, received_ms FROM requests WHERE id = ?1", [request_id], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?;
-            let origin = Origin { protocol: &protocol, source: &source, received_ms };
+            let origin = Origin { protocol: &protocol, source: &source, received_ms, fresh: false };
             index_events(tx, &origin, *request_id, &events).map(drop)
         }
     }
@@ -179,13 +182,13 @@ pub fn index_events(
     }
     let mut added = 0;
     for group in &groups {
-        added += add(tx, origin.protocol, origin.source, group)?;
+        added += add(tx, origin, group)?;
     }
     Ok(added)
 }
 
-fn add(tx: &Transaction<'_>, protocol: &str, source: &str, group: &Group<'_>) -> rusqlite::Result<usize> {
-    let r = group.first;
+fn add(tx: &Transaction<'_>, origin: &Origin<'_>, group: &Group<'_>) -> rusqlite::Result<usize> {
+    let (protocol, source, r) = (origin.protocol, origin.source, group.first);
     let (ms, value, status) = group.last();
     let row = params![slug(protocol, &r.name), protocol, source, r.name, r.unit, r.kind.as_str(), value, ms, status, 0];
     let series_id: i64 = tx.prepare_cached(UPSERT)?.query_row(row, |row| row.get(0))?;
@@ -200,8 +203,19 @@ fn add(tx: &Transaction<'_>, protocol: &str, source: &str, group: &Group<'_>) ->
         tx.prepare_cached("UPDATE series SET count = count + ?2 WHERE id = ?1")?
             .execute(params![series_id, added as i64])?;
     }
-    rollup::touch(tx, series_id, group.rows.iter().map(|(_, r)| r.ms.div_euclid(rollup::HOUR_MS)))?;
+    if origin.fresh && added == group.rows.len() {
+        let mut rounds: Vec<(i64, Round)> = group.rows.iter().map(|(id, r)| (*id, round(r))).collect();
+        rounds.sort_by_key(|(id, r)| (r.ms, *id));
+        let rounds: Vec<Round> = rounds.into_iter().map(|(_, r)| r).collect();
+        rollup::extend(tx, series_id, &rounds)?;
+    } else {
+        rollup::touch(tx, series_id, group.rows.iter().map(|(_, r)| r.ms.div_euclid(rollup::HOUR_MS)))?;
+    }
     Ok(added)
+}
+
+fn round(r: &Reading) -> Round {
+    Round { ms: r.ms, value: r.value, status: r.status.clone() }
 }
 
 /// Removes the readings and images of events that failed after all (their write failed).

@@ -1,9 +1,10 @@
 //! The hour level of the readings index: one row per series and UTC hour (`readings_hours`)
 //! with that hour's summary (`meters::Summary`: how many values, the first, lowest, highest
 //! and last, and its good readings' first, last and consumption), so a year of a series is
-//! read as ~8,800 rows instead of ~100,000. An hour's row is computed again from its readings
-//! whenever a transaction of the writer adds or removes one of them (a late reading, a
-//! replay, a failed write, pruning), so it is never out of step with them.
+//! read as ~8,800 rows instead of ~100,000. A new request's readings that come after all of
+//! their hour's extend its row; otherwise (a late reading, a replay, a failed write,
+//! pruning) the hour's row is computed again from its readings in the same transaction of
+//! the writer, so it is never out of step with them.
 
 use rusqlite::{Connection, Transaction, params};
 
@@ -23,6 +24,22 @@ pub fn touch(tx: &Transaction<'_>, series_id: i64, hours: impl IntoIterator<Item
                 tx.prepare_cached("DELETE FROM readings_hours WHERE series_id = ?1 AND hour = ?2")?
                     .execute(params![series_id, hour])?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `rounds` (readings of `series_id` just added, in order, each after every reading
+/// the journal had: a new request's) to their hours: an hour whose readings all came before
+/// them is extended, any other computed again.
+pub fn extend(tx: &Transaction<'_>, series_id: i64, rounds: &[Round]) -> rusqlite::Result<()> {
+    for hour in rounds.chunk_by(|a, b| a.ms.div_euclid(HOUR_MS) == b.ms.div_euclid(HOUR_MS)) {
+        let h = hour[0].ms.div_euclid(HOUR_MS);
+        let Some(new) = meters::summarize(hour) else { continue };
+        match hours(tx, series_id, h, h + 1)?.pop() {
+            Some(kept) if kept.last.0 <= new.first.0 => save(tx, series_id, h, &meters::merge(&kept, &new))?,
+            Some(_) => touch(tx, series_id, [h])?,
+            None => save(tx, series_id, h, &new)?,
         }
     }
     Ok(())
