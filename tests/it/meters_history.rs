@@ -249,3 +249,36 @@ async fn a_long_series_read_at_the_hour_level_keeps_its_days_and_its_extremes() 
     let values_in = within.iter().filter(|r| r.0 >= since && !r.1.is_empty()).count();
     assert_eq!(part["total"], values_in, "{}", part["total"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_journal_with_its_events_data_stored_gets_its_meter_page() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join(".hookyard")).unwrap();
+    let conn = rusqlite::Connection::open(data.join(".hookyard/journal.db")).unwrap();
+    conn.execute_batch(crate::journal_read_back::VERSION_2).unwrap();
+    for (i, value) in ["100.5", "101.25", "", "102"].iter().enumerate() {
+        let at = DAY_A + i as i64 * HOUR;
+        let error = if value.is_empty() { "Rate too high" } else { "no error" };
+        let reading = json!({ "timestamp": "", "timestampLong": at.to_string(), "name": "main", "rawValue": value,
+            "value": value, "preValue": "", "rate": "", "changeAbsolute": "", "error": error });
+        let event = json!({ "protocol": "ai-on-the-edge", "operation": "readings", "source": "ferienhaus",
+            "received_at": "2026-11-29T00:00:00.000Z", "received_ms": at * 1000, "index": 0, "data": reading, "meta": {} });
+        conn.execute(
+            "INSERT INTO requests VALUES (?1, 'ai-on-the-edge', 'readings', 'ferienhaus', ?2, '[]', 'passed: API key', ?3, '')",
+            rusqlite::params![i as i64 + 1, at * 1000, format!("[{reading}]").as_bytes()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO events VALUES (?1, ?1, 0, NULL, ?2, 0, 'processed', NULL, NULL, NULL)",
+            rusqlite::params![i as i64 + 1, event.to_string()],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let app = spawn_with(Setup { config: CONFIG, data_dir: Some(data), ..Setup::default() }).await;
+    assert!(ready(&app).await, "{}", get(&app, "/api/journal").await);
+    let (main, points, daily) = pages(&app).await;
+    assert_eq!((&main["count"], &main["last_value"], &points["total"]), (&json!(4), &json!(102.0), &json!(3)));
+    assert_eq!(daily["days"], json!([{ "day": "2026-11-29", "consumption": 1.5, "readings": 3 }]));
+}
