@@ -21,8 +21,10 @@ use super::{Journal, JournalError};
 use crate::event::Event;
 use crate::spec::readings::Reading;
 
-/// Request ids looked at per batch (most may be of protocols without readings).
-const WINDOW: i64 = 2000;
+/// Request ids looked at per batch at most (most may be of protocols without readings)...
+const WINDOW: i64 = 100_000;
+/// ...and requests with readings read again per batch at most.
+const REQUESTS: i64 = 200;
 /// The pause between batches, so ingest keeps the writer.
 const PAUSE: Duration = Duration::from_millis(20);
 
@@ -84,20 +86,21 @@ pub fn hours_ready(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(progress(conn)?.is_some_and(|p| p.done()))
 }
 
-/// The next batch after `at`: the requests of `protocols` in the next window of ids.
+/// The next batch after `at`: the requests of `protocols` in the next window of ids, at
+/// most [`REQUESTS`] of them (the cursor then moves to the last one read).
 pub fn read_batch(
     conn: &Connection,
     derive: &dyn Derive,
     protocols: &[String],
     at: Progress,
 ) -> Result<Batch, JournalError> {
-    let next = at.last.min(at.next.saturating_add(WINDOW));
+    let end = at.last.min(at.next.saturating_add(WINDOW));
     let wanted = serde_json::to_string(protocols).unwrap_or_default();
     let mut stmt = conn.prepare_cached(
         "SELECT id, protocol, source, received_ms FROM requests
-         WHERE id > ?1 AND id <= ?2 AND protocol IN (SELECT value FROM json_each(?3)) ORDER BY id",
+         WHERE id > ?1 AND id <= ?2 AND protocol IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?4",
     )?;
-    let found = stmt.query_map(params![at.next, next, wanted], |r| {
+    let found = stmt.query_map(params![at.next, end, wanted, REQUESTS], |r| {
         Ok(RequestReadings {
             request_id: r.get(0)?,
             protocol: r.get(1)?,
@@ -106,16 +109,17 @@ pub fn read_batch(
             events: Vec::new(),
         })
     })?;
-    let mut requests = Vec::new();
+    let (mut requests, mut read, mut last_read) = (Vec::new(), 0, at.next);
     let mut deriving = Deriving::new(derive);
     for request in found {
         let mut request = request?;
+        (read, last_read) = (read + 1, request.request_id);
         request.events = events(conn, derive, &mut deriving, request.request_id)?;
         if !request.events.is_empty() {
             requests.push(request);
         }
     }
-    Ok(Batch { requests, next })
+    Ok(Batch { requests, next: if read == REQUESTS { last_read } else { end } })
 }
 
 type EventRow = (i64, i64, Option<String>, String, bool, bool);
