@@ -326,6 +326,8 @@ pub async fn run(
     let parts = TlsParts { status: tls.as_ref().map(|t| t.status.clone()), challenges, listener: bound };
     let endpoint = app.endpoint(services.pipeline.clone(), problems, parts);
     seed_in_background(services.pipeline.clone());
+    let backfill =
+        tokio::spawn(crate::store::journal::backfill::run(services.pipeline.journal.clone(), app.splits.clone()));
     let server = &app.config.server_limits;
     let options = ServeOptions {
         idle_timeout: Duration::from_millis(server.idle_timeout_ms.max(1)),
@@ -346,6 +348,7 @@ pub async fn run(
         tls.stop();
     }
     watcher.abort();
+    backfill.abort();
     services.close().await;
     result
 }

@@ -63,26 +63,143 @@ pub struct Day {
 /// is a reset (a new meter, a counter that wrapped) and counts from the new value. `before`
 /// is the last good value before the first round (the first difference counts from it).
 pub fn daily(rounds: &[Round], before: Option<f64>) -> Vec<Day> {
+    let good = rounds
+        .iter()
+        .filter(|r| r.status.is_none())
+        .filter_map(|r| r.value.map(|v| Stretch { ms: r.ms, good: 1, first: v, last: v, used: 0.0 }));
+    daily_of(good, before)
+}
+
+/// Consecutive good readings of one UTC day in brief: one reading, or an hour's summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stretch {
+    /// Its time (any time of its day).
+    pub ms: i64,
+    /// How many good readings.
+    pub good: u64,
+    pub first: f64,
+    pub last: f64,
+    /// The consumption between its first and its last reading.
+    pub used: f64,
+}
+
+/// [`daily`] over stretches in time order: each adds its own consumption and the step from
+/// the last good value before it to its first.
+pub fn daily_of(stretches: impl IntoIterator<Item = Stretch>, before: Option<f64>) -> Vec<Day> {
     let mut days: Vec<(i64, f64, u64)> = Vec::new();
     let mut previous = before;
-    for round in rounds.iter().filter(|r| r.status.is_none()) {
-        let Some(value) = round.value else { continue };
-        let used = match previous {
-            Some(p) if value >= p => value - p,
-            Some(_) => value,
-            None => 0.0,
-        };
-        previous = Some(value);
-        let day = round.ms.div_euclid(DAY_MS);
+    for s in stretches.into_iter().filter(|s| s.good > 0) {
+        let used = s.used + previous.map_or(0.0, |p| step(p, s.first));
+        previous = Some(s.last);
+        let day = s.ms.div_euclid(DAY_MS);
         match days.last_mut() {
             Some(last) if last.0 == day => {
                 last.1 += used;
-                last.2 += 1;
+                last.2 += s.good;
             }
-            _ => days.push((day, used, 1)),
+            _ => days.push((day, used, s.good)),
         }
     }
     days.into_iter().map(|(day, consumption, readings)| Day { day: date(day), consumption, readings }).collect()
+}
+
+/// What a counter used from `previous` to `value`: the difference, or after a reset (a
+/// drop) the new value.
+fn step(previous: f64, value: f64) -> f64 {
+    if value >= previous { value - previous } else { value }
+}
+
+/// A run of readings in brief (an hour of a series, kept in `readings_hours`): what the plot
+/// and the consumption per day need of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// Readings with a value (on the plot, error rounds with a value too).
+    pub values: u64,
+    /// The first, lowest, highest and last of them (the first of equals).
+    pub first: (i64, f64),
+    pub min: (i64, f64),
+    pub max: (i64, f64),
+    pub last: (i64, f64),
+    /// Its good readings (a value, no error text) as a [`Stretch`] (`good` 0: none).
+    pub stretch: Stretch,
+}
+
+/// The summary of `rounds` (in time order); none when none has a value.
+pub fn summarize(rounds: &[Round]) -> Option<Summary> {
+    let mut points = rounds.iter().filter_map(|r| r.value.map(|v| (r.ms, v)));
+    let first = points.next()?;
+    let mut s = Summary { values: 1, first, min: first, max: first, last: first, stretch: stretch(rounds)? };
+    for p in points {
+        s.values += 1;
+        if p.1 < s.min.1 {
+            s.min = p;
+        }
+        if p.1 > s.max.1 {
+            s.max = p;
+        }
+        s.last = p;
+    }
+    Some(s)
+}
+
+/// The summary of `a`'s readings followed by `b`'s (every one of `b` after every one of `a`).
+pub fn merge(a: &Summary, b: &Summary) -> Summary {
+    let (x, y) = (&a.stretch, &b.stretch);
+    let stretch = match (x.good, y.good) {
+        (_, 0) => x.clone(),
+        (0, _) => Stretch { ms: x.ms, ..y.clone() },
+        _ => Stretch {
+            ms: x.ms,
+            good: x.good + y.good,
+            first: x.first,
+            last: y.last,
+            used: x.used + step(x.last, y.first) + y.used,
+        },
+    };
+    Summary {
+        values: a.values + b.values,
+        first: a.first,
+        min: if b.min.1 < a.min.1 { b.min } else { a.min },
+        max: if b.max.1 > a.max.1 { b.max } else { a.max },
+        last: b.last,
+        stretch,
+    }
+}
+
+fn stretch(rounds: &[Round]) -> Option<Stretch> {
+    let ms = rounds.first()?.ms;
+    let good: Vec<f64> = rounds.iter().filter(|r| r.status.is_none()).filter_map(|r| r.value).collect();
+    let (first, last) = (good.first().copied().unwrap_or(0.0), good.last().copied().unwrap_or(0.0));
+    let used = good.windows(2).fold(0.0, |sum, w| sum + step(w[0], w[1]));
+    Some(Stretch { ms, good: good.len() as u64, first, last, used })
+}
+
+/// The plot from `summaries` (hours, and single readings at a range's edges, in time order):
+/// `(points, total)` when there are more than `max_points` values and each of the
+/// `max_points / 2` buckets spans at least an hour, so the hour level is fine enough; none
+/// otherwise (the caller reads the readings themselves).
+pub fn plot_coarse(summaries: &[Summary], max_points: usize, hour_ms: i64) -> Option<(Vec<(i64, f64)>, u64)> {
+    let total: u64 = summaries.iter().map(|s| s.values).sum();
+    let span = summaries.last()?.last.0.saturating_sub(summaries.first()?.first.0);
+    let buckets = (max_points / 2).max(1) as i64;
+    (total > max_points as u64 && span / buckets >= hour_ms).then(|| (coarse(summaries, max_points), total))
+}
+
+/// The plot's points from hour summaries (in time order), at most `max_points`: each hour's
+/// first, lowest, highest and last reading are the candidates, downsampled as
+/// [`downsample`] does. Every point is a real reading, and each hour's extremes are kept.
+pub fn coarse(hours: &[Summary], max_points: usize) -> Vec<(i64, f64)> {
+    let mut candidates = Vec::with_capacity(hours.len() * 4);
+    for h in hours {
+        let mut four = [h.first, h.min, h.max, h.last];
+        four.sort_by_key(|p| p.0);
+        for p in four {
+            if candidates.last() != Some(&p) {
+                candidates.push(p);
+            }
+        }
+    }
+    downsample(&candidates, max_points).0
 }
 
 fn date(day: i64) -> String {
@@ -198,6 +315,58 @@ mod tests {
             ]
         );
         assert_eq!(daily(&rounds[1..2], Some(100.0))[0].consumption, 1.5);
+    }
+
+    /// Rounds an hour apart in quarters (exact sums), with error rounds and a reset.
+    fn hourly_rounds() -> Vec<Round> {
+        let mut value = 50.0;
+        (0..500_i64)
+            .map(|i| {
+                value = if i == 250 { 1.0 } else { value + 0.25 * (i % 4) as f64 };
+                match i % 37 {
+                    5 => round(i * 600_000, None, Some("Rate too high")),
+                    6 => round(i * 600_000, Some(1e9), Some("Neg. Rate")),
+                    _ => round(i * 600_000, Some(value), None),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hour_summaries_give_the_consumption_per_day_of_the_readings_themselves() {
+        let rounds = hourly_rounds();
+        let hours: Vec<Summary> =
+            rounds.chunk_by(|a, b| a.ms / 3_600_000 == b.ms / 3_600_000).filter_map(summarize).collect();
+        assert_eq!(hours.len(), 500 / 6 + 1);
+        let by_hours = daily_of(hours.iter().map(|h| h.stretch.clone()), Some(49.0));
+        assert_eq!(by_hours, daily(&rounds, Some(49.0)));
+        assert_eq!(by_hours.len(), 4);
+        assert_eq!(hours.iter().map(|h| h.values).sum::<u64>(), 500 - 14, "error rounds with a value are plotted");
+    }
+
+    #[test]
+    fn a_summary_extended_by_later_readings_is_the_summary_of_them_all() {
+        let rounds = hourly_rounds();
+        for cut in [1, 5, 6, 7, 40, 250, 251, 499] {
+            let (a, b) = rounds.split_at(cut);
+            let merged = merge(&summarize(a).unwrap(), &summarize(b).unwrap());
+            assert_eq!(merged, summarize(&rounds).unwrap(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_hour_level_plot_keeps_every_hours_extremes_within_the_cap() {
+        let rounds = hourly_rounds();
+        let hours: Vec<Summary> =
+            rounds.chunk_by(|a, b| a.ms / 3_600_000 == b.ms / 3_600_000).filter_map(summarize).collect();
+        let (points, total) = plot_coarse(&hours, 40, 3_600_000).unwrap();
+        assert_eq!(total, 486);
+        assert!(points.len() <= 40 && points.windows(2).all(|w| w[0].0 < w[1].0), "{points:?}");
+        assert!(points.contains(&(6 * 600_000, 1e9)), "the highest value survives");
+        let real: Vec<(i64, f64)> = rounds.iter().filter_map(|r| r.value.map(|v| (r.ms, v))).collect();
+        assert!(points.iter().all(|p| real.contains(p)), "every point is a reading");
+        assert_eq!(plot_coarse(&hours, 1000, 3_600_000), None, "few enough values: read them all");
+        assert_eq!(plot_coarse(&hours, 200, 3_600_000), None, "buckets shorter than an hour");
     }
 
     #[test]

@@ -58,8 +58,8 @@ pub async fn replay_event(pipeline: &Pipeline, item: &Journaled) -> Replayed {
         outcome: if error.is_some() { Status::Failed } else { Status::Processed },
         error: error.clone(),
         logs: report.logs.into_iter().next().unwrap_or_default(),
-        readings: Vec::new(),
-        image: false,
+        readings: if error.is_none() { item.readings.clone() } else { Vec::new() },
+        image: error.is_none() && item.image,
     };
     let target = Target::Replay { event_id: item.event_id, request_id: item.request_id };
     let submitted = pipeline.journal.submit(Submission { target, events: vec![record], effects: report.effects }).await;

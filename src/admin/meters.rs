@@ -15,6 +15,8 @@ use crate::meters;
 use crate::store::journal::JournalError;
 use crate::store::journal::series::{self, SeriesRow};
 
+const HOUR_MS: i64 = 3_600_000;
+
 /// How many recent reading times give a series its usual interval.
 const RECENT: usize = 33;
 const MAX_POINTS: u32 = 5000;
@@ -156,6 +158,21 @@ fn file_name(name: &str) -> String {
     format!("{}.csv", if parts.is_empty() { "series".to_owned() } else { parts.join("-") })
 }
 
+/// The plot of `since..until`: `(points, downsampled, total)`, from the hour level where it
+/// is fine enough, else from every reading.
+fn plot(c: &Connection, row: &SeriesRow, since: i64, until: i64, max: usize) -> rusqlite::Result<Plot> {
+    if let Some(summaries) = series::summaries(c, row, since, until)?
+        && let Some((points, total)) = meters::plot_coarse(&summaries, max, HOUR_MS)
+    {
+        return Ok((points, true, total));
+    }
+    let all = series::points(c, row.id, since, until)?;
+    let (kept, downsampled) = meters::downsample(&all, max);
+    Ok((kept, downsampled, all.len() as u64))
+}
+
+type Plot = (Vec<(i64, f64)>, bool, u64);
+
 #[OpenApi]
 impl MetersApi {
     /// Every reading series, by protocol and name, with its last value and status.
@@ -204,10 +221,10 @@ impl MetersApi {
         let state = guard(&self.state, &auth, req)?;
         let (since, until) = range(since, until);
         let max = max_points.0.unwrap_or(1000).clamp(2, MAX_POINTS) as usize;
-        let (_, all) = with_series(state, id.0, move |c, row| series::points(c, row.id, since, until)).await?;
-        let (kept, downsampled) = meters::downsample(&all, max);
+        let (_, (kept, downsampled, total)) =
+            with_series(state, id.0, move |c, row| plot(c, row, since, until, max)).await?;
         let points = kept.into_iter().map(|(ms, v)| serde_json::json!([ms, v])).collect();
-        Ok(Json(Points { points, downsampled, total: all.len() as u64 }))
+        Ok(Json(Points { points, downsampled, total }))
     }
 
     /// A counter's consumption per UTC day: differences of consecutive good readings
@@ -225,18 +242,23 @@ impl MetersApi {
     ) -> Result<Json<Daily>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let (since, until) = range(since, until);
-        let (row, (rounds, before)) = with_series(state, id.0, move |c, row| {
-            Ok((series::rounds(c, row.id, since, until)?, series::value_before(c, row.id, since)?))
+        let (row, days) = with_series(state, id.0, move |c, row| {
+            if row.kind != "counter" {
+                return Ok(Vec::new());
+            }
+            let before = series::value_before(c, row.id, since)?;
+            Ok(match series::summaries(c, row, since, until)? {
+                Some(summaries) => meters::daily_of(summaries.into_iter().map(|s| s.stretch), before),
+                None => meters::daily(&series::rounds(c, row.id, since, until)?, before),
+            })
         })
         .await?;
         if row.kind != "counter" {
             let text = format!("{} is a gauge: consumption per day is for counters", row.name);
             return Err(AdminError::BadRequest(message(text)));
         }
-        let days = meters::daily(&rounds, before)
-            .into_iter()
-            .map(|d| DayUse { day: d.day, consumption: d.consumption, readings: d.readings })
-            .collect();
+        let days =
+            days.into_iter().map(|d| DayUse { day: d.day, consumption: d.consumption, readings: d.readings }).collect();
         Ok(Json(Daily { days }))
     }
 

@@ -9,7 +9,7 @@ use super::{AdminAuth, AdminError, Shared, guard, internal};
 use crate::event::rfc3339_millis;
 use crate::output::OutputSettings;
 use crate::store::journal::retention::Retention;
-use crate::store::journal::stats;
+use crate::store::journal::{JournalError, backfill, stats};
 
 /// The outputs and journal part of the management API.
 pub struct OutputsApi {
@@ -76,6 +76,22 @@ pub struct JournalStatus {
     pub oldest_at: Option<String>,
     pub oldest_ms: Option<i64>,
     pub retention: RetentionShown,
+    /// The readings index's backfill of requests journaled before it (or before its hour
+    /// level): `indexing` while it runs in the background, then `ready`.
+    pub readings_index: ReadingsIndexShown,
+}
+
+/// How far the readings index has indexed the journal's earlier requests.
+#[derive(Object)]
+pub struct ReadingsIndexShown {
+    /// `ready` or `indexing`.
+    pub state: String,
+    /// Request ids up to this one are indexed.
+    pub requests_done: u64,
+    /// The last request id to index.
+    pub requests_total: u64,
+    /// Readings the backfill added.
+    pub readings_added: u64,
 }
 
 #[OpenApi]
@@ -106,10 +122,14 @@ impl OutputsApi {
     async fn journal(&self, req: &poem::Request, auth: AdminAuth) -> Result<Json<JournalStatus>, AdminError> {
         let state = guard(&self.state, &auth, req)?;
         let journal = state.pipeline.journal.clone();
-        let totals = tokio::task::spawn_blocking(move || stats::totals(&journal.reader()?))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
+        let (totals, backfill) = tokio::task::spawn_blocking(move || {
+            let conn = journal.reader()?;
+            Ok::<_, JournalError>((stats::totals(&conn)?, backfill::progress(&conn)?))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let backfill = backfill.unwrap_or(backfill::Progress { next: 0, last: 0, indexed: 0 });
         let r = &self.retention;
         Ok(Json(JournalStatus {
             bytes: state.pipeline.metrics.journal_size(),
@@ -123,6 +143,12 @@ impl OutputsApi {
                 max_mb: r.max_size_mb,
                 min_free_disk_mb: r.min_free_disk_mb,
                 prune_interval_ms: r.prune_interval_ms,
+            },
+            readings_index: ReadingsIndexShown {
+                state: if backfill.done() { "ready" } else { "indexing" }.to_owned(),
+                requests_done: backfill.next.min(backfill.last).max(0) as u64,
+                requests_total: backfill.last.max(0) as u64,
+                readings_added: backfill.indexed,
             },
         }))
     }

@@ -14,6 +14,7 @@ use super::split;
 use crate::event::Origin;
 use crate::form::Form;
 use crate::spec::ext::BodyKind;
+use crate::spec::readings::ReadingsSpec;
 use crate::store::journal::query::{Derive, Derived, Received};
 
 /// Every served operation by protocol and operation id.
@@ -61,6 +62,18 @@ impl Derive for Splits {
         let parsed = split::split(spec, &origin, input).map_err(|problems| problems.join("; "))?;
         let keys = parsed.events.iter().map(|e| e.idempotency_key(&spec.idempotency)).collect();
         Ok(Derived { events: parsed.events, keys, spec: spec.digest.clone() })
+    }
+
+    fn readings(&self, protocol: &str, operation: &str) -> Option<&ReadingsSpec> {
+        self.ops.get(&(protocol.to_owned(), operation.to_owned()))?.spec.readings.as_ref()
+    }
+
+    fn reading_protocols(&self) -> Vec<String> {
+        let mut protocols: Vec<String> =
+            self.ops.values().filter(|op| op.spec.readings.is_some()).map(|op| op.spec.protocol.clone()).collect();
+        protocols.sort();
+        protocols.dedup();
+        protocols
     }
 }
 

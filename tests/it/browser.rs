@@ -113,6 +113,26 @@ impl Browser {
         self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).send_keys(text).await.unwrap();
     }
 
+    /// Drags the mouse with its left button down across the element `css` at half its
+    /// height, from `from` to `to` (fractions of its width).
+    pub async fn drag(&self, css: &str, from: f64, to: f64) {
+        use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+        let element = self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        let (_, _, width, _) = element.rectangle().await.unwrap();
+        let at = |f: f64| PointerAction::MoveToElement {
+            element: element.clone(),
+            duration: Some(Duration::from_millis(100)),
+            x: width * (f - 0.5),
+            y: 0.0,
+        };
+        let mouse = MouseActions::new("mouse".into())
+            .then(at(from))
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(at(to))
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.c().perform_actions(mouse).await.unwrap();
+    }
+
     /// Resizes the window (a phone's width, say).
     pub async fn resize(&self, width: u32, height: u32) {
         self.c().set_window_size(width, height).await.unwrap();

@@ -54,7 +54,7 @@ async fn the_inspector_shows_what_was_written_after_the_checkpoint_dropped_the_b
 }
 
 /// The tables of a version-2 journal, as that version created them.
-const VERSION_2: &str = "
+pub(crate) const VERSION_2: &str = "
 CREATE TABLE requests (id INTEGER PRIMARY KEY, protocol TEXT NOT NULL, operation TEXT NOT NULL,
     source TEXT NOT NULL, received_ms INTEGER NOT NULL, headers TEXT NOT NULL,
     verification TEXT NOT NULL DEFAULT '', body BLOB NOT NULL, client TEXT NOT NULL DEFAULT '');

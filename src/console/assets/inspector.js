@@ -16,7 +16,21 @@ function text(bytesIn) {
 function csvRows(body) {
   const lines = body.split(/\r?\n/).filter((l) => l.length);
   const sep = (lines[0] || '').includes(';') && !(lines[0] || '').includes(',') ? ';' : ',';
-  return lines.map((l) => l.split(sep).map((c) => c.replace(/^"|"$/g, '')));
+  return lines.map((l) => cells(l, sep));
+}
+
+/** One CSV line's cells: quoted cells may hold the separator, `""` is a quote. */
+function cells(line, sep) {
+  const out = [];
+  let cell = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quoted && c === '"' && line[i + 1] === '"') { cell += '"'; i++; } else if (c === '"') quoted = !quoted;
+    else if (c === sep && !quoted) { out.push(cell); cell = ''; } else cell += c;
+  }
+  out.push(cell);
+  return out;
 }
 
 function gridOf(rows) {
@@ -28,11 +42,14 @@ function gridOf(rows) {
 function views(body, contentType) {
   const out = [['Raw', () => el('pre', { id: 'raw-body', text: body })]];
   try { const v = JSON.parse(body); out.push(['JSON', () => el('pre', { text: JSON.stringify(v, null, 2) })]); } catch { /* not JSON */ }
+  let fields = [];
   if (/urlencoded/.test(contentType) || (/^[^{[<\s][^\s]*=/.test(body) && body.includes('='))) {
-    const fields = [...new URLSearchParams(body)];
+    fields = [...new URLSearchParams(body)];
     if (fields.length) out.push(['Form', () => table([['Field', (f) => f[0]], ['Value', (f) => f[1], 'wrap']], fields)]);
   }
-  const csvText = /csv/.test(contentType) ? body : (new URLSearchParams(body).get('csv') || null);
+  // A CSV body, or a form field holding CSV lines (Wattmon's `data`).
+  const csvField = fields.map((f) => f[1]).find((v) => v.includes('\n') && /[,;]/.test(v));
+  const csvText = /csv/.test(contentType) ? body : (csvField || null);
   if (csvText && csvText.includes('\n')) out.push(['CSV', () => gridOf(csvRows(csvText))]);
   return out;
 }

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::JournalError;
 use super::texts::HEADERS;
 use crate::event::Event;
+use crate::spec::readings::{Reading, ReadingsSpec};
 
 /// A journaled request, as far as splitting it again needs.
 #[derive(Clone, Debug)]
@@ -39,6 +40,23 @@ pub struct Derived {
 /// Splits a journaled request's body into its events with the current specs.
 pub trait Derive {
     fn derive(&self, request: &Received) -> Result<Derived, String>;
+
+    /// The `x-hookyard-readings` block of `operation` of `protocol` (none by default).
+    fn readings(&self, _protocol: &str, _operation: &str) -> Option<&ReadingsSpec> {
+        None
+    }
+
+    /// The protocols with an operation that declares readings.
+    fn reading_protocols(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The meter readings of a processed `event` as its operation declares them, and whether
+/// its raw body (`blob`: it has one) is the last image of its source.
+pub fn readings_of(derive: &dyn Derive, event: &Event, blob: bool) -> (Vec<Reading>, bool) {
+    let Some(spec) = derive.readings(&event.protocol, &event.operation) else { return (Vec::new(), false) };
+    (spec.series.as_ref().map(|s| s.extract(event)).unwrap_or_default(), spec.image && blob)
 }
 
 /// Reads events back, splitting each request once (a page of a 100-row block reads its

@@ -12,6 +12,7 @@
 //! database on a thread of its own was measured and made p99 latency worse: two concurrent
 //! fsyncs on one disk; SQLite's automatic checkpoint stays.)
 
+pub mod backfill;
 mod bulk;
 mod derive;
 mod insert;
@@ -24,6 +25,7 @@ pub mod readings;
 mod recover;
 pub mod rejected;
 pub mod retention;
+mod rollup;
 pub(crate) mod schema;
 pub mod series;
 pub mod stats;
@@ -225,6 +227,7 @@ enum Job {
     Submit(Box<Submission>, Reply),
     Checkpoint(Reply),
     Rejected(Box<RejectedRecord>),
+    Readings(Box<backfill::Batch>, Reply),
 }
 
 /// How long a free-space check that found room is trusted by [`Journal::room`].
@@ -256,6 +259,7 @@ impl Journal {
         let path = dir.join("journal.db");
         super::files::private_file(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
         let mut conn = schema::open(&path)?;
+        backfill::start(&conn)?;
         let redone = recover::redo(&mut conn, &data)?;
         if redone > 0 {
             tracing::warn!(effects = redone, "journal: redid effects that were committed but not checkpointed");
@@ -279,6 +283,13 @@ impl Journal {
     pub async fn submit(&self, submission: Submission) -> Result<(), JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Job::Submit(Box::new(submission), tx))?;
+        rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Indexes a batch of the readings backfill (in a transaction of the writer's own).
+    pub async fn index_readings(&self, batch: backfill::Batch) -> Result<(), JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Readings(Box::new(batch), tx))?;
         rx.await.map_err(|_| JournalError::Stopped)?
     }
 

@@ -39,6 +39,10 @@ pub struct Journaled {
     /// Why the event cannot be derived again from its request's body (the spec changed and
     /// the body no longer gives it, or no longer splits): it is not processed again.
     pub problem: Option<String>,
+    /// Its meter readings as its operation declares them now, and whether its raw body is
+    /// its source's last image (indexed when a replay processes it).
+    pub readings: Vec<crate::spec::readings::Reading>,
+    pub image: bool,
 }
 
 const PAGE: i64 = 500;
@@ -94,7 +98,11 @@ pub fn page(
             event.blob = blob.map(|b| super::packed::unpack(request_id, b, packed)).transpose()?.map(Bytes::from);
             (event, None)
         };
-        out.push(Journaled { event_id, request_id, status, key, event, problem });
+        let (readings, image) = match problem {
+            None => super::derive::readings_of(derive, &event, event.blob.is_some()),
+            Some(_) => (Vec::new(), false),
+        };
+        out.push(Journaled { event_id, request_id, status, key, event, problem, readings, image });
     }
     Ok(out)
 }

@@ -2,16 +2,20 @@
 //!
 //! `series` has one row per series (protocol + name) with its last value, time and status
 //! and its count; `readings` one small row per reading, clustered by series and time (so a
-//! range of one series is one index walk); `series_images` the request whose raw body is the
-//! last image of a source's series (that request is kept by retention while it is the last).
-//! Rows are written by the journal writer in the transaction of their events, from what the
-//! request side computed of the operation's `x-hookyard-readings` block. Readings outlive
+//! range of one series is one index walk); `readings_hours` the hour level of the same
+//! readings (`rollup.rs`); `series_images` the request whose raw body is the last image of a
+//! source's series (that request is kept by retention while it is the last); and
+//! `readings_backfill` how far the readings of events journaled before this index (or by a
+//! version that did not index replays) have been indexed (`backfill.rs`). Rows are written by
+//! the journal writer in the transaction of their events (a replayed event's too), from what
+//! the request side computed of the operation's `x-hookyard-readings` block. Readings outlive
 //! the journal's retention: they are pruned after `[journal] readings_retention_days`.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::Digest;
 
-use super::{Status, Submission, Target};
+use super::series::Round;
+use super::{Status, Submission, Target, rollup};
 use crate::spec::readings::Reading;
 
 pub const SCHEMA: &str = "
@@ -44,6 +48,30 @@ CREATE TABLE IF NOT EXISTS series_images (
     ms INTEGER NOT NULL,
     PRIMARY KEY (protocol, source)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS readings_hours (
+    series_id INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,
+    first_v REAL NOT NULL,
+    min_ms INTEGER NOT NULL,
+    min_v REAL NOT NULL,
+    max_ms INTEGER NOT NULL,
+    max_v REAL NOT NULL,
+    last_ms INTEGER NOT NULL,
+    last_v REAL NOT NULL,
+    good INTEGER NOT NULL,
+    good_first REAL NOT NULL,
+    good_last REAL NOT NULL,
+    used REAL NOT NULL,
+    PRIMARY KEY (series_id, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS readings_backfill (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_request INTEGER NOT NULL,
+    last_request INTEGER NOT NULL,
+    indexed INTEGER NOT NULL DEFAULT 0
+);
 ";
 
 /// The url-safe, stable id of a series: 16 hex digits of the SHA-256 of protocol and name.
@@ -85,66 +113,127 @@ impl Group<'_> {
     }
 }
 
-/// Indexes the readings and images of the processed events of a new request (`event_ids`:
-/// the rows its events got, in order): one series row update per series and request (a
-/// Wattmon block of 100 rows updates each column's series once), one row per reading.
+/// The request readings come from: its protocol, source and receive time, and whether its
+/// events are the journal's newest rows (a new request's, not a replay's or the backfill's).
+pub struct Origin<'a> {
+    pub protocol: &'a str,
+    pub source: &'a str,
+    pub received_ms: i64,
+    pub fresh: bool,
+}
+
+/// One processed event to index: its row, its readings, whether its body is an image.
+pub type Indexed<'a> = (i64, &'a [Reading], bool);
+
+/// Indexes the readings and images of the processed events of a submission (`event_ids`:
+/// the rows its events got, in order): a new request, or a replayed event (its readings
+/// counted once however often it is replayed).
 pub fn index(tx: &Transaction<'_>, s: &Submission, request_id: i64, event_ids: &[i64]) -> rusqlite::Result<()> {
-    let Target::New(request) = &s.target else { return Ok(()) };
+    let processed = s.events.iter().zip(event_ids).filter(|(e, _)| e.outcome == Status::Processed);
+    let events: Vec<Indexed<'_>> = processed.map(|(e, id)| (*id, e.readings.as_slice(), e.image)).collect();
+    if events.iter().all(|(_, readings, image)| readings.is_empty() && !image) {
+        return Ok(());
+    }
+    match &s.target {
+        Target::New(r) => {
+            let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms, fresh: true };
+            index_events(tx, &origin, request_id, &events).map(drop)
+        }
+        Target::Replay { request_id, .. } => {
+            let (protocol, source, received_ms): (String, String, i64) =
+                tx.query_row("SELECT protocol, source, received_ms FROM requests WHERE id = ?1", [request_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            let origin = Origin { protocol: &protocol, source: &source, received_ms, fresh: false };
+            index_events(tx, &origin, *request_id, &events).map(drop)
+        }
+    }
+}
+
+/// Indexes `events` of request `request_id`: one series row update per series and request
+/// (a Wattmon block of 100 rows updates each column's series once), one row per reading
+/// (none twice), the hours they fall in computed again, and the last image where it is newer.
+/// Returns how many readings it added.
+pub fn index_events(
+    tx: &Transaction<'_>,
+    origin: &Origin<'_>,
+    request_id: i64,
+    events: &[Indexed<'_>],
+) -> rusqlite::Result<usize> {
     let mut groups: Vec<Group<'_>> = Vec::new();
     let mut by_name = std::collections::HashMap::new();
-    for (e, event_id) in s.events.iter().zip(event_ids).filter(|(e, _)| e.outcome == Status::Processed) {
-        for r in &e.readings {
+    for &(event_id, readings, image) in events {
+        for r in readings {
             let n = *by_name.entry(r.name.as_str()).or_insert_with(|| {
                 groups.push(Group { first: r, rows: Vec::new() });
                 groups.len() - 1
             });
-            groups[n].rows.push((*event_id, r));
+            groups[n].rows.push((event_id, r));
         }
-        if e.image {
+        if image {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO series_images (protocol, source, request_id, event_id, ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO series_images (protocol, source, request_id, event_id, ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (protocol, source) DO UPDATE SET request_id = excluded.request_id,
+                     event_id = excluded.event_id, ms = excluded.ms
+                 WHERE excluded.ms >= series_images.ms",
             )?
-            .execute(params![
-                request.protocol,
-                request.source,
-                request_id,
-                event_id,
-                request.received_ms
-            ])?;
+            .execute(params![origin.protocol, origin.source, request_id, event_id, origin.received_ms])?;
         }
     }
+    let mut added = 0;
     for group in &groups {
-        add(tx, &request.protocol, &request.source, group)?;
+        added += add(tx, origin, group)?;
     }
-    Ok(())
+    Ok(added)
 }
 
-fn add(tx: &Transaction<'_>, protocol: &str, source: &str, group: &Group<'_>) -> rusqlite::Result<()> {
-    let r = group.first;
+fn add(tx: &Transaction<'_>, origin: &Origin<'_>, group: &Group<'_>) -> rusqlite::Result<usize> {
+    let (protocol, source, r) = (origin.protocol, origin.source, group.first);
     let (ms, value, status) = group.last();
-    let count = group.rows.len() as i64;
-    let row =
-        params![slug(protocol, &r.name), protocol, source, r.name, r.unit, r.kind.as_str(), value, ms, status, count];
+    let row = params![slug(protocol, &r.name), protocol, source, r.name, r.unit, r.kind.as_str(), value, ms, status, 0];
     let series_id: i64 = tx.prepare_cached(UPSERT)?.query_row(row, |row| row.get(0))?;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO readings (series_id, ms, event_id, value, status) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let mut added = 0;
     for (event_id, r) in &group.rows {
-        insert.execute(params![series_id, r.ms, event_id, r.value, r.status])?;
+        added += insert.execute(params![series_id, r.ms, event_id, r.value, r.status])?;
     }
-    Ok(())
+    if added > 0 {
+        tx.prepare_cached("UPDATE series SET count = count + ?2 WHERE id = ?1")?
+            .execute(params![series_id, added as i64])?;
+    }
+    if origin.fresh && added == group.rows.len() {
+        let mut rounds: Vec<(i64, Round)> = group.rows.iter().map(|(id, r)| (*id, round(r))).collect();
+        rounds.sort_by_key(|(id, r)| (r.ms, *id));
+        let rounds: Vec<Round> = rounds.into_iter().map(|(_, r)| r).collect();
+        rollup::extend(tx, series_id, &rounds)?;
+    } else {
+        rollup::touch(tx, series_id, group.rows.iter().map(|(_, r)| r.ms.div_euclid(rollup::HOUR_MS)))?;
+    }
+    Ok(added)
+}
+
+fn round(r: &Reading) -> Round {
+    Round { ms: r.ms, value: r.value, status: r.status.clone() }
 }
 
 /// Removes the readings and images of events that failed after all (their write failed).
 pub fn forget(tx: &Transaction<'_>, event_ids: &[i64]) -> rusqlite::Result<()> {
     let (Some(first), Some(last)) = (event_ids.iter().min(), event_ids.iter().max()) else { return Ok(()) };
-    let touched: Vec<i64> = tx
-        .prepare("DELETE FROM readings WHERE event_id BETWEEN ?1 AND ?2 RETURNING series_id")?
-        .query_map(params![first, last], |r| r.get(0))?
+    let touched: Vec<(i64, i64)> = tx
+        .prepare("DELETE FROM readings WHERE event_id BETWEEN ?1 AND ?2 RETURNING series_id, ms")?
+        .query_map(params![first, last], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     tx.execute("DELETE FROM series_images WHERE event_id BETWEEN ?1 AND ?2", params![first, last])?;
-    refresh(tx, &touched)
+    let mut hours = std::collections::BTreeMap::<i64, Vec<i64>>::new();
+    for &(series_id, ms) in &touched {
+        hours.entry(series_id).or_default().push(ms.div_euclid(rollup::HOUR_MS));
+    }
+    for (series_id, hours) in hours {
+        rollup::touch(tx, series_id, hours)?;
+    }
+    refresh(tx, &touched.iter().map(|t| t.0).collect::<Vec<_>>())
 }
 
 /// Prunes readings older than `cutoff_ms` (their time, not their arrival); returns how many.
@@ -157,6 +246,7 @@ pub fn prune(tx: &Transaction<'_>, cutoff_ms: i64) -> rusqlite::Result<usize> {
         if n > 0 {
             removed += n;
             touched.push(id);
+            rollup::prune(tx, id, cutoff_ms)?;
         }
     }
     refresh(tx, &touched)?;

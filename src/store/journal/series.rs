@@ -4,6 +4,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::{backfill, rollup};
+use crate::meters::{self, Summary};
+
+/// Series with at least this many readings are read at the hour level where it suffices.
+pub const COARSE_FROM: u64 = 10_000;
+
 /// One series as the index keeps it.
 #[derive(Clone, Debug)]
 pub struct SeriesRow {
@@ -96,6 +102,27 @@ pub fn value_before(conn: &Connection, series_id: i64, before: i64) -> rusqlite:
     )?
     .query_row(params![series_id, before], |r| r.get(0))
     .optional()
+}
+
+/// `since..until` of `series` as summaries: its whole hours from the hour level, the readings
+/// at its edges one by one; none when the series is small, the hour level not yet complete
+/// (the backfill is under way) or the range holds no whole hour.
+pub fn summaries(
+    conn: &Connection,
+    series: &SeriesRow,
+    since: i64,
+    until: i64,
+) -> rusqlite::Result<Option<Vec<Summary>>> {
+    if series.count < COARSE_FROM || !backfill::hours_ready(conn)? {
+        return Ok(None);
+    }
+    let Some(whole) = rollup::whole_hours(since, until) else { return Ok(None) };
+    let (head, tail) = rollup::edges(conn, series.id, since, until, whole)?;
+    let single = |r: &Round| meters::summarize(std::slice::from_ref(r));
+    let mut out: Vec<Summary> = head.iter().filter_map(single).collect();
+    out.extend(rollup::hours(conn, series.id, whole.0, whole.1)?);
+    out.extend(tail.iter().filter_map(single));
+    Ok(Some(out))
 }
 
 /// The raw body of the last image of the series' source (its request is kept while it is

@@ -85,15 +85,20 @@ impl Writer {
             let mut batch = Vec::new();
             let mut checkpoints = Vec::new();
             let mut refused = Vec::new();
+            let mut backfill = Vec::new();
             for job in first.into_iter().chain(std::iter::from_fn(|| jobs.try_recv().ok())).take(MAX_BATCH) {
                 match job {
                     Job::Submit(s, reply) => batch.push((*s, reply)),
                     Job::Checkpoint(reply) => checkpoints.push(reply),
                     Job::Rejected(r) => refused.push(*r),
+                    Job::Readings(b, reply) => backfill.push((b, reply)),
                 }
             }
             if !batch.is_empty() {
                 self.commit_batch(batch);
+            }
+            for (b, reply) in backfill {
+                let _ = reply.send(self.index_readings(&b));
             }
             self.record_rejected(refused);
             if !checkpoints.is_empty() || last_checkpoint.elapsed() >= every {
@@ -114,6 +119,13 @@ impl Writer {
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "final journal checkpoint failed; effects will be redone at start-up");
         }
+    }
+
+    /// Indexes a batch of the readings backfill.
+    fn index_readings(&mut self, batch: &super::backfill::Batch) -> Result<(), JournalError> {
+        let tx = self.conn.transaction()?;
+        super::backfill::write_batch(&tx, batch)?;
+        Ok(tx.commit()?)
     }
 
     /// Records refused requests (dropped while the disk has no room: they are not data).

@@ -1,0 +1,148 @@
+//! The hour level of the readings index: one row per series and UTC hour (`readings_hours`)
+//! with that hour's summary (`meters::Summary`: how many values, the first, lowest, highest
+//! and last, and its good readings' first, last and consumption), so a year of a series is
+//! read as ~8,800 rows instead of ~100,000. A new request's readings that come after all of
+//! their hour's extend its row; otherwise (a late reading, a replay, a failed write,
+//! pruning) the hour's row is computed again from its readings in the same transaction of
+//! the writer, so it is never out of step with them.
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::series::Round;
+use crate::meters::{self, Stretch, Summary};
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// Computes the rows of `hours` (hour numbers, `ms / HOUR_MS`) of `series_id` again.
+pub fn touch(tx: &Transaction<'_>, series_id: i64, hours: impl IntoIterator<Item = i64>) -> rusqlite::Result<()> {
+    let mut done = std::collections::HashSet::new();
+    for hour in hours.into_iter().filter(|h| done.insert(*h)) {
+        let rounds = super::series::rounds(tx, series_id, hour * HOUR_MS, (hour + 1) * HOUR_MS)?;
+        match meters::summarize(&rounds) {
+            Some(s) => save(tx, series_id, hour, &s)?,
+            None => {
+                tx.prepare_cached("DELETE FROM readings_hours WHERE series_id = ?1 AND hour = ?2")?
+                    .execute(params![series_id, hour])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `rounds` (readings of `series_id` just added, in order, each after every reading
+/// the journal had: a new request's) to their hours: an hour whose readings all came before
+/// them is extended, any other computed again.
+pub fn extend(tx: &Transaction<'_>, series_id: i64, rounds: &[Round]) -> rusqlite::Result<()> {
+    for hour in rounds.chunk_by(|a, b| a.ms.div_euclid(HOUR_MS) == b.ms.div_euclid(HOUR_MS)) {
+        let h = hour[0].ms.div_euclid(HOUR_MS);
+        let Some(new) = meters::summarize(hour) else { continue };
+        match hours(tx, series_id, h, h + 1)?.pop() {
+            Some(kept) if kept.last.0 <= new.first.0 => save(tx, series_id, h, &meters::merge(&kept, &new))?,
+            Some(_) => touch(tx, series_id, [h])?,
+            None => save(tx, series_id, h, &new)?,
+        }
+    }
+    Ok(())
+}
+
+fn save(tx: &Transaction<'_>, series_id: i64, hour: i64, s: &Summary) -> rusqlite::Result<()> {
+    let g = &s.stretch;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO readings_hours (series_id, hour, n, first_ms, first_v, min_ms, min_v, max_ms, max_v,
+             last_ms, last_v, good, good_first, good_last, used)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        series_id,
+        hour,
+        s.values as i64,
+        s.first.0,
+        s.first.1,
+        s.min.0,
+        s.min.1,
+        s.max.0,
+        s.max.1,
+        s.last.0,
+        s.last.1,
+        g.good as i64,
+        g.first,
+        g.last,
+        g.used
+    ])?;
+    Ok(())
+}
+
+/// Drops the hours of `series_id` before `cutoff_ms` and computes the hour it falls in again.
+pub fn prune(tx: &Transaction<'_>, series_id: i64, cutoff_ms: i64) -> rusqlite::Result<()> {
+    let hour = cutoff_ms.div_euclid(HOUR_MS);
+    tx.execute("DELETE FROM readings_hours WHERE series_id = ?1 AND hour < ?2", params![series_id, hour])?;
+    touch(tx, series_id, [hour])
+}
+
+/// The summaries of the hours `from <= hour < to` of `series_id` that have values, in order.
+pub fn hours(conn: &Connection, series_id: i64, from: i64, to: i64) -> rusqlite::Result<Vec<Summary>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT hour, n, first_ms, first_v, min_ms, min_v, max_ms, max_v, last_ms, last_v, good, good_first,
+                good_last, used
+         FROM readings_hours WHERE series_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour",
+    )?;
+    let rows = stmt.query_map(params![series_id, from, to], |r| {
+        let at = |i: usize| -> rusqlite::Result<(i64, f64)> { Ok((r.get(i)?, r.get(i + 1)?)) };
+        let stretch = Stretch {
+            ms: r.get::<_, i64>(0)? * HOUR_MS,
+            good: r.get::<_, i64>(10)?.max(0) as u64,
+            first: r.get(11)?,
+            last: r.get(12)?,
+            used: r.get(13)?,
+        };
+        let values = r.get::<_, i64>(1)?.max(0) as u64;
+        Ok(Summary { values, first: at(2)?, min: at(4)?, max: at(6)?, last: at(8)?, stretch })
+    })?;
+    rows.collect()
+}
+
+/// The range `since..until` split into its whole hours (hour numbers `from..to`) and the
+/// parts before and after them (read reading by reading); `None` when it holds no whole hour.
+pub fn whole_hours(since: i64, until: i64) -> Option<(i64, i64)> {
+    let from = if since == i64::MIN {
+        i64::MIN / HOUR_MS
+    } else {
+        since.div_euclid(HOUR_MS) + i64::from(since.rem_euclid(HOUR_MS) != 0)
+    };
+    let to = if until == i64::MAX { i64::MAX / HOUR_MS } else { until.div_euclid(HOUR_MS) };
+    (from < to).then_some((from, to))
+}
+
+/// The readings of the edges of `since..until` outside the whole hours `from..to`.
+pub fn edges(
+    conn: &Connection,
+    series_id: i64,
+    since: i64,
+    until: i64,
+    (from, to): (i64, i64),
+) -> rusqlite::Result<(Vec<Round>, Vec<Round>)> {
+    let head = if since < from * HOUR_MS {
+        super::series::rounds(conn, series_id, since, from * HOUR_MS)?
+    } else {
+        Vec::new()
+    };
+    let tail = if until > to * HOUR_MS && to < i64::MAX / HOUR_MS {
+        super::series::rounds(conn, series_id, to * HOUR_MS, until)?
+    } else {
+        Vec::new()
+    };
+    Ok((head, tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_splits_into_whole_hours_and_edges() {
+        assert_eq!(whole_hours(0, 3 * HOUR_MS), Some((0, 3)));
+        assert_eq!(whole_hours(1, 3 * HOUR_MS - 1), Some((1, 2)));
+        assert_eq!(whole_hours(1, HOUR_MS + 5), None);
+        assert_eq!(whole_hours(i64::MIN, i64::MAX), Some((i64::MIN / HOUR_MS, i64::MAX / HOUR_MS)));
+    }
+}
