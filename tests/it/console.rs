@@ -34,6 +34,18 @@ async fn spawn() -> TestApp {
     spawn_with(Setup { config: CONFIG, scripts: vec![("gridx.rhai", SCRIPT)], ..Setup::default() }).await
 }
 
+/// Readings of meter `main` every two hours for three days, the last one two hours ago;
+/// returns the first one's time (Unix seconds).
+pub(crate) async fn seed_three_days(app: &TestApp) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let start = now - 3 * 86_400;
+    for i in 0..36u64 {
+        let reading = ai_reading("main", &format!("{:.3}", 100.0 + i as f64 * 0.5), start + i * 7200);
+        assert_eq!(post_ai(app, reading).await.0, 200);
+    }
+    start
+}
+
 async fn bearer_json(app: &TestApp, path: &str) -> Value {
     let res = app.client.get(app.url(path)).bearer_auth("adm1n").send().await.unwrap();
     assert_eq!(res.status(), 200, "{path}");
@@ -101,12 +113,7 @@ async fn log_in_watch_an_event_arrive_inspect_replay_dry_run_and_log_out() {
 #[tokio::test]
 async fn a_meter_page_draws_its_plot_consumption_per_day_and_the_last_image() {
     let app = spawn().await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let start = now - 3 * 86_400;
-    for i in 0..36u64 {
-        let reading = ai_reading("main", &format!("{:.3}", 100.0 + i as f64 * 0.5), start + i * 7200);
-        assert_eq!(post_ai(&app, reading).await.0, 200);
-    }
+    let start = seed_three_days(&app).await;
     let last = start + 35 * 7200;
     let res = app.client.put(app.url(&format!("/ai-on-the-edge/webhook?timestamp={last}"))).header("APIKEY", "k");
     let res = res.header("Content-Type", "image/jpeg").body(read_fixture("ai-on-the-edge/meter.jpg")).send().await;

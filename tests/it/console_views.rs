@@ -4,7 +4,7 @@
 //! `target/console-screenshots/`.
 
 use crate::browser::Browser;
-use crate::helpers::{Setup, TestApp, ai_reading, fixture_text, gridx_ping, post_ai, post_gridx, spawn_with};
+use crate::helpers::{Setup, TestApp, fixture_text, gridx_ping, post_gridx, spawn_with};
 
 const CONFIG: &str = "[admin]\ntoken = \"adm1n\"\n[protocols.ai-on-the-edge]\napi_keys = { \"k\" = \"home\" }\n\
                       [protocols.gridx]\nsecrets = [\"s\"]\n[protocols.wattmon]\ntoken = \"w4ttm0n\"\n";
@@ -19,13 +19,7 @@ const SHOWN: &str = "parseInt(document.querySelector('#plot-note').textContent)"
 #[tokio::test]
 async fn the_meter_plots_range_buttons_and_drag_to_zoom_change_the_shown_range() {
     let app = spawn().await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let start = now - 3 * 86_400;
-    // Every two hours for three days; the last one two hours ago.
-    for i in 0..36u64 {
-        let reading = ai_reading("main", &format!("{:.3}", 100.0 + i as f64 * 0.5), start + i * 7200);
-        assert_eq!(post_ai(&app, reading).await.0, 200);
-    }
+    crate::console::seed_three_days(&app).await;
     let b = Browser::start().await;
     b.goto(&app.url("/console/meters")).await;
     b.log_in("adm1n").await;
