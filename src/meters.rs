@@ -4,9 +4,16 @@
 //! is passed in).
 
 use crate::event::rfc3339_millis;
-use crate::store::journal::series::Round;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// One reading: its time, its value (none on an error round), the device's error text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Round {
+    pub ms: i64,
+    pub value: Option<f64>,
+    pub status: Option<String>,
+}
 
 /// At most `max_points` of `points` (sorted by time): the minimum and the maximum of each of
 /// `max_points / 2` equal time buckets, in time order, so peaks and dips survive. Returns the

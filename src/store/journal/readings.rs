@@ -14,8 +14,8 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::Digest;
 
-use super::series::Round;
 use super::{Status, Submission, Target, rollup};
+use crate::meters::Round;
 use crate::spec::readings::Reading;
 
 pub const SCHEMA: &str = "

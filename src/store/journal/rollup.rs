@@ -8,8 +8,7 @@
 
 use rusqlite::{Connection, Transaction, params};
 
-use super::series::Round;
-use crate::meters::{self, Stretch, Summary};
+use crate::meters::{self, Round, Stretch, Summary};
 
 pub const HOUR_MS: i64 = 3_600_000;
 
@@ -17,7 +16,7 @@ pub const HOUR_MS: i64 = 3_600_000;
 pub fn touch(tx: &Transaction<'_>, series_id: i64, hours: impl IntoIterator<Item = i64>) -> rusqlite::Result<()> {
     let mut done = std::collections::HashSet::new();
     for hour in hours.into_iter().filter(|h| done.insert(*h)) {
-        let rounds = super::series::rounds(tx, series_id, hour * HOUR_MS, (hour + 1) * HOUR_MS)?;
+        let rounds = rounds(tx, series_id, hour * HOUR_MS, (hour + 1) * HOUR_MS)?;
         match meters::summarize(&rounds) {
             Some(s) => save(tx, series_id, hour, &s)?,
             None => {
@@ -121,17 +120,24 @@ pub fn edges(
     until: i64,
     (from, to): (i64, i64),
 ) -> rusqlite::Result<(Vec<Round>, Vec<Round>)> {
-    let head = if since < from * HOUR_MS {
-        super::series::rounds(conn, series_id, since, from * HOUR_MS)?
-    } else {
-        Vec::new()
-    };
+    let head = if since < from * HOUR_MS { rounds(conn, series_id, since, from * HOUR_MS)? } else { Vec::new() };
     let tail = if until > to * HOUR_MS && to < i64::MAX / HOUR_MS {
-        super::series::rounds(conn, series_id, to * HOUR_MS, until)?
+        rounds(conn, series_id, to * HOUR_MS, until)?
     } else {
         Vec::new()
     };
     Ok((head, tail))
+}
+
+/// The series' readings with `since <= ms < until`, oldest first.
+pub fn rounds(conn: &Connection, series_id: i64, since: i64, until: i64) -> rusqlite::Result<Vec<Round>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ms, value, status FROM readings WHERE series_id = ?1 AND ms >= ?2 AND ms < ?3 ORDER BY ms, event_id",
+    )?;
+    stmt.query_map(params![series_id, since, until], |r| {
+        Ok(Round { ms: r.get(0)?, value: r.get(1)?, status: r.get(2)? })
+    })?
+    .collect()
 }
 
 #[cfg(test)]

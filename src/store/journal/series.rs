@@ -4,8 +4,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use super::rollup::rounds;
 use super::{backfill, rollup};
-use crate::meters::{self, Summary};
+
+use crate::meters::{self, Round, Summary};
 
 /// Series with at least this many readings are read at the hour level where it suffices.
 pub const COARSE_FROM: u64 = 10_000;
@@ -25,14 +27,6 @@ pub struct SeriesRow {
     pub status: Option<String>,
     pub count: u64,
     pub has_image: bool,
-}
-
-/// One reading: its time, its value (none on an error round), the device's error text.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Round {
-    pub ms: i64,
-    pub value: Option<f64>,
-    pub status: Option<String>,
 }
 
 const SELECT: &str = "SELECT s.id, s.slug, s.protocol, s.source, s.name, s.unit, s.kind, s.last_value, s.last_ms,
@@ -72,17 +66,6 @@ pub fn recent_times(conn: &Connection, series_id: i64, n: usize) -> rusqlite::Re
     let mut stmt =
         conn.prepare_cached("SELECT DISTINCT ms FROM readings WHERE series_id = ?1 ORDER BY ms DESC LIMIT ?2")?;
     stmt.query_map(params![series_id, n as i64], |r| r.get(0))?.collect()
-}
-
-/// The series' readings with `since <= ms < until`, oldest first.
-pub fn rounds(conn: &Connection, series_id: i64, since: i64, until: i64) -> rusqlite::Result<Vec<Round>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT ms, value, status FROM readings WHERE series_id = ?1 AND ms >= ?2 AND ms < ?3 ORDER BY ms, event_id",
-    )?;
-    stmt.query_map(params![series_id, since, until], |r| {
-        Ok(Round { ms: r.get(0)?, value: r.get(1)?, status: r.get(2)? })
-    })?
-    .collect()
 }
 
 /// The series' values with `since <= ms < until`, oldest first (error rounds left out).
