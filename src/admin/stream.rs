@@ -162,9 +162,10 @@ fn entries(rx: Receiver<FeedBatch>, filter: LogFilter) -> BoxStream<'static, Ite
 
 #[OpenApi]
 impl StreamApi {
-    /// New log entries as they arrive: `event: entries` (at most one message per 200 ms, at
-    /// most 200 entries each, newest first, with the count of those left out), `event:
-    /// lagged` after missed ones.
+    /// New log entries as they arrive (Server-Sent Events).
+    ///
+    /// `event: entries`: at most one message per 200 ms, at most 200 entries each, newest
+    /// first, with the count of those left out; `event: lagged` after missed ones.
     #[oai(path = "/api/log/stream", method = "get")]
     async fn stream(
         &self,
