@@ -13,6 +13,7 @@
 # run), RSS after the load, and journal bytes per event. Its `[journal] max_size_mb` is
 # raised so the size rule does not prune the history while it is measured.
 # BENCH_ONLY="hookyard history" runs only those sections (hookyard, history, ceiling, webhook);
+# BENCH_SCENARIOS="gridx gridx-3-tails" only those hookyard scenarios, in that order;
 # BENCH_PROFILE=release (or dev) builds with that Cargo profile instead of dist, for trials.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,29 +68,41 @@ scenario_bytes() { sleep 1.5; "$bin/journal-bytes" "$work/hookyard/data" --since
 with() { python3 -c 'import json,sys; a=json.loads(sys.argv[1]); a.update(json.loads(sys.argv[2])); print(json.dumps(a))' "$1" "$2"; }
 scenario_bytes >/dev/null
 first=0
-for scenario in gridx ai ai-new-connection wattmon wattsense; do
-  json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario $scenario --concurrency "$conc" \
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# One load of a loadgen scenario against the running server, with the server's CPU seconds.
+load() { # scenario [loadgen flags...]
+  local scenario=$1 before; shift
+  before=$(cpu_s $hy)
+  json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario "$scenario" --concurrency "$conc" "$@" \
          --seconds "$secs" --first $first --verify "$work/hookyard/data")
-  json=$(with "$json" "$(scenario_bytes)")
-  record "hookyard-$scenario" $hy "$json" "$(rss_kb $hy VmHWM)"
+  json=$(with "$json" "{\"server_cpu_s\": $(python3 -c "print(round($(cpu_s $hy) - $before, 2))")}")
   first=$((first + 100000000))
-done
+}
 # The console's cost: gridX again with three browsers' worth of live-log tails (SSE) reading
-# every entry, against hookyard-gridx above.
-tails=()
-for _ in 1 2 3; do
-  curl -sN -H "Authorization: Bearer bench-admin-token" "http://127.0.0.1:$port/api/log/stream" > /dev/null &
-  tails+=($!)
+# every message, against hookyard-gridx; the tails' own CPU (they share the cores) is recorded.
+with_tails() {
+  local tails=()
+  for _ in 1 2 3; do
+    curl -sN -H "Authorization: Bearer bench-admin-token" "http://127.0.0.1:$port/api/log/stream" > /dev/null &
+    tails+=($!)
+  done
+  sleep 0.5
+  load gridx
+  local tail_cpu=0 t
+  for t in "${tails[@]}"; do tail_cpu=$(python3 -c "print(round($tail_cpu + $(cpu_s "$t"), 2))"); done
+  kill "${tails[@]}" 2>/dev/null || true
+  json=$(with "$json" "{\"tails_cpu_s\": $tail_cpu}")
+}
+# BENCH_SCENARIOS picks and orders them (repeats allowed, e.g. "gridx gridx-3-tails gridx gridx-3-tails").
+for scenario in ${BENCH_SCENARIOS:-gridx ai ai-new-connection wattmon wattsense gridx-3-tails gridx-5000rps}; do
+  case $scenario in
+  gridx-3-tails) with_tails ;;
+  gridx-5000rps) load gridx --rate 5000 ;;
+  *) load "$scenario"; json=$(with "$json" "$(scenario_bytes)") ;;
+  esac
+  record "hookyard-$scenario" $hy "$json" "$(rss_kb $hy VmHWM)"
 done
-sleep 0.5
-json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" \
-       --seconds "$secs" --first $first --verify "$work/hookyard/data")
-record "hookyard-gridx-3-tails" $hy "$json" "$(rss_kb $hy VmHWM)"
-first=$((first + 100000000))
-kill "${tails[@]}" 2>/dev/null || true
-json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" --rate 5000 \
-       --seconds "$secs" --first $first --verify "$work/hookyard/data")
-record "hookyard-gridx-5000rps" $hy "$json" "$(rss_kb $hy VmHWM)"
 kill -TERM $hy; wait $hy || true
 fi
 

@@ -149,31 +149,102 @@ async fn paging_stays_stable_while_new_entries_arrive() {
     assert!(ids(&by_key).contains(&all[0]), "{by_key}");
 }
 
+/// An SSE stream being read, and what it sent so far.
+struct Sse {
+    res: reqwest::Response,
+    text: String,
+}
+
+impl Sse {
+    async fn open(app: &TestApp, path: &str) -> Self {
+        let res = app.client.get(app.url(path)).bearer_auth("adm1n").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        Self { res, text: String::new() }
+    }
+
+    /// The data of every `event: entries` message so far.
+    fn messages(&self) -> Vec<Value> {
+        let entries = self.text.split("\n\n").filter(|m| m.starts_with("event: entries\n"));
+        entries
+            .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    /// Reads on until `done` holds for the messages (within 5 s).
+    async fn until(&mut self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            while !self.text.ends_with("\n\n") || !done(&self.messages()) {
+                let Some(chunk) = self.res.chunk().await.unwrap() else { break };
+                self.text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the messages within 5 s: {}", self.text);
+        self.messages()
+    }
+}
+
+/// The entries of `messages` in the order they were committed (each message is newest first).
+fn committed(messages: &[Value]) -> Vec<Value> {
+    messages.iter().flat_map(|m| m["entries"].as_array().unwrap().iter().rev().cloned()).collect()
+}
+
 #[tokio::test]
-async fn the_stream_sends_each_new_entry() {
+async fn the_stream_sends_new_entries_in_messages() {
     let app = start("").await;
-    let res = app.client.get(app.url("/api/log/stream?protocol=gridx")).bearer_auth("adm1n").send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut sse = Sse::open(&app, "/api/log/stream?protocol=gridx").await;
     assert_eq!(post_ping(&app, 1).await, 204);
     let wrong = format!("sha512={}", "ab".repeat(64));
     assert_eq!(post_signed(&app, &ping(2, "forged"), &wrong).await, 401);
-    let mut res = res;
-    let mut text = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while text.matches("event: entry").count() < 2 {
-            let Some(chunk) = res.chunk().await.unwrap() else { break };
-            text.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "two entries within 5 s: {text}");
-    let data: Vec<Value> =
-        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
-    assert_eq!((data[0]["kind"].as_str(), data[0]["status"].as_str()), (Some("event"), Some("processed")), "{text}");
-    assert_eq!((data[1]["kind"].as_str(), data[1]["reply_status"].as_u64()), (Some("rejected"), Some(401)), "{text}");
+    let messages = sse.until(|m| committed(m).len() >= 2).await;
+    assert!(messages.iter().all(|m| m["skipped"] == 0), "{messages:?}");
+    let data = committed(&messages);
+    assert_eq!((data[0]["kind"].as_str(), data[0]["status"].as_str()), (Some("event"), Some("processed")), "{data:?}");
+    assert_eq!((data[1]["kind"].as_str(), data[1]["reply_status"].as_u64()), (Some("rejected"), Some(401)), "{data:?}");
     let page = log_with(&app, "", 2).await;
     assert_eq!(page["entries"][1]["id"], data[0]["id"], "the streamed entry is the listed one");
+}
+
+/// A Wattmon form of `rows` readings (one event each), as the device sends it.
+fn wattmon_form(rows: usize) -> String {
+    use md5::Digest as _;
+    let mut block = String::from("Time,Voltage,Current\r\n");
+    for n in 0..rows {
+        block.push_str(&format!("2025-09-01 {:02}:{:02}:00,52.1,3.4\r\n", n / 60, n % 60));
+    }
+    let md5 = hex::encode(md5::Md5::digest(block.as_bytes()));
+    let fields = [("key", "00:04:A3:12:34:56"), ("md5sum", md5.as_str()), ("data", block.as_str())];
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish()
+}
+
+#[tokio::test]
+async fn a_busy_feed_comes_in_few_capped_messages_newest_first() {
+    let app = start("[protocols.wattmon]\ntoken = \"w4tt\"\n").await;
+    let mut sse = Sse::open(&app, "/api/log/stream").await;
+    // One request of 250 readings: 250 entries in one commit, so in one message.
+    let form = app.client.post(app.url("/wattmon/export?token=w4tt")).body(wattmon_form(250));
+    let sent = form.header("Content-Type", "application/x-www-form-urlencoded").send().await.unwrap();
+    assert_eq!(sent.status(), 200);
+    let total = |m: &[Value]| committed(m).len() as u64 + m.iter().map(|m| m["skipped"].as_u64().unwrap()).sum::<u64>();
+    let messages = sse.until(|m| total(m) >= 250).await;
+    let first = &messages[0];
+    assert_eq!((first["entries"].as_array().unwrap().len(), first["skipped"].as_u64()), (200, Some(50)), "{first}");
+    let ids: Vec<i64> = first["entries"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let page = log_with(&app, "?protocol=wattmon&limit=1", 1).await;
+    assert_eq!(page["entries"][0]["id"], first["entries"][0]["id"], "the newest of the commit leads");
+    // At most one message per 200 ms: twenty requests in a row cost a few messages, not twenty.
+    let started = std::time::Instant::now();
+    for n in 1..=20 {
+        assert_eq!(post_ping(&app, n).await, 204);
+    }
+    let messages = sse.until(|m| total(m) >= 270).await;
+    assert_eq!(total(&messages), 270, "every entry is sent or counted as skipped: {messages:?}");
+    let most = started.elapsed().as_millis() / 200 + 1;
+    assert!(messages.len() as u128 - 1 <= most, "{} messages in {:?}", messages.len() - 1, started.elapsed());
+    assert!(committed(&messages[1..]).iter().all(|e| e["protocol"] == "gridx"), "the pings follow");
 }
 
 #[tokio::test]

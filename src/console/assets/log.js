@@ -64,16 +64,25 @@ function indicator() {
   return node;
 }
 
+/** A row in place of entries the stream left out (more than a message holds). */
+function skippedRow(rows, count) {
+  const cell = el('td', { colspan: rows.querySelectorAll('th').length, class: 'muted',
+    text: `${count} more entries arrived here; reload to list them all` });
+  rows.body.prepend(el('tr', { class: 'skipped' }, cell));
+}
+
 function follow(f, rows, light, reload) {
   const source = new EventSource('/api/log/stream' + query({ protocol: f.protocol, source: f.source, status: f.status }));
   source.addEventListener('open', () => light.set('live'));
   source.addEventListener('error', () => light.set(source.readyState === EventSource.CLOSED ? 'offline' : 'connecting'));
-  source.addEventListener('entry', (message) => {
+  // One message per interval: the newest entries first, and how many older ones it left out.
+  source.addEventListener('entries', (message) => {
     try {
-      const entry = JSON.parse(message.data);
-      rows.add(entry, true).classList.add('fresh');
+      const { entries, skipped } = JSON.parse(message.data);
+      if (skipped > 0) skippedRow(rows, skipped);
+      for (let i = entries.length - 1; i >= 0; i--) rows.add(entries[i], true).classList.add('fresh');
       document.getElementById('log-empty')?.remove();
-    } catch { /* a malformed entry is skipped */ }
+    } catch { /* a malformed message is skipped */ }
   });
   source.addEventListener('lagged', () => { source.close(); reload(); });
   return source;

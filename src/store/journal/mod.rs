@@ -46,12 +46,14 @@ use super::{DataDir, Effect, StoreError};
 use crate::clock::Clock;
 pub use bulk::Bulk;
 pub use log::LogRow;
+pub use outlets::{FeedBatch, FeedEntry};
 pub use rejected::RejectedRecord;
 pub use retention::Retention;
 
 /// Refused requests waiting for the writer at most; more are dropped (and counted).
 const REJECTED_QUEUE: usize = 1024;
-/// Log entries the live feed holds for a slow reader before it is told it lagged.
+/// Committed batches of log entries the live feed holds for a slow reader before it is told
+/// it lagged.
 const FEED_CAPACITY: usize = 1024;
 
 /// A read-only connection to the journal of `data`, without taking it over (for dry runs
@@ -247,7 +249,7 @@ pub struct Journal {
     /// Refused requests sent to the writer and not yet taken.
     rejected_queued: Arc<AtomicUsize>,
     /// New log entries, published after their commit (never waited on).
-    feed: tokio::sync::broadcast::Sender<Arc<LogRow>>,
+    feed: tokio::sync::broadcast::Sender<FeedBatch>,
 }
 
 impl Journal {
@@ -267,7 +269,7 @@ impl Journal {
         let floor_mb = retention.min_free_disk_mb;
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let rejected_queued = Arc::new(AtomicUsize::new(0));
-        let outlets = outlets::Outlets { feed: feed.clone(), rejected_queued: rejected_queued.clone() };
+        let outlets = outlets::Outlets::new(feed.clone(), rejected_queued.clone());
         let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock);
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
@@ -307,9 +309,9 @@ impl Journal {
         sent
     }
 
-    /// New log entries from now on (events after their commit, refused requests once
-    /// recorded).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogRow>> {
+    /// New log entries from now on, one batch per commit (events after their commit,
+    /// refused requests once recorded).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<FeedBatch> {
         self.feed.subscribe()
     }
 

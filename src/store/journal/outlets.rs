@@ -1,10 +1,12 @@
 //! What the writer hands on besides replies: refused requests recorded between batches, and
 //! new log entries published to the live feed after their commit. Neither ever waits: the
 //! feed is a bounded broadcast (a slow reader lags, no sender waits), and refused requests
-//! come through a bounded queue ([`super::Journal::reject`]).
+//! come through a bounded queue ([`super::Journal::reject`]). The feed carries one
+//! [`FeedBatch`] per committed batch (one send, one wake-up per listening reader), built only
+//! while someone listens; each entry is rendered for the readers at most once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rusqlite::Connection;
 use tokio::sync::broadcast;
@@ -13,13 +15,39 @@ use super::log::{Kind, LogRow};
 use super::rejected::{self, RejectedRecord};
 use super::{Submission, Target};
 
+/// The new log entries of one commit, oldest first.
+pub type FeedBatch = Arc<[FeedEntry]>;
+
+/// One new log entry on the feed, with its rendering shared by all readers.
+pub struct FeedEntry {
+    pub row: LogRow,
+    rendered: OnceLock<Box<str>>,
+}
+
+impl FeedEntry {
+    fn new(row: LogRow) -> Self {
+        Self { row, rendered: OnceLock::new() }
+    }
+
+    /// The entry as `render` writes it, rendered by the first reader that asks.
+    pub fn rendered(&self, render: impl FnOnce(&LogRow) -> String) -> &str {
+        self.rendered.get_or_init(|| render(&self.row).into_boxed_str())
+    }
+}
+
 /// The writer's outlets.
 pub struct Outlets {
-    pub feed: broadcast::Sender<Arc<LogRow>>,
+    feed: broadcast::Sender<FeedBatch>,
     pub rejected_queued: Arc<AtomicUsize>,
+    /// Entries of the batch being committed, sent together by [`Outlets::flush`].
+    pending: Vec<FeedEntry>,
 }
 
 impl Outlets {
+    pub fn new(feed: broadcast::Sender<FeedBatch>, rejected_queued: Arc<AtomicUsize>) -> Self {
+        Self { feed, rejected_queued, pending: Vec::new() }
+    }
+
     /// Records refused requests in one transaction without an fsync of its own (they are
     /// not acknowledged data), then publishes them; without `room` on the disk they are
     /// dropped.
@@ -34,17 +62,17 @@ impl Outlets {
         match insert_unsynced(conn, &records, max_rows) {
             Ok(ids) => {
                 if self.feed.receiver_count() > 0 {
-                    for (id, r) in ids.into_iter().zip(records) {
-                        let _ = self.feed.send(Arc::new(rejected_row(id, r)));
-                    }
+                    let batch: FeedBatch =
+                        ids.into_iter().zip(records).map(|(id, r)| FeedEntry::new(rejected_row(id, r))).collect();
+                    let _ = self.feed.send(batch);
                 }
             }
             Err(e) => tracing::warn!(error = %e, dropped = records.len(), "could not record refused requests"),
         }
     }
 
-    /// Publishes the events of a committed new request.
-    pub fn publish(&self, submission: &Submission, request_id: i64, event_ids: &[i64], reply_status: u16) {
+    /// Stages the events of a committed new request for the next [`Outlets::flush`].
+    pub fn publish(&mut self, submission: &Submission, request_id: i64, event_ids: &[i64], reply_status: u16) {
         let Target::New(request) = &submission.target else { return };
         if self.feed.receiver_count() == 0 {
             return;
@@ -64,8 +92,17 @@ impl Outlets {
                 size: request.body.len() as u64,
                 error: event.error.clone(),
             };
-            let _ = self.feed.send(Arc::new(row));
+            self.pending.push(FeedEntry::new(row));
         }
+    }
+
+    /// Sends the staged entries as one batch (none when nothing was staged).
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch: FeedBatch = std::mem::take(&mut self.pending).into();
+        let _ = self.feed.send(batch);
     }
 }
 

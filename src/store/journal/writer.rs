@@ -182,6 +182,7 @@ impl Writer {
                 }
             }
         }
+        self.outlets.flush();
         self.unmarked.extend(failed);
         self.retry_unmarked();
         for ((_, reply), result) in batch.into_iter().zip(results) {
