@@ -144,7 +144,6 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let result = if count <= INLINE_EVENTS {
             let report = self.run_small(protocol, &plan);
-            self.scripts.timed(protocol, started.elapsed());
             Ok((plan, report))
         } else {
             self.run_large(protocol, plan).await
@@ -154,8 +153,14 @@ impl Pipeline {
     }
 
     /// A small run on this thread: inline once the protocol proved fast, else handed off first.
+    /// Only the run itself is timed for [`ScriptHost::timed`], not a hand-off before it.
     fn run_small(&self, protocol: &str, plan: &Plan) -> RunReport {
-        let run = || self.scripts.run(protocol, &plan.to_run());
+        let run = || {
+            let started = std::time::Instant::now();
+            let report = self.scripts.run(protocol, &plan.to_run());
+            self.scripts.timed(protocol, started.elapsed());
+            report
+        };
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         // A single-threaded runtime (the replay command) has nothing else to serve.
