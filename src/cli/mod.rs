@@ -139,7 +139,7 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
             app.credentials.path.display()
         );
     }
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = server_runtime()?;
     runtime.block_on(async move {
         // Signal handlers first: a SIGTERM that arrives as soon as the port is open must
         // already mean "shut down gracefully".
@@ -151,6 +151,21 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("hookyard stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Threads for blocking work (journal reads of the management API, large script runs, the
+/// shared journal's calls) at most; more work waits for one. Each thread holds a stack and
+/// allocator memory of its own.
+const BLOCKING_THREADS: usize = 16;
+
+/// The server's runtime: one worker thread per CPU, at most [`BLOCKING_THREADS`] more, and
+/// those gone after two idle seconds, so a burst's threads do not outlive it by much.
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .build()
 }
 
 /// Registers SIGINT/SIGTERM now; the returned future resolves on the first of them.

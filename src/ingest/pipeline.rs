@@ -42,10 +42,11 @@ pub struct Pipeline {
     pub clock: crate::clock::Clock,
 }
 
-/// Requests with at most this many events run their script on the request's own thread,
-/// which first hands its other work to another thread (`block_in_place`: cheaper than a
-/// hand-off of the run itself), so a slow script never holds up other requests or
-/// `/healthz`. Larger ones (Wattmon blocks) run on a blocking thread, at most one per CPU.
+/// Requests with at most this many events run their script on the request's own thread:
+/// inline once the protocol's script has proved fast ([`ScriptHost::proven_fast`]: a gridX
+/// run takes microseconds, less than a hand-off), else after handing the thread's other work
+/// to another thread (`block_in_place`), so a spinning script never holds up other requests
+/// or `/healthz`. Larger ones (Wattmon blocks) run on a blocking thread, at most one per CPU.
 const INLINE_EVENTS: usize = 16;
 
 impl Pipeline {
@@ -142,27 +143,43 @@ impl Pipeline {
         }
         let started = std::time::Instant::now();
         let result = if count <= INLINE_EVENTS {
-            let run = || self.scripts.run(protocol, &plan.to_run());
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            // A single-threaded runtime (the replay command) has nothing else to serve.
-            let report = if multi_thread { tokio::task::block_in_place(run) } else { run() };
+            let report = self.run_small(protocol, &plan);
             Ok((plan, report))
         } else {
-            let _permit = self.large_runs.acquire().await;
-            let (scripts, name) = (self.scripts.clone(), protocol.to_owned());
-            tokio::task::spawn_blocking(move || {
-                let report = scripts.run(&name, &plan.to_run());
-                (plan, report)
-            })
-            .await
-            .map_err(|e| {
-                tracing::error!(protocol, error = %e, "a script run stopped unexpectedly");
-                Rejection::Failed(Failure::Stopped)
-            })
+            self.run_large(protocol, plan).await
         };
         self.metrics.script_run(protocol, started.elapsed().as_secs_f64());
         result
+    }
+
+    /// A small run on this thread: inline once the protocol proved fast, else handed off first.
+    /// Only the run itself is timed for [`ScriptHost::timed`], not a hand-off before it.
+    fn run_small(&self, protocol: &str, plan: &Plan) -> RunReport {
+        let run = || {
+            let started = std::time::Instant::now();
+            let report = self.scripts.run(protocol, &plan.to_run());
+            self.scripts.timed(protocol, started.elapsed());
+            report
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        // A single-threaded runtime (the replay command) has nothing else to serve.
+        if multi_thread && !self.scripts.proven_fast(protocol) { tokio::task::block_in_place(run) } else { run() }
+    }
+
+    /// A large run on a blocking thread, at most [`Pipeline::large_runs`] at once.
+    async fn run_large(&self, protocol: &str, plan: Plan) -> Result<(Plan, RunReport), Rejection> {
+        let _permit = self.large_runs.acquire().await;
+        let (scripts, name) = (self.scripts.clone(), protocol.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let report = scripts.run(&name, &plan.to_run());
+            (plan, report)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(protocol, error = %e, "a script run stopped unexpectedly");
+            Rejection::Failed(Failure::Stopped)
+        })
     }
 }
 

@@ -17,6 +17,7 @@ mod run;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -117,14 +118,22 @@ struct Loaded {
     ast: Arc<AST>,
     /// The script defines `fn on_events(events)`: a request's events go in one call.
     batch: bool,
+    /// Small runs in a row that took at most [`SLOW_RUN`], since this version was loaded.
+    fast_runs: AtomicU32,
 }
 
 impl Loaded {
     fn new(source: String, ast: AST) -> Self {
         let batch = defines(&ast, "on_events");
-        Self { source, ast: Arc::new(ast), batch }
+        Self { source, ast: Arc::new(ast), batch, fast_runs: AtomicU32::new(0) }
     }
 }
+
+/// A small run longer than this is slow.
+pub const SLOW_RUN: Duration = Duration::from_millis(2);
+
+/// Fast small runs in a row after which a script has proved fast.
+pub const FAST_STREAK: u32 = 64;
 
 /// The compiled scripts of every protocol.
 pub struct ScriptHost {
@@ -209,6 +218,23 @@ impl ScriptHost {
             }
         }
         (reloaded, failed)
+    }
+
+    /// Whether `protocol`'s script has proved fast: its last [`FAST_STREAK`] small runs
+    /// (since it was loaded) took at most [`SLOW_RUN`] each.
+    pub fn proven_fast(&self, protocol: &str) -> bool {
+        self.read_scripts().get(protocol).is_some_and(|l| l.fast_runs.load(Ordering::Relaxed) >= FAST_STREAK)
+    }
+
+    /// A small run of `protocol`'s script took `took`: one more fast run, or none in a row.
+    pub fn timed(&self, protocol: &str, took: Duration) {
+        if let Some(loaded) = self.read_scripts().get(protocol) {
+            if took <= SLOW_RUN {
+                let _ = loaded.fast_runs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+            } else {
+                loaded.fast_runs.store(0, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Protocols whose script file does not compile (an older version runs).

@@ -70,6 +70,44 @@ async fn scripts_at_their_cap_hold_neither_healthz_nor_other_protocols_nor_run_p
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_that_proved_fast_and_is_changed_to_spin_holds_neither_healthz_nor_other_requests() {
+    let quick = "fn on_event(event) { }";
+    let setup = Setup {
+        config: CONFIG,
+        scripts: vec![("gridx.rhai", quick)],
+        script_timeout_ms: Some(500),
+        ..Setup::default()
+    };
+    let app = spawn_with(setup).await;
+    // Enough quick runs for them to go inline (no hand-off) from then on.
+    for n in 0..100u64 {
+        assert_eq!(post_gridx(&app.client, &app.url(""), "s", gridx_ping(n, "quick")).await.unwrap(), 204);
+    }
+    std::fs::write(app.scripts().join("gridx.rhai"), "fn on_event(event) { let n = 0; loop { n += 1; } }").unwrap();
+    let mut n = 100;
+    let spinning = crate::helpers::eventually(5, async || {
+        n += 1;
+        post_gridx(&app.client, &app.url(""), "s", gridx_ping(n, "probe")).await.unwrap() == 503
+    });
+    assert!(spinning.await, "the spinning script was not picked up");
+    let slow: Vec<_> = (0..4u64)
+        .map(|k| {
+            let (client, base) = (reqwest::Client::new(), app.url(""));
+            tokio::spawn(async move { post_gridx(&client, &base, "s", gridx_ping(1000 + k, "spin")).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = Instant::now();
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(post_reading(&app.client, &app, "k", 1_700_000_000).await.status(), 200);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(300), "/healthz and a reading took {took:?} while four scripts spun");
+    for run in slow {
+        assert_eq!(run.await.unwrap(), 503);
+    }
+}
+
 #[test]
 fn control_characters_in_logged_values_are_escaped() {
     let dir = tempfile::tempdir().unwrap();
