@@ -173,6 +173,42 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
     }
 }
 
+/// The summary of `kept`'s readings with `new`'s placed among them: `new` is a run of
+/// readings in time order that no reading of `kept` falls within; `before` and `after` are
+/// the good values of `kept` just before and just after that run (none at its edges).
+pub fn splice(kept: &Summary, new: &Summary, before: Option<f64>, after: Option<f64>) -> Summary {
+    let (x, y) = (&kept.stretch, &new.stretch);
+    let stretch = match (x.good, y.good) {
+        (_, 0) => x.clone(),
+        (0, _) => Stretch { ms: x.ms, ..y.clone() },
+        _ => {
+            let joins = match (before, after) {
+                (Some(p), Some(q)) => step(p, y.first) + step(y.last, q) - step(p, q),
+                (Some(p), None) => step(p, y.first),
+                (None, Some(q)) => step(y.last, q),
+                (None, None) => 0.0,
+            };
+            Stretch {
+                ms: x.ms,
+                good: x.good + y.good,
+                first: if before.is_some() { x.first } else { y.first },
+                last: if after.is_some() { x.last } else { y.last },
+                used: x.used + y.used + joins,
+            }
+        }
+    };
+    // Of equal values the earlier one counts, as in [`summarize`].
+    let earlier = |a: (i64, f64), b: (i64, f64)| a.1 == b.1 && a.0 < b.0;
+    Summary {
+        values: kept.values + new.values,
+        first: if new.first.0 < kept.first.0 { new.first } else { kept.first },
+        min: if new.min.1 < kept.min.1 || earlier(new.min, kept.min) { new.min } else { kept.min },
+        max: if new.max.1 > kept.max.1 || earlier(new.max, kept.max) { new.max } else { kept.max },
+        last: if new.last.0 >= kept.last.0 { new.last } else { kept.last },
+        stretch,
+    }
+}
+
 fn stretch(rounds: &[Round]) -> Option<Stretch> {
     let ms = rounds.first()?.ms;
     let good: Vec<f64> = rounds.iter().filter(|r| r.status.is_none()).filter_map(|r| r.value).collect();
@@ -358,6 +394,26 @@ mod tests {
             let (a, b) = rounds.split_at(cut);
             let merged = merge(&summarize(a).unwrap(), &summarize(b).unwrap());
             assert_eq!(merged, summarize(&rounds).unwrap(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn readings_placed_among_earlier_ones_give_the_summary_of_them_all() {
+        let rounds = hourly_rounds();
+        let good =
+            |rs: &[Round]| -> Vec<f64> { rs.iter().filter(|r| r.status.is_none()).filter_map(|r| r.value).collect() };
+        for (from, to) in [(0, 1), (0, 7), (5, 6), (5, 7), (40, 41), (249, 252), (300, 499), (1, 498), (36, 38)] {
+            let run = &rounds[from..to];
+            let kept: Vec<Round> = rounds[..from].iter().chain(&rounds[to..]).cloned().collect();
+            let (before, after) = (good(&rounds[..from]).last().copied(), good(&rounds[to..]).first().copied());
+            let Some(new) = summarize(run) else { continue };
+            let spliced = splice(&summarize(&kept).unwrap(), &new, before, after);
+            let all = summarize(&rounds).unwrap();
+            assert_eq!(
+                Summary { stretch: Stretch { ms: all.stretch.ms, ..spliced.stretch.clone() }, ..spliced },
+                all,
+                "run {from}..{to}"
+            );
         }
     }
 

@@ -163,6 +163,52 @@ async fn a_journal_from_before_the_readings_index_gets_its_meter_pages_after_sta
     assert_eq!(hour_rows(&app), extended, "hours extended request by request are the hours computed at once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_that_arrive_out_of_order_keep_the_hours_a_recount_gives() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let setup = || Setup { config: CONFIG, data_dir: Some(data.clone()), ..Setup::default() };
+    let app = spawn_with(setup()).await;
+    // Every 5 minutes for three hours, in quarters (exact sums), a reset at 20, error rounds.
+    let sent: Vec<(i64, String, &str)> = (0..36)
+        .map(|i| {
+            let value = if i < 20 { 100.0 + 0.25 * (i * i % 7) as f64 + i as f64 } else { 0.5 * (i - 19) as f64 };
+            let error = if i % 11 == 4 { "Rate too high" } else { "" };
+            (DAY_A + i * 300, format!("{value}"), error)
+        })
+        .collect();
+    // As racing connections deliver them: on time, a late run between older ones (spliced),
+    // a late single reading, late readings around an older one (the hour counted again), and
+    // the earliest of an hour last.
+    let order: [&[usize]; 11] = [
+        &[1, 2],
+        &[8, 9, 10],
+        &[3, 4, 5, 6, 7],
+        &[12],
+        &[11],
+        &[14, 16],
+        &[13, 15],
+        &[24, 25, 26],
+        &[20, 21],
+        &[0],
+        &[17, 18, 19, 22, 23, 27, 28, 29, 30, 31, 32, 33, 34, 35],
+    ];
+    for group in order {
+        let chunk: Vec<_> = group.iter().map(|&i| sent[i].clone()).collect();
+        assert_eq!(rounds(&app, &chunk).await, 200);
+    }
+    let kept = hour_rows(&app);
+    let (main, _, daily) = pages(&app).await;
+    assert_eq!(main["count"], 36);
+    app.stop().await;
+
+    forget_index(&data, &["readings_hours", "readings_backfill"]);
+    let app = spawn_with(setup()).await;
+    assert!(ready(&app).await);
+    assert_eq!(hour_rows(&app), kept, "the hours kept as the readings came are the hours counted again");
+    assert_eq!(pages(&app).await.2, daily);
+}
+
 /// Every hour of the index, as text.
 fn hour_rows(app: &TestApp) -> String {
     journal(app)

@@ -2,11 +2,13 @@
 //! with that hour's summary (`meters::Summary`: how many values, the first, lowest, highest
 //! and last, and its good readings' first, last and consumption), so a year of a series is
 //! read as ~8,800 rows instead of ~100,000. A new request's readings that come after all of
-//! their hour's extend its row; otherwise (a late reading, a replay, a failed write,
-//! pruning) the hour's row is computed again from its readings in the same transaction of
-//! the writer, so it is never out of step with them.
+//! their hour's extend its row; readings that arrive late, between older ones, are spliced in
+//! from their two neighbours (senders on many connections race, so this is common); otherwise
+//! (late readings interleaving older ones, a replay, a failed write, pruning) the hour's row
+//! is computed again from its readings. Either way in the same transaction of the writer, so
+//! it is never out of step with them.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::meters::{self, Round, Stretch, Summary};
 
@@ -28,21 +30,56 @@ pub fn touch(tx: &Transaction<'_>, series_id: i64, hours: impl IntoIterator<Item
     Ok(())
 }
 
-/// Adds `rounds` (readings of `series_id` just added, in order, each after every reading
-/// the journal had: a new request's) to their hours: an hour whose readings all came before
-/// them is extended, any other computed again.
+/// Adds `rounds` (readings of `series_id` a new request just added, in order) to their hours: an hour whose readings all came before
+/// them is extended, one they fall among gets them spliced in ([`meters::splice`]), and only
+/// one where they interleave with older readings is computed again.
 pub fn extend(tx: &Transaction<'_>, series_id: i64, rounds: &[Round]) -> rusqlite::Result<()> {
     for hour in rounds.chunk_by(|a, b| a.ms.div_euclid(HOUR_MS) == b.ms.div_euclid(HOUR_MS)) {
         let h = hour[0].ms.div_euclid(HOUR_MS);
         let Some(new) = meters::summarize(hour) else { continue };
         match hours(tx, series_id, h, h + 1)?.pop() {
             Some(kept) if kept.last.0 <= new.first.0 => save(tx, series_id, h, &meters::merge(&kept, &new))?,
-            Some(_) => touch(tx, series_id, [h])?,
+            Some(kept) => match neighbours(tx, series_id, h, hour)? {
+                Some((before, after)) => save(tx, series_id, h, &meters::splice(&kept, &new, before, after))?,
+                None => touch(tx, series_id, [h])?,
+            },
             None => save(tx, series_id, h, &new)?,
         }
     }
     Ok(())
 }
+
+/// For `run` (readings of hour `h` just added, in order, that arrived after later ones): the
+/// hour's good values just before and just after it, or none when an older reading falls
+/// within its time span (then the hour is computed again). Reads a few rows, not the hour.
+fn neighbours(tx: &Transaction<'_>, series_id: i64, h: i64, run: &[Round]) -> rusqlite::Result<Option<Around>> {
+    let (first, last) = (run[0].ms, run[run.len() - 1].ms);
+    let within: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM readings WHERE series_id = ?1 AND ms BETWEEN ?2 AND ?3")?
+        .query_row(params![series_id, first, last], |r| r.get(0))?;
+    if within != run.len() as i64 {
+        return Ok(None);
+    }
+    let good = |sql: &str, from: i64, to: i64| -> rusqlite::Result<Option<f64>> {
+        tx.prepare_cached(sql)?.query_row(params![series_id, from, to], |r| r.get(0)).optional()
+    };
+    let before = good(
+        "SELECT value FROM readings WHERE series_id = ?1 AND ms >= ?2 AND ms < ?3
+             AND status IS NULL AND value IS NOT NULL ORDER BY ms DESC, event_id DESC LIMIT 1",
+        h * HOUR_MS,
+        first,
+    )?;
+    let after = good(
+        "SELECT value FROM readings WHERE series_id = ?1 AND ms > ?2 AND ms < ?3
+             AND status IS NULL AND value IS NOT NULL ORDER BY ms, event_id LIMIT 1",
+        last,
+        (h + 1) * HOUR_MS,
+    )?;
+    Ok(Some((before, after)))
+}
+
+/// The good values just before and just after a run of readings.
+type Around = (Option<f64>, Option<f64>);
 
 fn save(tx: &Transaction<'_>, series_id: i64, hour: i64, s: &Summary) -> rusqlite::Result<()> {
     let g = &s.stretch;
