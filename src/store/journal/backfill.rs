@@ -23,7 +23,7 @@ use crate::event::Event;
 use crate::spec::readings::Reading;
 
 /// Request ids looked at per batch at most (most may be of protocols without readings)...
-const WINDOW: i64 = 100_000;
+const WINDOW: i64 = 20_000;
 /// ...and requests with readings read again per batch at most.
 const REQUESTS: i64 = 200;
 /// The pause between batches, so ingest keeps the writer.
@@ -171,35 +171,33 @@ pub fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> 
     Ok(())
 }
 
-/// Runs the backfill to its end (logging its progress), then returns.
+/// Runs the backfill to its end (logging its progress), then returns. It reads at most a
+/// fifth of the time (a pause of four times each read after it), and hands the writer only
+/// batches with readings, or the cursor once a second, so ingest keeps the cores and the
+/// writer.
 pub async fn run(journal: Arc<Journal>, derive: Arc<dyn Derive + Send + Sync>) {
     let protocols = derive.reading_protocols();
-    let (mut logged, mut announced) = (Instant::now(), false);
+    let (mut logged, mut saved, mut cursor) = (Instant::now(), Instant::now(), None::<Progress>);
     loop {
-        let (journal2, derive2, protocols2) = (journal.clone(), derive.clone(), protocols.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<Option<(Progress, Batch)>, JournalError> {
-            let conn = journal2.reader()?;
-            let Some(at) = progress(&conn)?.filter(|p| !p.done()) else { return Ok(None) };
-            Ok(Some((at, read_batch(&conn, derive2.as_ref(), &protocols2, at)?)))
-        })
-        .await;
-        let (at, batch) = match read {
-            Ok(Ok(Some(found))) => found,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => return tracing::error!(error = %e, "readings index: the backfill stopped"),
+        let (at, batch, took) = match read(&journal, &derive, &protocols, cursor).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
             Err(e) => return tracing::error!(error = %e, "readings index: the backfill stopped"),
         };
-        if !announced {
+        if cursor.is_none() {
             tracing::info!(
                 from = at.next,
                 to = at.last,
                 "readings index: indexing journaled requests in the background"
             );
-            announced = true;
         }
         let next = batch.next;
-        if let Err(e) = journal.index_readings(batch).await {
-            return tracing::error!(error = %e, "readings index: the backfill stopped");
+        cursor = Some(Progress { next, ..at });
+        if !batch.requests.is_empty() || next >= at.last || saved.elapsed() >= Duration::from_secs(1) {
+            if let Err(e) = journal.index_readings(batch).await {
+                return tracing::error!(error = %e, "readings index: the backfill stopped");
+            }
+            saved = Instant::now();
         }
         if next >= at.last {
             return tracing::info!(requests = at.last, "readings index: the journaled requests are indexed");
@@ -208,6 +206,30 @@ pub async fn run(journal: Arc<Journal>, derive: Arc<dyn Derive + Send + Sync>) {
             tracing::info!(done = next, of = at.last, "readings index: backfill under way");
             logged = Instant::now();
         }
-        tokio::time::sleep(PAUSE).await;
+        tokio::time::sleep(PAUSE.max(took * 4)).await;
     }
+}
+
+/// The next batch from `cursor` (or from the journal's record of the progress), with the time
+/// its reading took; none when the backfill is done.
+async fn read(
+    journal: &Arc<Journal>,
+    derive: &Arc<dyn Derive + Send + Sync>,
+    protocols: &[String],
+    cursor: Option<Progress>,
+) -> Result<Option<(Progress, Batch, Duration)>, JournalError> {
+    let (journal, derive, protocols) = (journal.clone(), derive.clone(), protocols.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let conn = journal.reader()?;
+        let at = match cursor {
+            Some(at) => Some(at),
+            None => progress(&conn)?,
+        };
+        let Some(at) = at.filter(|p| !p.done()) else { return Ok(None) };
+        let batch = read_batch(&conn, derive.as_ref(), &protocols, at)?;
+        Ok(Some((at, batch, started.elapsed())))
+    })
+    .await
+    .map_err(|_| JournalError::Stopped)?
 }

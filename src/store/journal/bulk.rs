@@ -19,6 +19,9 @@ impl Bulk {
         let dir =
             data.state_dir().map_err(|source| JournalError::Io { path: data.root().join(".hookyard"), source })?;
         let conn = schema::open(&dir.join("journal.db"))?;
+        // As the server's open does: a journal begun by a load has no request from before the
+        // readings index to index again.
+        super::backfill::start(&conn)?;
         // A lost load is loaded again: no fsync per transaction.
         conn.pragma_update(None, "synchronous", "OFF")?;
         conn.pragma_update(None, "cache_size", -262_144)?;
