@@ -5,6 +5,7 @@
 # later page, filters) over HTTP with the admin token. Not a test: it prints the figures.
 #
 #   bench/log.sh        builds hookyard and loadgen (release) and runs
+#   BENCH_PROFILE=dist bench/log.sh   with that Cargo profile's build instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,8 +14,9 @@ runs=${BENCH_RUNS:-15}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --locked -p hookyard -p hookyard-bench
-bin=$root/target/release
+profile=${BENCH_PROFILE:-release}
+cargo build --profile "$profile" --locked -p hookyard -p hookyard-bench
+bin=$root/target/$profile
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 mkdir -p "$work/hookyard"
