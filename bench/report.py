@@ -41,6 +41,10 @@ for r in rows:
         f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | {r['acknowledged_events']} | "
         f"{'—' if landed is None else landed} | {r['peak_rss_kb'] / 1024:.1f} |"
     )
+kinds = [f"{r['name']}: " + ", ".join(f"{n} × {k}" for k, n in r["error_kinds"].items())
+         for r in rows if r.get("error_kinds")]
+if kinds:
+    lines += ["", "Errors by kind: " + "; ".join(kinds) + "."]
 idle = by.get("hookyard-idle", {})
 lines += ["", f"hookyard start-up to first served request: {idle.get('startup_ms', '?')} ms; "
           f"idle RSS: {idle.get('idle_rss_kb', 0) / 1024:.1f} MB.", ""]

@@ -4,6 +4,7 @@
 //! Every request carries new data (fresh gridX ids, new reading timestamps, new CSV rows), so
 //! the server's dedup never short-circuits the work being measured.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,8 @@ pub struct Report {
     pub sent: u64,
     pub acknowledged: u64,
     pub errors: u64,
+    /// The errors by kind (`connect: …`, `send: …`, `status 503`, `timeout`, `refused: …`).
+    pub error_kinds: BTreeMap<String, u64>,
     pub elapsed: Duration,
     pub latency: hdrhistogram::Histogram<u64>,
     pub events_per_request: u64,
@@ -198,11 +201,12 @@ impl Connection {
         let sender = match &mut self.sender {
             Some(s) if s.is_ready() => s,
             _ => {
-                let stream = tokio::net::TcpStream::connect(&self.address).await.map_err(|e| e.to_string())?;
-                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                let stream =
+                    tokio::net::TcpStream::connect(&self.address).await.map_err(|e| format!("connect: {e}"))?;
+                stream.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| format!("handshake: {e}"))?;
                 tokio::spawn(conn);
                 self.sender.insert(sender)
             }
@@ -212,11 +216,11 @@ impl Connection {
             Ok(r) => r,
             Err(e) => {
                 self.sender = None;
-                return Err(e.to_string());
+                return Err(format!("send: {e}"));
             }
         };
         let status = reply.status().as_u16();
-        let body = reply.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = reply.into_body().collect().await.map_err(|e| format!("reply body: {e}"))?.to_bytes();
         Ok((status, body))
     }
 
@@ -241,31 +245,38 @@ pub async fn run(load: Load) -> Report {
         sent: 0,
         acknowledged: 0,
         errors: 0,
+        error_kinds: BTreeMap::new(),
         elapsed: Duration::ZERO,
         latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
         events_per_request: load.scenario.events_per_request(),
     };
     for w in workers {
-        let (sent, ok, errors, hist) = w.await.expect("worker");
-        report.sent += sent;
-        report.acknowledged += ok;
-        report.errors += errors;
-        report.latency.add(hist).expect("same bounds");
+        let tally = w.await.expect("worker");
+        report.sent += tally.sent;
+        report.acknowledged += tally.ok;
+        for (kind, n) in tally.errors {
+            report.errors += n;
+            *report.error_kinds.entry(kind).or_default() += n;
+        }
+        report.latency.add(tally.latency).expect("same bounds");
     }
     report.elapsed = started.elapsed();
     report
 }
 
-async fn worker(
-    load: Load,
-    counter: Arc<AtomicU64>,
-    until: Instant,
-    interval: Option<Duration>,
-) -> (u64, u64, u64, hdrhistogram::Histogram<u64>) {
+/// What one worker sent, what was acknowledged, its errors by kind, and their latencies.
+struct Tally {
+    sent: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+async fn worker(load: Load, counter: Arc<AtomicU64>, until: Instant, interval: Option<Duration>) -> Tally {
     let mut connection = Connection::new(&load.base);
     let path = load.path.as_deref().unwrap_or(load.scenario.path()).to_owned();
-    let mut hist = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let (mut sent, mut ok, mut errors) = (0, 0, 0);
+    let latency = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut tally = Tally { sent: 0, ok: 0, errors: BTreeMap::new(), latency };
     let mut ticker = interval.map(tokio::time::interval);
     while Instant::now() < until {
         if let Some(t) = ticker.as_mut() {
@@ -279,32 +290,41 @@ async fn worker(
         }
         let req = req.body(Full::new(Bytes::from(body))).expect("valid request");
         let t0 = Instant::now();
-        sent += 1;
+        tally.sent += 1;
         let reply = tokio::time::timeout(Duration::from_secs(10), connection.send(req)).await;
-        let acknowledged = match reply {
-            Ok(Ok((status, body))) => acknowledged(load.scenario, status, &body),
-            Ok(Err(_)) => false,
+        let outcome = match reply {
+            Ok(Ok((status, body))) => refusal(load.scenario, status, &body),
+            Ok(Err(e)) => Some(e),
             Err(_) => {
                 connection.close();
-                false
+                Some("timeout".to_owned())
             }
         };
         if load.scenario == Scenario::AiNewConnection {
             connection.close();
         }
-        if acknowledged {
-            ok += 1;
-            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
-        } else {
-            errors += 1;
+        match outcome {
+            None => {
+                tally.ok += 1;
+                let _ = tally.latency.record(t0.elapsed().as_micros().max(1) as u64);
+            }
+            Some(kind) => *tally.errors.entry(kind).or_default() += 1,
         }
     }
-    (sent, ok, errors, hist)
+    tally
 }
 
-/// A 2xx, and for Wattmon (which answers 200 with `ERROR: …`) the body `OK`.
-fn acknowledged(scenario: Scenario, status: u16, body: &[u8]) -> bool {
-    (200..300).contains(&status) && (scenario != Scenario::Wattmon || body == b"OK")
+/// Why a reply is not an acknowledgement: `None` for a 2xx (and for Wattmon, which answers
+/// 200 with `ERROR: …`, the body `OK`).
+fn refusal(scenario: Scenario, status: u16, body: &[u8]) -> Option<String> {
+    if !(200..300).contains(&status) {
+        return Some(format!("status {status}"));
+    }
+    if scenario == Scenario::Wattmon && body != b"OK" {
+        let text = String::from_utf8_lossy(body);
+        return Some(format!("refused: {}", text.chars().take(80).collect::<String>()));
+    }
+    None
 }
 
 /// How many events of `scenario` landed in the default scripts' output under `data`.

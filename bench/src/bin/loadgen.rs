@@ -62,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         "sent": r.sent,
         "acknowledged": r.acknowledged,
         "errors": r.errors,
+        "error_kinds": r.error_kinds,
         "seconds": r.elapsed.as_secs_f64(),
         "requests_per_second": r.requests_per_second(),
         "events_per_second": r.events_per_second(),
