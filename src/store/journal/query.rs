@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::derive::Deriving;
 pub use super::derive::{Derive, Derived, Received};
 use super::keys::KEY;
-use super::texts::{HEADERS, VERIFICATION};
+use super::texts::{CLIENT, HEADERS, SPEC, VERIFICATION};
 use super::{JournalError, Status};
 use crate::event::{Event, Origin};
 use crate::store::DataDir;
@@ -59,7 +59,7 @@ pub fn page(
     after_id: i64,
 ) -> Result<Vec<Journaled>, JournalError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT e.id, e.request_id, e.status, {KEY}, e.data, CASE WHEN e.blob THEN r.body END, e.idx, r.spec != '',
+        "SELECT e.id, e.request_id, e.status, {KEY}, e.data, CASE WHEN e.blob THEN r.body END, e.idx, {SPEC} != '',
                 r.packed
          FROM events e JOIN requests r ON r.id = e.request_id
          WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.received_ms >= ?3)
@@ -227,7 +227,7 @@ pub fn detail(
     type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
     let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
         &format!(
-            "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, r.client, e.duplicate_of, r.packed
+            "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, {CLIENT}, e.duplicate_of, r.packed
              FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
         ),
         params![id],
@@ -302,7 +302,7 @@ fn event_data(
     let row: Option<Row> = conn
         .query_row(
             &format!(
-                "SELECT e.data, e.request_id, e.idx, {KEY}, r.spec != ''
+                "SELECT e.data, e.request_id, e.idx, {KEY}, {SPEC} != ''
                  FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
             ),
             params![id],
