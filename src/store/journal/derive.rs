@@ -119,7 +119,7 @@ fn pick(
     }
 }
 
-type Row = (String, String, String, i64, String, Vec<u8>, String, String, bool);
+type Row = (String, String, String, i64, String, Vec<u8>, String, String, i64);
 
 /// The parts of request `id` a split needs, or `None` when it is gone.
 fn received(conn: &Connection, id: i64) -> Result<Option<Received>, JournalError> {

@@ -47,7 +47,7 @@ pub struct Journaled {
 
 const PAGE: i64 = 500;
 
-type PageRow = (i64, i64, Status, Option<String>, String, Option<Vec<u8>>, i64, bool, bool);
+type PageRow = (i64, i64, Status, Option<String>, String, Option<Vec<u8>>, i64, bool, i64);
 
 /// The next page of events after `after_id` matching `filter` (processed or failed ones:
 /// duplicates and superseded attempts are never processed again). Events stored without
@@ -224,7 +224,7 @@ pub fn detail(
 ) -> Result<Option<Detail>, JournalError> {
     let sql = format!("{SUMMARY} WHERE e.id = ?1");
     let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
-    type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
+    type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, i64);
     let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
         &format!(
             "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, {CLIENT}, e.duplicate_of, r.packed
