@@ -158,22 +158,23 @@ pub async fn wattmon_bytes_per_row(blocks: usize) -> (f64, f64, f64) {
     (per_row(after.all - before.all), per_row(besides), csv_bytes as f64 / rows as f64)
 }
 
-/// The example bodies (549 bytes on average) cost the journal 1.23 times their size in
-/// layout version 4 (1.40 in version 3): the bound is the one reached, below the target of 1.5.
+/// The example bodies (549 bytes on average) cost the journal 0.97 times their size in
+/// layout version 5 (1.18 in version 4, 1.40 in version 3): the bound is the one reached, with
+/// a page's worth of slack.
 #[tokio::test]
-async fn a_gridx_event_costs_the_journal_at_most_1_3_times_its_body() {
+async fn a_gridx_event_costs_the_journal_at_most_1_05_times_its_body() {
     let (per_event, body) = gridx_bytes_per_event(400).await;
     eprintln!("gridx: {per_event:.0} journal bytes per event, body {body:.0} bytes ({:.2}x)", per_event / body);
-    assert!(per_event <= 1.3 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
+    assert!(per_event <= 1.05 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
 }
 
-/// The benchmark's small bodies (about 180 bytes) pay the fixed bytes of a request: at most
-/// 2.4 times their size.
+/// The benchmark's small bodies (about 170 bytes here) pay the fixed bytes of a request:
+/// 1.75 times their size in layout version 5 (the target is 1.5).
 #[tokio::test]
-async fn a_small_gridx_event_costs_the_journal_at_most_2_4_times_its_body() {
+async fn a_small_gridx_event_costs_the_journal_at_most_1_9_times_its_body() {
     let (per_event, body) = gridx_bytes_per_event_of(400, bench_body).await;
     eprintln!("gridx small: {per_event:.0} journal bytes per event, body {body:.0} bytes ({:.2}x)", per_event / body);
-    assert!(per_event <= 2.4 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
+    assert!(per_event <= 1.9 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
 }
 
 /// The block's own share (its body, request row and effect) is within the target; the rows

@@ -44,16 +44,22 @@ pub fn insert_submission(tx: &Transaction<'_>, s: &Submission, packer: &mut Pack
     Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, effects: range })
 }
 
-/// One effect: its row (the id of its path in `request_texts`, kind, size, digest), and its
-/// bytes in `effect_bytes` until the checkpoint that makes them durable.
+/// One effect: its row (kind, size, digest, and its path: as the id of the text for an
+/// append, whose file many effects share; on the row for a whole-file write, whose path is
+/// often the request's own, as an image named by its time), and its bytes in
+/// `effect_bytes` until the checkpoint that makes them durable.
 fn insert_effect(tx: &Transaction<'_>, request_id: i64, effect: &crate::store::Effect) -> rusqlite::Result<i64> {
     let (kind, header, bytes) = effect.parts();
     let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    let (path, path_id) = match effect {
+        crate::store::Effect::Append { path, .. } => ("", Some(texts::intern(tx, path)?)),
+        _ => (effect.path(), None),
+    };
     tx.prepare_cached(
         "INSERT INTO effects (request_id, path, kind, header, bytes, size, digest, path_id)
-         VALUES (?1, '', ?2, NULL, x'', ?3, ?4, ?5)",
+         VALUES (?1, ?2, ?3, NULL, x'', ?4, ?5, ?6)",
     )?
-    .execute(params![request_id, kind, bytes.len() as i64, &digest[..16], texts::intern(tx, effect.path())?])?;
+    .execute(params![request_id, path, kind, bytes.len() as i64, &digest[..16], path_id])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO effect_bytes (id, header, bytes) VALUES (?1, ?2, ?3)")?
         .execute(params![id, header, bytes])?;

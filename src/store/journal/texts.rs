@@ -1,7 +1,8 @@
 //! Texts many requests share, kept once: a request's `verification` (which checks it passed,
 //! the same words for every request of an operation) and its kept `headers` (content type,
 //! user agent, credential headers by name: a few sets per sender) are rows of
-//! `request_texts`, as is each effect's file path (`effects.path_id`). A request's shape —
+//! `request_texts`, as is the path of each file effects append to (`effects.path_id`; a
+//! whole-file write, often to a path of its own, keeps it on its row). A request's shape —
 //! the spec version that split it, the client address, and the ids of those two texts, the
 //! same for every request of a sender — is a row of `request_shapes`, and the request keeps
 //! its id (`requests.shape_id`; the text columns stay empty). Headers that name a multipart
