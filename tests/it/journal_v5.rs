@@ -1,7 +1,8 @@
 //! A version-4 journal with data opens as version 5 in place: its requests keep their texts
-//! on their rows and every event is still shown (data, verification, headers, client, its
-//! effect's path and bytes), found in the log, replayed, and deduplicated; requests after the
-//! migration keep those texts once, as their shape.
+//! on their rows and their bodies deflated without the dictionary, and every event is still
+//! shown (data, verification, headers, client, its effect's path and bytes), found in the
+//! log, replayed, and deduplicated; requests after the migration keep those texts once, as
+//! their shape, and their bodies deflated after the dictionary.
 
 use crate::helpers::{gridx_ping as ping, post_gridx};
 use crate::journal_once::checkpointed;
@@ -22,6 +23,25 @@ DROP TABLE request_shapes;
 PRAGMA user_version = 4;
 "#;
 
+/// Version 4 deflated bodies alone (`packed = 1`), without the dictionary.
+fn deflate_alone(conn: &rusqlite::Connection) {
+    let rows: Vec<(i64, Vec<u8>, i64)> = conn
+        .prepare("SELECT id, body, packed FROM requests WHERE packed = 2")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!rows.is_empty(), "bodies deflated after the dictionary to turn back");
+    for (id, body, packed) in rows {
+        let raw = hookyard::store::journal::unpack_body(id, body, packed).unwrap();
+        let mut alone = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut alone, &raw).unwrap();
+        let params = rusqlite::params![id, alone.finish().unwrap()];
+        conn.execute("UPDATE requests SET body = ?2, packed = 1 WHERE id = ?1", params).unwrap();
+    }
+}
+
 fn key(n: u64) -> String {
     format!(r#"["gridx","events","00000000-0000-4000-8000-{n:012}"]"#)
 }
@@ -39,6 +59,7 @@ async fn a_version_4_journal_opens_as_version_5_with_every_event_shown_and_repla
     checkpointed(&app).await;
     app.stop().await;
     journal(&data).execute_batch(BACK_TO_VERSION_4).unwrap();
+    deflate_alone(&journal(&data));
     let stored = |sql: &str| journal(&data).query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
     assert_eq!(stored("SELECT client FROM requests WHERE id = 1"), "127.0.0.1", "a version-4 request row");
     assert_eq!(stored("SELECT path FROM effects WHERE id = 1"), "gridx/events.jsonl", "a version-4 effect row");
@@ -86,6 +107,12 @@ async fn a_version_4_journal_opens_as_version_5_with_every_event_shown_and_repla
     assert_eq!(stored("SELECT spec || client FROM requests WHERE id = 6"), "", "a new row keeps no shared text");
     assert_eq!(stored("SELECT path FROM effects WHERE request_id = 6"), "", "nor its effect its path");
     assert_ne!(stored("SELECT spec FROM requests WHERE id = 1"), "", "an old row keeps its own");
+    let packing = |id: i64| conn.query_row("SELECT packed FROM requests WHERE id = ?1", [id], |r| r.get::<_, i64>(0));
+    assert_eq!(
+        (packing(1).unwrap(), packing(6).unwrap()),
+        (1, 2),
+        "old bodies deflated alone, new ones after the dictionary"
+    );
     let shapes = conn.query_row("SELECT COUNT(*) FROM request_shapes", [], |r| r.get::<_, i64>(0)).unwrap();
     // One sender: one shape for its requests, one for its resends (they keep no body, so no
     // spec version that split it).
