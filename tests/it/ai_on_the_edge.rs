@@ -175,6 +175,33 @@ async fn the_image_lands_as_timestamp_jpg_byte_for_byte() {
     assert!(app.data().join("ai-on-the-edge/vacation-home/1723196999.jpg").exists());
 }
 
+/// An image's path, new with every image, stays on its effect's row; the readings' file, which
+/// every reading appends to, is one shared text. The inspector shows both.
+#[tokio::test]
+async fn an_images_path_is_kept_on_its_row_and_an_appended_files_once() {
+    let app = spawn_app(&format!("{CONFIG}[admin]\ntoken = \"adm1n\"\n")).await;
+    for timestamp in [1723196684, 1723196685] {
+        assert_eq!(put_image(&app, &format!("?timestamp={timestamp}"), jpeg(1000)).await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(post(&app, Some("s3cr3tKey"), read_fixture("ai-on-the-edge/body_ok_single.json")).await.0, 200);
+    }
+    let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
+    let texts = |sql: &str| -> Vec<String> {
+        journal.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(
+        texts("SELECT path FROM effects WHERE path != '' ORDER BY id"),
+        ["ai-on-the-edge/vacation-home/1723196684.jpg", "ai-on-the-edge/vacation-home/1723196685.jpg"]
+    );
+    assert_eq!(texts("SELECT text FROM request_texts WHERE text LIKE 'ai-on-the-edge/%'"), [CSV]);
+    for (event, path) in [(1, "ai-on-the-edge/vacation-home/1723196684.jpg"), (3, CSV)] {
+        let res = app.client.get(app.url(&format!("/api/events/{event}"))).bearer_auth("adm1n").send().await.unwrap();
+        let detail: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(detail["effects"][0]["path"], path, "{detail}");
+    }
+}
+
 #[tokio::test]
 async fn bad_images_and_timestamps_are_refused_and_cannot_choose_a_path() {
     let app = spawn_app(CONFIG).await;

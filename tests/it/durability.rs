@@ -26,7 +26,11 @@ fn stored_ids(data: &std::path::Path) -> BTreeMap<String, usize> {
 
 /// Every effect's recorded place holds bytes with its recorded digest.
 fn assert_effects_point_at_their_bytes(journal: &rusqlite::Connection, data: &std::path::Path) {
-    let mut stmt = journal.prepare("SELECT path, at, size, digest FROM effects").unwrap();
+    let mut stmt = journal
+        .prepare(
+            "SELECT COALESCE((SELECT text FROM request_texts WHERE id = path_id), path), at, size, digest FROM effects",
+        )
+        .unwrap();
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
     let mut checked = 0;
     for row in rows {
@@ -179,20 +183,18 @@ async fn the_journal_keeps_the_raw_request_and_its_outcome_but_no_credentials() 
         .unwrap();
     assert_eq!(res.status(), 200);
     let journal = rusqlite::Connection::open(app.data().join(".hookyard/journal.db")).unwrap();
-    let (source, headers, stored, packed): (String, String, Vec<u8>, bool) = journal
+    let (source, headers, stored, packed): (String, String, Vec<u8>, i64) = journal
         .query_row(
-            "SELECT source, COALESCE((SELECT text FROM request_texts WHERE id = headers_id), headers), body, packed
+            "SELECT source, COALESCE((SELECT t.text FROM request_shapes s JOIN request_texts t ON t.id = s.headers_id
+                 WHERE s.id = shape_id), headers), body, packed
              FROM requests",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
     // A body worth deflating is kept deflated; inflated, it is the received one byte for byte.
-    let mut raw = stored.clone();
-    if packed {
-        raw.clear();
-        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(stored.as_slice()), &mut raw).unwrap();
-    }
+    assert!(packed != 0 && stored.len() < body.len(), "{packed}: {} of {} bytes", stored.len(), body.len());
+    let raw = hookyard::store::journal::unpack_body(1, stored, packed).unwrap();
     assert_eq!((source.as_str(), raw), ("home", body));
     assert!(headers.contains("ESP32 Meter reader") && !headers.contains("s3cr3tKey"), "{headers}");
     assert_eq!(journal_statuses(&app, "ORDER BY idx"), ["processed", "processed"]);

@@ -118,7 +118,7 @@ async fn a_version_2_journal_is_migrated_in_place_and_its_events_replay() {
     let setup = Setup { config: CONFIG, data_dir: Some(data.clone()), ..Setup::default() };
     let app = spawn_with(setup).await;
     let conn = journal(&app);
-    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 4);
+    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 5);
     let (spec, body): (String, Vec<u8>) =
         conn.query_row("SELECT spec, body FROM requests WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!((spec.as_str(), body), ("", ping(7, "from version 2").into_bytes()), "the old row as it was");
@@ -145,7 +145,7 @@ async fn a_spec_change_that_no_longer_gives_an_event_is_said_and_it_is_not_repla
     // The request records the spec version that split it; say it was another one, under
     // which its event had another key than the current spec gives it.
     let conn = journal(&app);
-    conn.execute("UPDATE requests SET spec = 'feedfacefeedface'", []).unwrap();
+    conn.execute("UPDATE request_shapes SET spec = 'feedfacefeedface'", []).unwrap();
     conn.execute("UPDATE events SET idem_key = '[\"gridx\",\"events\",\"another key\"]'", []).unwrap();
     let (_, detail) = admin(&app, "GET", "/api/events/1").await;
     assert_eq!(detail["data"], Value::Null, "{detail}");

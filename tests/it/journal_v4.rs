@@ -1,4 +1,4 @@
-//! A version-3 journal with data opens as version 4 in place: every event is still shown
+//! A version-3 journal with data opens as version 4 (and then 5) in place: every event is still shown
 //! with its key (in the log), headers and verification (in the inspector), replays, and dedups; a failed attempt made
 //! before the migration is superseded by a success after it.
 
@@ -10,7 +10,7 @@ use crate::helpers::{Setup, TestApp, gridx_ping as ping, post_gridx, spawn_with}
 use crate::journal_once::checkpointed;
 
 const CONFIG: &str = "[admin]\ntoken = \"adm1n\"\n[protocols.gridx]\nsecrets = [\"s\"]\n";
-const VERIFIED: &str = "passed: HMAC signature in X-Signature";
+pub const VERIFIED: &str = "passed: HMAC signature in X-Signature";
 const SCRIPT: &str = r#"
 fn on_event(event) {
     if event.data.data.message == "boom" { throw "boom"; }
@@ -18,7 +18,7 @@ fn on_event(event) {
 }
 "#;
 
-async fn start(data: &Path) -> TestApp {
+pub async fn start(data: &Path) -> TestApp {
     let setup = Setup {
         config: CONFIG,
         data_dir: Some(data.into()),
@@ -28,13 +28,13 @@ async fn start(data: &Path) -> TestApp {
     spawn_with(setup).await
 }
 
-async fn admin(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
+pub async fn admin(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
     let res = app.client.request(method.parse().unwrap(), app.url(path)).bearer_auth("adm1n").send().await.unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-fn journal(data: &Path) -> rusqlite::Connection {
+pub fn journal(data: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(data.join(".hookyard/journal.db")).unwrap()
 }
 
@@ -57,7 +57,7 @@ fn key(n: u64) -> String {
 }
 
 #[tokio::test]
-async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_replayable() {
+async fn a_version_3_journal_opens_as_version_4_and_5_with_every_event_shown_and_replayable() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let app = start(&data).await;
@@ -68,6 +68,7 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
     }
     checkpointed(&app).await;
     app.stop().await;
+    journal(&data).execute_batch(crate::journal_v5::BACK_TO_VERSION_4).unwrap();
     journal(&data).execute_batch(BACK_TO_VERSION_3).unwrap();
     let stored = |sql: &str| journal(&data).query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
     assert_eq!(stored("SELECT idem_key FROM events WHERE id = 1"), key(1), "a version-3 key");
@@ -75,7 +76,7 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
     let app = start(&data).await;
     let base = app.url("");
     let conn = journal(&data);
-    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 4);
+    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 5);
     let index: i64 = conn
         .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'processed_keys_time'", [], |r| r.get(0))
         .unwrap();
@@ -114,6 +115,6 @@ async fn a_version_3_journal_opens_as_version_4_with_every_event_shown_and_repla
     assert_eq!(stored("SELECT headers FROM requests WHERE id = 1"), r#"[["x-signature",""]]"#);
 }
 
-fn urlencode(text: &str) -> String {
+pub fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

@@ -24,6 +24,7 @@ mod house;
 mod journal_once;
 mod journal_read_back;
 mod journal_v4;
+mod journal_v5;
 mod meters;
 mod meters_history;
 mod metrics;

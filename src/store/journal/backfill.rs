@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::derive::{Derive, Deriving, readings_of};
 use super::keys::KEY;
 use super::readings::{Indexed, Origin, index_events};
+use super::texts::SPEC;
 use super::{Journal, JournalError};
 use crate::event::Event;
 use crate::spec::readings::Reading;
@@ -134,7 +135,7 @@ fn events(
 ) -> Result<Vec<(i64, Vec<Reading>, bool)>, JournalError> {
     let rows: Vec<EventRow> = conn
         .prepare_cached(&format!(
-            "SELECT e.id, e.idx, {KEY}, e.data, e.blob, r.spec != '' FROM events e JOIN requests r ON r.id = e.request_id
+            "SELECT e.id, e.idx, {KEY}, e.data, e.blob, {SPEC} != '' FROM events e JOIN requests r ON r.id = e.request_id
              WHERE e.request_id = ?1 AND e.status = 'processed' ORDER BY e.id"
         ))?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?

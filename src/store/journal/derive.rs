@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::JournalError;
-use super::texts::HEADERS;
+use super::texts::{HEADERS, SPEC};
 use crate::event::Event;
 use crate::spec::readings::{Reading, ReadingsSpec};
 
@@ -119,13 +119,13 @@ fn pick(
     }
 }
 
-type Row = (String, String, String, i64, String, Vec<u8>, String, String, bool);
+type Row = (String, String, String, i64, String, Vec<u8>, String, String, i64);
 
 /// The parts of request `id` a split needs, or `None` when it is gone.
 fn received(conn: &Connection, id: i64) -> Result<Option<Received>, JournalError> {
     let row: Option<Row> = conn
         .prepare_cached(&format!(
-            "SELECT r.protocol, r.operation, r.source, r.received_ms, {HEADERS}, r.body, r.spec, r.query, r.packed
+            "SELECT r.protocol, r.operation, r.source, r.received_ms, {HEADERS}, r.body, {SPEC}, r.query, r.packed
              FROM requests r WHERE r.id = ?1"
         ))?
         .query_row(params![id], |r| {

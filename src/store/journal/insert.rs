@@ -44,15 +44,22 @@ pub fn insert_submission(tx: &Transaction<'_>, s: &Submission, packer: &mut Pack
     Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, effects: range })
 }
 
-/// One effect: its row (path, kind, size, digest), and its bytes in `effect_bytes` until the
-/// checkpoint that makes them durable.
+/// One effect: its row (kind, size, digest, and its path: as the id of the text for an
+/// append, whose file many effects share; on the row for a whole-file write, whose path is
+/// often the request's own, as an image named by its time), and its bytes in
+/// `effect_bytes` until the checkpoint that makes them durable.
 fn insert_effect(tx: &Transaction<'_>, request_id: i64, effect: &crate::store::Effect) -> rusqlite::Result<i64> {
     let (kind, header, bytes) = effect.parts();
     let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    let (path, path_id) = match effect {
+        crate::store::Effect::Append { path, .. } => ("", Some(texts::intern(tx, path)?)),
+        _ => (effect.path(), None),
+    };
     tx.prepare_cached(
-        "INSERT INTO effects (request_id, path, kind, header, bytes, size, digest) VALUES (?1, ?2, ?3, NULL, x'', ?4, ?5)",
+        "INSERT INTO effects (request_id, path, kind, header, bytes, size, digest, path_id)
+         VALUES (?1, ?2, ?3, NULL, x'', ?4, ?5, ?6)",
     )?
-    .execute(params![request_id, effect.path(), kind, bytes.len() as i64, &digest[..16]])?;
+    .execute(params![request_id, path, kind, bytes.len() as i64, &digest[..16], path_id])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO effect_bytes (id, header, bytes) VALUES (?1, ?2, ?3)")?
         .execute(params![id, header, bytes])?;
@@ -71,12 +78,19 @@ fn insert_request(
     let derived = !spec.is_empty();
     let (body, packed) = packer.pack(body);
     let headers = serde_json::to_string(&r.headers).unwrap_or_default();
-    let (verification, headers_id) = (texts::intern(tx, &r.verification)?, texts::headers(tx, &headers)?);
+    let headers_id = texts::headers(tx, &headers)?;
+    let shape = texts::Shape {
+        spec,
+        client: &r.client,
+        verification_id: texts::intern(tx, &r.verification)?,
+        headers_id: headers_id.unwrap_or(0),
+    };
+    let shape_id = texts::shape(tx, &shape)?;
     let headers = if headers_id.is_some() { "" } else { headers.as_str() };
     tx.prepare_cached(
-        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body, client,
-                               reply_status, method, path, spec, query, packed, size, verification_id, headers_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "INSERT INTO requests (protocol, operation, source, received_ms, headers, verification, body,
+                               reply_status, method, path, query, packed, size, shape_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         r.protocol,
@@ -85,16 +99,13 @@ fn insert_request(
         r.received_ms,
         headers,
         body,
-        r.client,
         reply_status,
         r.method,
         r.path,
-        spec,
         r.query,
         packed,
         r.body.len() as i64,
-        verification,
-        headers_id
+        shape_id
     ])?;
     let request_id = tx.last_insert_rowid();
     let ids = insert_events(tx, (request_id, r), events, derived)?;

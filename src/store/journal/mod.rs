@@ -47,6 +47,7 @@ use crate::clock::Clock;
 pub use bulk::Bulk;
 pub use log::LogRow;
 pub use outlets::{FeedBatch, FeedEntry};
+pub use packed::unpack as unpack_body;
 pub use rejected::RejectedRecord;
 pub use retention::Retention;
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::derive::Deriving;
 pub use super::derive::{Derive, Derived, Received};
 use super::keys::KEY;
-use super::texts::{HEADERS, VERIFICATION};
+use super::texts::{CLIENT, HEADERS, SPEC, VERIFICATION};
 use super::{JournalError, Status};
 use crate::event::{Event, Origin};
 use crate::store::DataDir;
@@ -47,7 +47,7 @@ pub struct Journaled {
 
 const PAGE: i64 = 500;
 
-type PageRow = (i64, i64, Status, Option<String>, String, Option<Vec<u8>>, i64, bool, bool);
+type PageRow = (i64, i64, Status, Option<String>, String, Option<Vec<u8>>, i64, bool, i64);
 
 /// The next page of events after `after_id` matching `filter` (processed or failed ones:
 /// duplicates and superseded attempts are never processed again). Events stored without
@@ -59,7 +59,7 @@ pub fn page(
     after_id: i64,
 ) -> Result<Vec<Journaled>, JournalError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT e.id, e.request_id, e.status, {KEY}, e.data, CASE WHEN e.blob THEN r.body END, e.idx, r.spec != '',
+        "SELECT e.id, e.request_id, e.status, {KEY}, e.data, CASE WHEN e.blob THEN r.body END, e.idx, {SPEC} != '',
                 r.packed
          FROM events e JOIN requests r ON r.id = e.request_id
          WHERE e.id > ?1 AND (?2 IS NULL OR r.protocol = ?2) AND (?3 IS NULL OR r.received_ms >= ?3)
@@ -224,10 +224,10 @@ pub fn detail(
 ) -> Result<Option<Detail>, JournalError> {
     let sql = format!("{SUMMARY} WHERE e.id = ?1");
     let Some(summary) = conn.query_row(&sql, params![id], summary).optional()? else { return Ok(None) };
-    type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, bool);
+    type Row = (String, String, Vec<u8>, Option<String>, String, Option<i64>, i64);
     let (headers, verification, body, logs, client, duplicate_of, packed): Row = conn.query_row(
         &format!(
-            "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, r.client, e.duplicate_of, r.packed
+            "SELECT {HEADERS}, {VERIFICATION}, r.body, e.logs, {CLIENT}, e.duplicate_of, r.packed
              FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
         ),
         params![id],
@@ -302,7 +302,7 @@ fn event_data(
     let row: Option<Row> = conn
         .query_row(
             &format!(
-                "SELECT e.data, e.request_id, e.idx, {KEY}, r.spec != ''
+                "SELECT e.data, e.request_id, e.idx, {KEY}, {SPEC} != ''
                  FROM events e JOIN requests r ON r.id = e.request_id WHERE e.id = ?1"
             ),
             params![id],

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::JournalError;
+use super::texts::EFFECT_PATH;
 use crate::store::{DataDir, Effect};
 
 /// Redoes unchekpointed effects; returns how many were applied.
@@ -78,10 +79,10 @@ fn drop_bytes(tx: &rusqlite::Transaction<'_>, id: i64, at: u64, bytes: &[u8]) ->
 
 fn pending(conn: &Connection, after: i64) -> rusqlite::Result<Vec<(i64, Effect)>> {
     // Bytes wait in `effect_bytes` until their checkpoint (in `effects` in older journals).
-    let mut stmt = conn.prepare(
-        "SELECT e.id, e.path, e.kind, COALESCE(b.header, e.header), COALESCE(b.bytes, e.bytes)
-         FROM effects e LEFT JOIN effect_bytes b ON b.id = e.id WHERE e.id > ?1 ORDER BY e.id",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT e.id, {EFFECT_PATH}, e.kind, COALESCE(b.header, e.header), COALESCE(b.bytes, e.bytes)
+         FROM effects e LEFT JOIN effect_bytes b ON b.id = e.id WHERE e.id > ?1 ORDER BY e.id"
+    ))?;
     let rows = stmt.query_map(params![after], |r| {
         Ok((r.get::<_, i64>(0)?, Effect::from_parts(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
     })?;

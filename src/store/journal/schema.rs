@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS requests (
     packed INTEGER NOT NULL DEFAULT 0,
     size INTEGER,
     verification_id INTEGER,
-    headers_id INTEGER
+    headers_id INTEGER,
+    shape_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(received_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS effects (
     bytes BLOB NOT NULL,
     at INTEGER,
     size INTEGER,
-    digest BLOB
+    digest BLOB,
+    path_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS effects_request ON effects(request_id);
 CREATE TABLE IF NOT EXISTS effect_bytes (
@@ -96,8 +98,10 @@ INSERT OR IGNORE INTO key_sweep (id, after) VALUES (1, x'');
 /// [`migrate_payload_v3`]). Version 4 keeps the events' keys without their request's
 /// protocol and operation (`keys.rs`), the requests' verification texts and headers once (`texts.rs`),
 /// and drops the time index of `processed_keys`: old keys
-/// are found by a sweep along the key table's own order instead ([`migrate_v4`]).
-const SCHEMA_VERSION: i64 = 4;
+/// are found by a sweep along the key table's own order instead ([`migrate_v4`]). Version 5
+/// keeps what a request shares with its sender's others (spec version, client, verification
+/// and headers) once as its shape, and each effect's path once (`texts.rs`, [`migrate_v5`]).
+const SCHEMA_VERSION: i64 = 5;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -131,6 +135,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     }
     if version < 4 {
         migrate_v4(&tx)?;
+    }
+    if version < 5 {
+        migrate_v5(&tx)?;
     }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
@@ -202,6 +209,15 @@ fn migrate_v4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("DROP INDEX IF EXISTS processed_keys_time;")
 }
 
+/// Version 5: `requests.shape_id` (new requests keep their spec version, client address and
+/// the ids of their verification text and headers once, in `request_shapes`) and
+/// `effects.path_id` (new effects keep their path once, in `request_texts`). Older rows keep
+/// their texts and are read either way (`texts.rs`); nothing is rewritten.
+fn migrate_v5(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "requests", "shape_id", "INTEGER")?;
+    add_column(tx, "effects", "path_id", "INTEGER")
+}
+
 /// Adds `column` to `table` unless it has it.
 fn add_column(tx: &rusqlite::Transaction<'_>, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
     let has: bool = tx.query_row(
@@ -266,7 +282,7 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 4);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 5);
         // Version 2's columns are there, empty for the old rows.
         let (client, original): (String, Option<i64>) = conn
             .query_row(

@@ -82,7 +82,7 @@ pub fn request_with_body(
         "SELECT id, body, packed FROM requests WHERE received_ms >= ?1 AND protocol = ?2 ORDER BY id DESC LIMIT 100",
     )?;
     let rows = stmt.query_map(params![since_ms, protocol], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?))
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
     })?;
     for row in rows {
         let (id, kept, packed) = row?;

@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use rusqlite::{Connection, params};
 
 use super::JournalError;
+use super::texts::EFFECT_PATH;
 use crate::store::{DataDir, Effect};
 
 /// One effect of a request, as the inspector shows it.
@@ -47,10 +48,10 @@ type Row = (String, i64, Vec<u8>, Option<i64>, Option<i64>, Option<Vec<u8>>);
 
 /// The effects of request `request_id`, in order, with their bytes where they can be had.
 pub fn written(conn: &Connection, data: &DataDir, request_id: i64) -> Result<Vec<Written>, JournalError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.path, e.kind, COALESCE(b.bytes, e.bytes), e.at, e.size, e.digest
-             FROM effects e LEFT JOIN effect_bytes b ON b.id = e.id WHERE e.request_id = ?1 ORDER BY e.id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EFFECT_PATH}, e.kind, COALESCE(b.bytes, e.bytes), e.at, e.size, e.digest
+             FROM effects e LEFT JOIN effect_bytes b ON b.id = e.id WHERE e.request_id = ?1 ORDER BY e.id"
+    ))?;
     let rows = stmt.query_map(params![request_id], |r| -> rusqlite::Result<Row> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
     })?;
