@@ -322,8 +322,10 @@ mod tests {
             [3, 0, 1, 5, 4, 11, 2, 7, 6, 9, 10, 8].iter().map(|b| (b * 10..b * 10 + 10).collect()).collect();
         commit(&mut conn, &blocks[..5], true);
         commit(&mut conn, &blocks[5..], true);
-        // Hours 2-3: requests whose readings interleave, one with its own out of order.
-        let woven: Vec<Vec<i64>> = (0..6).map(|k| (120..240).filter(|m| m % 6 == k).collect()).collect();
+        // Hours 2-3: requests whose readings interleave, then one after them all (in the same
+        // commit), then one with its own out of order.
+        let mut woven: Vec<Vec<i64>> = (0..6).map(|k| (120..228).filter(|m| m % 6 == k).collect()).collect();
+        woven.push((228..240).collect());
         commit(&mut conn, &woven, true);
         commit(&mut conn, &[vec![250, 245, 241, 244]], true);
         // A resend (nothing new) and a replay (not fresh) in the same commit as new ones.
