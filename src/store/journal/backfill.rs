@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::derive::{Derive, Deriving, readings_of};
+use super::indexer::{Indexed, Indexer, Origin};
 use super::keys::KEY;
-use super::readings::{Indexed, Origin, index_events};
 use super::texts::SPEC;
 use super::{Journal, JournalError};
 use crate::event::Event;
@@ -158,13 +158,14 @@ fn events(
 
 /// Indexes `batch` and moves the cursor on (the writer's transaction).
 pub fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
-    let mut added = 0;
+    let (mut added, mut indexer) = (0, Indexer::default());
     for r in &batch.requests {
         let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms, fresh: false };
         let events: Vec<Indexed<'_>> =
             r.events.iter().map(|(id, readings, image)| (*id, readings.as_slice(), *image)).collect();
-        added += index_events(tx, &origin, r.request_id, &events)?;
+        added += indexer.index_events(tx, &origin, r.request_id, &events)?;
     }
+    indexer.save(tx)?;
     tx.execute(
         "UPDATE readings_backfill SET next_request = MAX(next_request, ?1), indexed = indexed + ?2 WHERE id = 1",
         params![batch.next, added as i64],

@@ -15,6 +15,7 @@
 pub mod backfill;
 mod bulk;
 mod derive;
+mod indexer;
 mod insert;
 mod keys;
 pub mod log;

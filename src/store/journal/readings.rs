@@ -14,9 +14,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::Digest;
 
-use super::{Status, Submission, Target, rollup};
-use crate::meters::Round;
-use crate::spec::readings::Reading;
+use super::rollup;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS series (
@@ -78,144 +76,6 @@ CREATE TABLE IF NOT EXISTS readings_backfill (
 pub fn slug(protocol: &str, name: &str) -> String {
     let digest = sha2::Sha256::digest(format!("{protocol}\n{name}").as_bytes());
     hex::encode(&digest[..8])
-}
-
-const UPSERT: &str = "
-INSERT INTO series (slug, protocol, source, name, unit, kind, last_value, last_ms, status, count)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-ON CONFLICT (slug) DO UPDATE SET
-    count = count + excluded.count,
-    unit = COALESCE(excluded.unit, unit),
-    kind = excluded.kind,
-    last_value = CASE WHEN excluded.last_ms >= last_ms THEN COALESCE(excluded.last_value, last_value)
-                      ELSE last_value END,
-    status = CASE WHEN excluded.last_ms >= last_ms THEN excluded.status ELSE status END,
-    last_ms = MAX(last_ms, excluded.last_ms)
-RETURNING id";
-
-/// The readings of one series in one request, in order, with their event rows.
-struct Group<'a> {
-    first: &'a Reading,
-    rows: Vec<(i64, &'a Reading)>,
-}
-
-impl Group<'_> {
-    /// The series' last reading after this group, as one reading after another would leave
-    /// it: the latest time wins (a tie: the later one), its value or the one before it.
-    fn last(&self) -> (i64, Option<f64>, Option<&str>) {
-        let mut last = (i64::MIN, None, None);
-        for (_, r) in &self.rows {
-            if r.ms >= last.0 {
-                last = (r.ms, r.value.or(last.1), r.status.as_deref());
-            }
-        }
-        last
-    }
-}
-
-/// The request readings come from: its protocol, source and receive time, and whether its
-/// events are the journal's newest rows (a new request's, not a replay's or the backfill's).
-pub struct Origin<'a> {
-    pub protocol: &'a str,
-    pub source: &'a str,
-    pub received_ms: i64,
-    pub fresh: bool,
-}
-
-/// One processed event to index: its row, its readings, whether its body is an image.
-pub type Indexed<'a> = (i64, &'a [Reading], bool);
-
-/// Indexes the readings and images of the processed events of a submission (`event_ids`:
-/// the rows its events got, in order): a new request, or a replayed event (its readings
-/// counted once however often it is replayed).
-pub fn index(tx: &Transaction<'_>, s: &Submission, request_id: i64, event_ids: &[i64]) -> rusqlite::Result<()> {
-    let processed = s.events.iter().zip(event_ids).filter(|(e, _)| e.outcome == Status::Processed);
-    let events: Vec<Indexed<'_>> = processed.map(|(e, id)| (*id, e.readings.as_slice(), e.image)).collect();
-    if events.iter().all(|(_, readings, image)| readings.is_empty() && !image) {
-        return Ok(());
-    }
-    match &s.target {
-        Target::New(r) => {
-            let origin = Origin { protocol: &r.protocol, source: &r.source, received_ms: r.received_ms, fresh: true };
-            index_events(tx, &origin, request_id, &events).map(drop)
-        }
-        Target::Replay { request_id, .. } => {
-            let (protocol, source, received_ms): (String, String, i64) =
-                tx.query_row("SELECT protocol, source, received_ms FROM requests WHERE id = ?1", [request_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-            let origin = Origin { protocol: &protocol, source: &source, received_ms, fresh: false };
-            index_events(tx, &origin, *request_id, &events).map(drop)
-        }
-    }
-}
-
-/// Indexes `events` of request `request_id`: one series row update per series and request
-/// (a Wattmon block of 100 rows updates each column's series once), one row per reading
-/// (none twice), the hours they fall in computed again, and the last image where it is newer.
-/// Returns how many readings it added.
-pub fn index_events(
-    tx: &Transaction<'_>,
-    origin: &Origin<'_>,
-    request_id: i64,
-    events: &[Indexed<'_>],
-) -> rusqlite::Result<usize> {
-    let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut by_name = std::collections::HashMap::new();
-    for &(event_id, readings, image) in events {
-        for r in readings {
-            let n = *by_name.entry(r.name.as_str()).or_insert_with(|| {
-                groups.push(Group { first: r, rows: Vec::new() });
-                groups.len() - 1
-            });
-            groups[n].rows.push((event_id, r));
-        }
-        if image {
-            tx.prepare_cached(
-                "INSERT INTO series_images (protocol, source, request_id, event_id, ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (protocol, source) DO UPDATE SET request_id = excluded.request_id,
-                     event_id = excluded.event_id, ms = excluded.ms
-                 WHERE excluded.ms >= series_images.ms",
-            )?
-            .execute(params![origin.protocol, origin.source, request_id, event_id, origin.received_ms])?;
-        }
-    }
-    let mut added = 0;
-    for group in &groups {
-        added += add(tx, origin, group)?;
-    }
-    Ok(added)
-}
-
-fn add(tx: &Transaction<'_>, origin: &Origin<'_>, group: &Group<'_>) -> rusqlite::Result<usize> {
-    let (protocol, source, r) = (origin.protocol, origin.source, group.first);
-    let (ms, value, status) = group.last();
-    let row = params![slug(protocol, &r.name), protocol, source, r.name, r.unit, r.kind.as_str(), value, ms, status, 0];
-    let series_id: i64 = tx.prepare_cached(UPSERT)?.query_row(row, |row| row.get(0))?;
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO readings (series_id, ms, event_id, value, status) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let mut added = 0;
-    for (event_id, r) in &group.rows {
-        added += insert.execute(params![series_id, r.ms, event_id, r.value, r.status])?;
-    }
-    if added > 0 {
-        tx.prepare_cached("UPDATE series SET count = count + ?2 WHERE id = ?1")?
-            .execute(params![series_id, added as i64])?;
-    }
-    if origin.fresh && added == group.rows.len() {
-        let mut rounds: Vec<(i64, Round)> = group.rows.iter().map(|(id, r)| (*id, round(r))).collect();
-        rounds.sort_by_key(|(id, r)| (r.ms, *id));
-        let rounds: Vec<Round> = rounds.into_iter().map(|(_, r)| r).collect();
-        rollup::extend(tx, series_id, &rounds)?;
-    } else {
-        rollup::touch(tx, series_id, group.rows.iter().map(|(_, r)| r.ms.div_euclid(rollup::HOUR_MS)))?;
-    }
-    Ok(added)
-}
-
-fn round(r: &Reading) -> Round {
-    Round { ms: r.ms, value: r.value, status: r.status.clone() }
 }
 
 /// Removes the readings and images of events that failed after all (their write failed).
@@ -288,8 +148,9 @@ fn refresh(tx: &Transaction<'_>, series: &[i64]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::readings::Kind;
-    use crate::store::journal::{EventRecord, RequestRecord, Retention, retention, schema};
+    use crate::spec::readings::{Kind, Reading};
+    use crate::store::journal::indexer::Indexer;
+    use crate::store::journal::{EventRecord, RequestRecord, Retention, Status, Submission, Target, retention, schema};
 
     fn submission(image: bool, rounds: &[(i64, Option<f64>, Option<&str>)]) -> Submission {
         let request = RequestRecord {
@@ -344,7 +205,9 @@ mod tests {
             [id],
         )
         .unwrap();
-        index(&tx, s, id, &[id]).unwrap();
+        let mut indexer = Indexer::default();
+        indexer.index(&tx, s, id, &[id]).unwrap();
+        indexer.save(&tx).unwrap();
         tx.commit().unwrap();
     }
 

@@ -6,7 +6,10 @@
 //! from their two neighbours (senders on many connections race, so this is common); otherwise
 //! (late readings interleaving older ones, a replay, a failed write, pruning) the hour's row
 //! is computed again from its readings. Either way in the same transaction of the writer, so
-//! it is never out of step with them.
+//! it is never out of step with them; a commit reads and writes each hour row it touches
+//! once ([`Hours`]), however many of its requests fall in that hour.
+
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -18,50 +21,103 @@ pub const HOUR_MS: i64 = 3_600_000;
 pub fn touch(tx: &Transaction<'_>, series_id: i64, hours: impl IntoIterator<Item = i64>) -> rusqlite::Result<()> {
     let mut done = std::collections::HashSet::new();
     for hour in hours.into_iter().filter(|h| done.insert(*h)) {
-        let rounds = rounds(tx, series_id, hour * HOUR_MS, (hour + 1) * HOUR_MS)?;
-        match meters::summarize(&rounds) {
-            Some(s) => save(tx, series_id, hour, &s)?,
-            None => {
-                tx.prepare_cached("DELETE FROM readings_hours WHERE series_id = ?1 AND hour = ?2")?
-                    .execute(params![series_id, hour])?;
-            }
-        }
+        write(tx, series_id, hour, recount(tx, series_id, hour)?.as_ref())?;
     }
     Ok(())
 }
 
-/// Adds `rounds` (readings of `series_id` a new request just added, in order) to their hours: an hour whose readings all came before
-/// them is extended, one they fall among gets them spliced in ([`meters::splice`]), and only
-/// one where they interleave with older readings is computed again.
-pub fn extend(tx: &Transaction<'_>, series_id: i64, rounds: &[Round]) -> rusqlite::Result<()> {
-    for hour in rounds.chunk_by(|a, b| a.ms.div_euclid(HOUR_MS) == b.ms.div_euclid(HOUR_MS)) {
-        let h = hour[0].ms.div_euclid(HOUR_MS);
-        let Some(new) = meters::summarize(hour) else { continue };
-        match hours(tx, series_id, h, h + 1)?.pop() {
-            Some(kept) if kept.last.0 <= new.first.0 => save(tx, series_id, h, &meters::merge(&kept, &new))?,
-            Some(kept) => match neighbours(tx, series_id, h, hour)? {
-                Some((before, after)) => save(tx, series_id, h, &meters::splice(&kept, &new, before, after))?,
-                None => touch(tx, series_id, [h])?,
-            },
-            None => save(tx, series_id, h, &new)?,
+/// The summary of hour `hour` of `series_id` computed from its readings.
+fn recount(conn: &Connection, series_id: i64, hour: i64) -> rusqlite::Result<Option<Summary>> {
+    Ok(meters::summarize(&rounds(conn, series_id, hour * HOUR_MS, (hour + 1) * HOUR_MS)?))
+}
+
+/// One hour row as a commit has it: as read, changed, or to be computed again from its
+/// readings (at its next use or at the end of the commit).
+enum Slot {
+    Clean(Option<Summary>),
+    Dirty(Option<Summary>),
+    Stale,
+}
+
+/// The hour rows one commit reads or changes, each read at most once and written back once
+/// at its end ([`Hours::save`]) however many of the commit's requests fall in it. Readings
+/// are in the table as they are added; only their hours wait.
+#[derive(Default)]
+pub struct Hours {
+    rows: HashMap<(i64, i64), Slot>,
+}
+
+impl Hours {
+    /// The hour's summary as this commit has it so far, or `None` when it is to be computed
+    /// again anyway (readings added to it meanwhile are counted then).
+    fn get(&mut self, conn: &Connection, series_id: i64, hour: i64) -> rusqlite::Result<Option<Option<Summary>>> {
+        let summary = match self.rows.get(&(series_id, hour)) {
+            Some(Slot::Clean(s) | Slot::Dirty(s)) => return Ok(Some(s.clone())),
+            Some(Slot::Stale) => return Ok(None),
+            None => summaries(conn, series_id, hour, hour + 1)?.pop(),
+        };
+        self.rows.insert((series_id, hour), Slot::Clean(summary.clone()));
+        Ok(Some(summary))
+    }
+
+    fn set(&mut self, series_id: i64, hour: i64, summary: Summary) {
+        self.rows.insert((series_id, hour), Slot::Dirty(Some(summary)));
+    }
+
+    /// Marks `hours` of `series_id` to be computed again from their readings.
+    pub fn touch(&mut self, series_id: i64, hours: impl IntoIterator<Item = i64>) {
+        for hour in hours {
+            self.rows.insert((series_id, hour), Slot::Stale);
         }
     }
-    Ok(())
+
+    /// Adds `rounds` (readings of `series_id` a new request just added, in order) to their
+    /// hours: an hour whose readings all came before them is extended, one they fall among
+    /// gets them spliced in ([`meters::splice`]), and only one where they interleave with
+    /// older readings is computed again.
+    pub fn extend(&mut self, conn: &Connection, series_id: i64, rounds: &[Round]) -> rusqlite::Result<()> {
+        for hour in rounds.chunk_by(|a, b| a.ms.div_euclid(HOUR_MS) == b.ms.div_euclid(HOUR_MS)) {
+            let h = hour[0].ms.div_euclid(HOUR_MS);
+            let Some(new) = meters::summarize(hour) else { continue };
+            let Some(kept) = self.get(conn, series_id, h)? else { continue };
+            match kept {
+                Some(kept) if kept.last.0 <= new.first.0 => self.set(series_id, h, meters::merge(&kept, &new)),
+                Some(kept) => match neighbours(conn, series_id, h, hour)? {
+                    Some((before, after)) => self.set(series_id, h, meters::splice(&kept, &new, before, after)),
+                    None => self.touch(series_id, [h]),
+                },
+                None => self.set(series_id, h, new),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the hours this commit changed.
+    pub fn save(self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        for ((series_id, hour), slot) in self.rows {
+            match slot {
+                Slot::Clean(_) => {}
+                Slot::Dirty(s) => write(tx, series_id, hour, s.as_ref())?,
+                Slot::Stale => write(tx, series_id, hour, recount(tx, series_id, hour)?.as_ref())?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// For `run` (readings of hour `h` just added, in order, that arrived after later ones): the
 /// hour's good values just before and just after it, or none when an older reading falls
 /// within its time span (then the hour is computed again). Reads a few rows, not the hour.
-fn neighbours(tx: &Transaction<'_>, series_id: i64, h: i64, run: &[Round]) -> rusqlite::Result<Option<Around>> {
+fn neighbours(conn: &Connection, series_id: i64, h: i64, run: &[Round]) -> rusqlite::Result<Option<Around>> {
     let (first, last) = (run[0].ms, run[run.len() - 1].ms);
-    let within: i64 = tx
+    let within: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM readings WHERE series_id = ?1 AND ms BETWEEN ?2 AND ?3")?
         .query_row(params![series_id, first, last], |r| r.get(0))?;
     if within != run.len() as i64 {
         return Ok(None);
     }
     let good = |sql: &str, from: i64, to: i64| -> rusqlite::Result<Option<f64>> {
-        tx.prepare_cached(sql)?.query_row(params![series_id, from, to], |r| r.get(0)).optional()
+        conn.prepare_cached(sql)?.query_row(params![series_id, from, to], |r| r.get(0)).optional()
     };
     let before = good(
         "SELECT value FROM readings WHERE series_id = ?1 AND ms >= ?2 AND ms < ?3
@@ -81,7 +137,13 @@ fn neighbours(tx: &Transaction<'_>, series_id: i64, h: i64, run: &[Round]) -> ru
 /// The good values just before and just after a run of readings.
 type Around = (Option<f64>, Option<f64>);
 
-fn save(tx: &Transaction<'_>, series_id: i64, hour: i64, s: &Summary) -> rusqlite::Result<()> {
+/// Writes the row of hour `hour` of `series_id` (none: the hour has no values, no row).
+fn write(tx: &Transaction<'_>, series_id: i64, hour: i64, s: Option<&Summary>) -> rusqlite::Result<()> {
+    let Some(s) = s else {
+        tx.prepare_cached("DELETE FROM readings_hours WHERE series_id = ?1 AND hour = ?2")?
+            .execute(params![series_id, hour])?;
+        return Ok(());
+    };
     let g = &s.stretch;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO readings_hours (series_id, hour, n, first_ms, first_v, min_ms, min_v, max_ms, max_v,
@@ -116,7 +178,7 @@ pub fn prune(tx: &Transaction<'_>, series_id: i64, cutoff_ms: i64) -> rusqlite::
 }
 
 /// The summaries of the hours `from <= hour < to` of `series_id` that have values, in order.
-pub fn hours(conn: &Connection, series_id: i64, from: i64, to: i64) -> rusqlite::Result<Vec<Summary>> {
+pub fn summaries(conn: &Connection, series_id: i64, from: i64, to: i64) -> rusqlite::Result<Vec<Summary>> {
     let mut stmt = conn.prepare_cached(
         "SELECT hour, n, first_ms, first_v, min_ms, min_v, max_ms, max_v, last_ms, last_v, good, good_first,
                 good_last, used

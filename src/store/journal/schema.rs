@@ -111,6 +111,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     // After a WAL checkpoint, shrink the WAL file back to at most 64 MiB.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Room for every statement of a commit (requests, events, keys, texts, the readings and
+    // their hours): with rusqlite's default of 16 some were prepared again in every commit.
+    conn.set_prepared_statement_cache_capacity(64);
     // Before the first table exists: lets retention hand freed pages back (new journals only).
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

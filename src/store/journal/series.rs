@@ -103,7 +103,7 @@ pub fn summaries(
     let (head, tail) = rollup::edges(conn, series.id, since, until, whole)?;
     let single = |r: &Round| meters::summarize(std::slice::from_ref(r));
     let mut out: Vec<Summary> = head.iter().filter_map(single).collect();
-    out.extend(rollup::hours(conn, series.id, whole.0, whole.1)?);
+    out.extend(rollup::summaries(conn, series.id, whole.0, whole.1)?);
     out.extend(tail.iter().filter_map(single));
     Ok(Some(out))
 }

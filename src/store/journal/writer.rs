@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, params};
 
+use super::indexer::Indexer;
 pub(super) use super::insert::{Recorded, insert_submission};
 use super::outlets::Outlets;
 use super::packed::Packer;
@@ -203,9 +204,10 @@ impl Writer {
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
+        let mut indexer = Indexer::default();
         for (s, _) in batch {
             let recorded = insert_submission(&tx, s, &mut self.packer)?;
-            readings::index(&tx, s, recorded.request_id, &recorded.event_ids)?;
+            indexer.index(&tx, s, recorded.request_id, &recorded.event_ids)?;
             ids.push(recorded);
             for effect in &s.effects {
                 let path = effect.path();
@@ -217,6 +219,7 @@ impl Writer {
                 }
             }
         }
+        indexer.save(&tx)?;
         tx.commit()?;
         self.dirty.extend(newly_dirty);
         Ok(ids)
