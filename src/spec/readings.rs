@@ -197,6 +197,15 @@ fn series(block: Block) -> Result<SeriesSpec, ReadingsError> {
     })
 }
 
+/// Whether member `name` is left out by `except`: an entry is a member's name, or a JSON
+/// pointer (`/meta/columns/0`: Wattmon's first column, its timestamp) to the name.
+fn excepted(event: &Event, except: &[String], name: &str) -> bool {
+    except.iter().any(|e| match e.strip_prefix('/') {
+        Some(_) => event.pointer(e).as_deref().and_then(Value::as_str) == Some(name),
+        None => e == name,
+    })
+}
+
 impl SeriesSpec {
     /// The readings of `event`: none when its series name or time cannot be made, or when
     /// it has neither a numeric value nor an error text.
@@ -208,7 +217,7 @@ impl SeriesSpec {
             Values::EachMember { of, except } => match event.pointer(of).as_deref() {
                 Some(Value::Object(map)) => map
                     .iter()
-                    .filter(|(k, _)| !except.contains(k))
+                    .filter(|(k, _)| !excepted(event, except, k))
                     .filter_map(|(k, v)| number(v).map(|n| (Some(k.clone()), Some(n))))
                     .collect(),
                 _ => Vec::new(),
@@ -366,6 +375,20 @@ mod tests {
                 ("ferienhaus / Voltage", Some(52.0), 1_756_728_060_000)
             ]
         );
+    }
+
+    #[test]
+    fn a_member_named_by_a_pointer_in_except_is_no_series() {
+        let s = spec(json!({ "series": ["/source", " / ", "*"],
+            "each-member": { "of": "/data", "except": ["/meta/columns/0", "Note"] }, "kind": "gauge",
+            "time": { "at": "/meta/timestamp" } }));
+        // A device logging Unix seconds in its first column: a number, but the time, not a reading.
+        let got = s.extract(&event(
+            json!({ "Epoch": "1756728060", "Voltage": "52.0", "Note": "7" }),
+            json!({ "timestamp": "1756728060", "columns": ["Epoch", "Voltage", "Note"] }),
+        ));
+        let got: Vec<(&str, Option<f64>, i64)> = got.iter().map(|r| (r.name.as_str(), r.value, r.ms)).collect();
+        assert_eq!(got, [("ferienhaus / Voltage", Some(52.0), 1_756_728_060_000)]);
     }
 
     #[test]

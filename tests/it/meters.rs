@@ -218,3 +218,28 @@ fn a_spec_with_a_malformed_readings_block_is_refused_naming_the_problem() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_wattmon_block_timed_in_unix_seconds_makes_no_series_of_its_time_column() {
+    let app = spawn_app(CONFIG).await;
+    let data = "Epoch,Voltage\n1756728000,52.1\n1756728060,52.0\n";
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("key", "00:04:A3:12:34:56"), ("data", data)])
+        .finish();
+    let res = app
+        .client
+        .post(app.url("/wattmon/export?token=w4ttm0n"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "OK");
+    let (_, all) = admin(&app, "/api/series").await;
+    let names: Vec<&str> = all.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["00-04-a3-12-34-56 / Voltage"], "the first column is the time, not a meter");
+    let s = series(&app, "00-04-a3-12-34-56 / Voltage").await;
+    let (_, points) = admin(&app, &format!("/api/series/{}/points", s["id"].as_str().unwrap())).await;
+    let noon = 1_756_728_000_000i64;
+    assert_eq!(points["points"], json!([[noon, 52.1], [noon + 60_000, 52.0]]));
+}
