@@ -24,8 +24,38 @@ fn tune_allocator() {
     }
 }
 
+/// glibc's `M_ARENA_MAX` (`malloc.h`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const M_ARENA_MAX: std::ffi::c_int = -8;
+/// Arenas of the C allocator at most: one per core of this 2-core target.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const C_ARENAS: std::ffi::c_int = 2;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+// SAFETY: glibc's `int mallopt(int param, int value)`, declared as `malloc.h` does.
+unsafe extern "C" {
+    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// SQLite allocates through the C library's malloc, not mimalloc. glibc gives each new thread
+/// an arena of its own (up to 8 per core), and the blocking threads that come and go under
+/// load left 16 arenas holding 31 MB for 5 MB in use; two arenas hold the same work in a
+/// fraction of that (measured in BENCHMARKS.md, "Steady memory"). `MALLOC_ARENA_MAX` in the
+/// environment still overrides this.
+fn tune_c_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: a plain setter of a glibc allocator parameter, called first thing in `main`
+        // before any other thread exists; glibc accepts it at any time.
+        unsafe {
+            mallopt(M_ARENA_MAX, C_ARENAS);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    tune_c_allocator();
     let cli = hookyard::cli::Cli::parse();
     hookyard::telemetry::init();
     match hookyard::cli::run(cli) {
