@@ -50,8 +50,6 @@ pub struct Writer {
     /// Someone asked for a checkpoint; they wait in `checkpoint_replies`.
     checkpoint_asked: bool,
     checkpoint_replies: Vec<Reply>,
-    /// Whether the last checkpoint succeeded (retention prunes only after one that did).
-    checkpointed: bool,
 }
 
 /// The jobs one turn of the writer takes (at most `MAX_BATCH`).
@@ -123,7 +121,6 @@ impl Writer {
             sweep: KeySweep::default(),
             checkpoint_asked: false,
             checkpoint_replies: Vec::new(),
-            checkpointed: true,
         }
     }
 
@@ -154,14 +151,15 @@ impl Writer {
             let submissions = turn.batch.len();
             self.turn(turn);
             let committed = started.elapsed();
+            let mut checkpointed = false;
             if last_checkpoint.elapsed() >= every || self.checkpoint_asked {
-                self.checkpoint_and_reply();
+                checkpointed = self.checkpoint_and_reply();
                 last_checkpoint = Instant::now();
             }
             // Keys before requests: a key table smaller than a slice is swept whole in the turn
             // its old requests go.
             let swept = self.sweep_keys();
-            let due = last_prune.elapsed() >= prune_every && self.checkpointed;
+            let due = checkpointed && last_prune.elapsed() >= prune_every;
             if due {
                 self.prune();
                 last_prune = Instant::now();
@@ -192,8 +190,9 @@ impl Writer {
         self.checkpoint_replies.extend(turn.checkpoints);
     }
 
-    /// Syncs the data directory's files and answers who asked for it.
-    fn checkpoint_and_reply(&mut self) {
+    /// Syncs the data directory's files and answers who asked for it; returns whether it
+    /// succeeded (retention prunes right after a checkpoint that did).
+    fn checkpoint_and_reply(&mut self) -> bool {
         let result = self.checkpoint();
         if let Err(e) = &result {
             tracing::error!(error = %e, "journal checkpoint failed; will retry");
@@ -202,7 +201,7 @@ impl Writer {
         for reply in self.checkpoint_replies.drain(..) {
             let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Commit(e.to_string())));
         }
-        self.checkpointed = result.is_ok();
+        result.is_ok()
     }
 
     /// The due slices of the key sweep (keys received before the retention window); returns
