@@ -233,6 +233,9 @@ pub(super) fn check_values(file: &FileConfig) -> Vec<Problem> {
     if !j.min_free_disk_mb.is_finite() || j.min_free_disk_mb < 0.0 {
         refuse(&["journal", "min_free_disk_mb"], "must be 0 or more");
     }
+    if !j.wal_restart_mb.is_finite() || j.wal_restart_mb <= 0.0 {
+        refuse(&["journal", "wal_restart_mb"], "must be more than 0");
+    }
     if let Some(mqtt) = &file.outputs.mqtt {
         if mqtt.host.is_empty() {
             refuse(&["outputs", "mqtt", "host"], "must not be empty");

@@ -42,5 +42,6 @@ mod scripts;
 mod session;
 mod slow;
 mod tls;
+mod wal;
 mod wattmon;
 mod wattsense;

@@ -87,6 +87,7 @@ fn the_config_file_init_writes_shows_every_default_and_each_is_the_codes_default
         "port",
         "client_id",
         "discovery_prefix",
+        "wal_restart_mb",
     ];
     let missing: Vec<_> =
         keys.iter().filter(|k| !embedded::CONFIG.lines().any(|l| l.contains(&format!("{k} = ")))).collect();

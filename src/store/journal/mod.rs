@@ -8,9 +8,8 @@
 //! (about once a second and at shutdown), which also record each file's length; on start-up,
 //! effects after the last checkpoint are redone from those lengths, so every committed effect
 //! lands exactly once even after `kill -9` or a power loss. The writer keeps the files it
-//! appends to open until the next checkpoint (`store::handles`). (Copying the WAL into the
-//! database on a thread of its own was measured and made p99 latency worse: two concurrent
-//! fsyncs on one disk; SQLite's automatic checkpoint stays.)
+//! appends to open until the next checkpoint (`store::handles`). The WAL is copied into the
+//! database by a thread of its own (`wal.rs`), not inside the writer's commits.
 
 pub mod backfill;
 mod bulk;
@@ -30,7 +29,9 @@ mod rollup;
 pub(crate) mod schema;
 pub mod series;
 pub mod stats;
+mod sweep;
 mod texts;
+mod wal;
 mod writer;
 pub mod written;
 
@@ -98,6 +99,8 @@ pub enum JournalError {
     DiskFull { free_mb: u64, floor_mb: u64 },
     #[error("the journal writer has stopped")]
     Stopped,
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
 }
 
 /// The request as received (after its checks passed).
@@ -272,7 +275,8 @@ impl Journal {
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let rejected_queued = Arc::new(AtomicUsize::new(0));
         let outlets = outlets::Outlets::new(feed.clone(), rejected_queued.clone());
-        let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock);
+        let wal = wal::Wal::start(&conn, &path, retention.wal_restart_mb)?;
+        let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock, wal);
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())

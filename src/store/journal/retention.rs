@@ -4,7 +4,8 @@
 //! a `failed` one, which still waits for a retry or a replay) and all its effects are
 //! checkpointed. By age: requests received before `max_age_days` ago. By size: the oldest
 //! such requests until the journal's used pages fit `max_size_mb`. Processed keys
-//! (`processed_keys`) are pruned by age only: the dedup window is `max_age_days` even when the
+//! (`processed_keys`) are pruned by age only, by the key sweep between the writer's turns
+//! (`sweep.rs`): the dedup window is `max_age_days` even when the
 //! size limit has pruned the requests that brought the keys long before (with the defaults it
 //! does: 1024 MB hold far fewer than 30 days of a busy receiver's bodies). Refused requests
 //! (`rejected.rs`) older than `rejected_retention_days` go too. Freed pages are returned to
@@ -38,6 +39,9 @@ pub struct Retention {
     pub rejected_max_rows: u64,
     /// Refused requests are kept this many days.
     pub rejected_retention_days: f64,
+    /// The write-ahead log starts again from its beginning once it holds this much (its pages
+    /// copied into the database by the checkpointer thread, `wal.rs`).
+    pub wal_restart_mb: f64,
 }
 
 impl Default for Retention {
@@ -52,24 +56,21 @@ impl Default for Retention {
             readings_retention_days: 400.0,
             rejected_max_rows: 10_000,
             rejected_retention_days: 7.0,
+            wal_restart_mb: 32.0,
         }
     }
 }
 
 const BATCH: i64 = 1000;
-/// Keys removed by age per batch (a key is a small row: one probe each).
-const KEY_BATCH: i64 = 5000;
 /// At most this many batches per pruning pass, so the writer is never held for long.
 const MAX_BATCHES: usize = 20;
-/// At most this many batches of keys a sweep pass (`sweep_batches`).
-const MAX_SWEEP_BATCHES: usize = 200;
 
 const DONE: &str = "NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.status = 'failed')
      AND NOT EXISTS (SELECT 1 FROM effects f WHERE f.request_id = r.id
                      AND f.id > (SELECT effect_id FROM checkpoint WHERE id = 1))
      AND NOT EXISTS (SELECT 1 FROM series_images i WHERE i.request_id = r.id)";
 
-/// One pruning pass; returns how many requests and keys were removed.
+/// One pruning pass; returns how many requests were removed.
 pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite::Result<usize> {
     let mut removed = 0;
     let rejected_cutoff = now_ms - (rules.rejected_retention_days * 86_400_000.0) as i64;
@@ -79,8 +80,6 @@ pub fn prune(conn: &mut Connection, rules: &Retention, now_ms: i64) -> rusqlite:
     }
     if let Some(days) = rules.max_age_days {
         let cutoff = now_ms - (days * 86_400_000.0) as i64;
-        // Keys first: once a request is seen gone, the keys of its age went before it.
-        removed += prune_keys(conn, cutoff)?;
         for _ in 0..MAX_BATCHES {
             let n = remove_batch(conn, Some(cutoff))?;
             removed += n;
@@ -119,58 +118,6 @@ fn prune_readings(conn: &mut Connection, days: f64, now_ms: i64) -> rusqlite::Re
         tracing::info!(readings = n, "readings retention pruned old readings");
     }
     Ok(n)
-}
-
-/// Removes the processed keys received before `cutoff` from the next slice of the key table
-/// (batches of `KEY_BATCH` keys, in digest order from where the last pass stopped, kept in
-/// `key_sweep`; past the last key it starts again from the first, at most once a pass, never
-/// beyond where it began). The table has no time index: a key goes at most one sweep of the
-/// whole table after its window (never before it). Returns how many went.
-fn prune_keys(conn: &Connection, cutoff: i64) -> rusqlite::Result<usize> {
-    let (start, seen): (Vec<u8>, i64) =
-        conn.query_row("SELECT after, events_seen FROM key_sweep WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let newest: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-    let (mut after, mut wrapped, mut removed) = (start.clone(), false, 0);
-    for _ in 0..sweep_batches(newest - seen) {
-        let Some(mut end) = sweep_slice_end(conn, &after)? else {
-            // Past the last key: the table is covered, or it goes on from the first key.
-            after = Vec::new();
-            if wrapped || start.is_empty() {
-                break;
-            }
-            wrapped = true;
-            continue;
-        };
-        if wrapped && end >= start {
-            end.clone_from(&start);
-        }
-        removed += conn
-            .prepare_cached("DELETE FROM processed_keys WHERE digest > ?1 AND digest <= ?2 AND received_ms < ?3")?
-            .execute(params![after, end, cutoff])?;
-        after = end;
-        if wrapped && after == start {
-            break;
-        }
-    }
-    conn.execute("UPDATE key_sweep SET after = ?1, events_seen = ?2 WHERE id = 1", params![after, newest])?;
-    Ok(removed)
-}
-
-/// How many batches a sweep pass takes when `new` events came since the last one: at least
-/// `MAX_BATCHES`, and twice as many keys as could have come (an event has at most one key),
-/// so the sweep outpaces the keys' arrival at any rate up to `MAX_SWEEP_BATCHES` (1,000,000
-/// keys a pass; at the default pass a minute, 16,000 events a second).
-fn sweep_batches(new: i64) -> usize {
-    let wanted = (2 * new.max(0) as u64).div_ceil(KEY_BATCH as u64) as usize;
-    wanted.clamp(MAX_BATCHES, MAX_SWEEP_BATCHES)
-}
-
-/// The last digest of the slice of `KEY_BATCH` keys after `after`; `None` past the last key.
-fn sweep_slice_end(conn: &Connection, after: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.prepare_cached(
-        "SELECT MAX(digest) FROM (SELECT digest FROM processed_keys WHERE digest > ?1 ORDER BY digest LIMIT ?2)",
-    )?
-    .query_row(params![after, KEY_BATCH], |r| r.get(0))
 }
 
 /// Removes up to one batch of the oldest done requests (received before `cutoff`, if given).
@@ -256,39 +203,5 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|l| l.starts_with("SCAN r")), "{plan:?}");
-    }
-
-    /// A pass that begins in the middle of the key table goes on from its first key and
-    /// covers every key once: old ones go, fresh ones stay, and the next pass begins where
-    /// this one did.
-    #[test]
-    fn a_key_sweep_from_the_middle_covers_the_whole_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::journal::schema::open(&dir.path().join("j.db")).unwrap();
-        let mut insert =
-            conn.prepare("INSERT INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)").unwrap();
-        for i in 0..10u8 {
-            insert.execute(params![vec![i * 20; 16], i64::from(i), if i % 2 == 0 { 100 } else { 900 }]).unwrap();
-        }
-        conn.execute("UPDATE key_sweep SET after = ?1", [vec![100u8; 16]]).unwrap();
-        assert_eq!(prune_keys(&conn, 500).unwrap(), 5);
-        let left: Vec<i64> = conn
-            .prepare("SELECT event_id FROM processed_keys ORDER BY digest")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(left, [1, 3, 5, 7, 9]);
-        let after: Vec<u8> = conn.query_row("SELECT after FROM key_sweep", [], |r| r.get(0)).unwrap();
-        assert_eq!(after, vec![100u8; 16]);
-    }
-
-    #[test]
-    fn a_sweep_pass_outpaces_the_keys_that_came_since_the_last() {
-        assert_eq!(sweep_batches(0), MAX_BATCHES);
-        assert_eq!(sweep_batches(-5), MAX_BATCHES, "events pruned meanwhile");
-        assert_eq!(sweep_batches(300_000), 120, "5,000 events a second for a minute: 600,000 keys swept");
-        assert_eq!(sweep_batches(10_000_000), MAX_SWEEP_BATCHES);
     }
 }

@@ -202,8 +202,8 @@ fn migrate_payload_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// verification text and, mostly, their kept headers once, in `request_texts`: `texts.rs`;
 /// older rows keep theirs), the keys of the events rows in their
 /// stored form, and no time index on
-/// `processed_keys` (`retention::prune_keys` sweeps the table in digest order, a slice per
-/// pass, so a key goes at most one sweep after its dedup window: never early). The index
+/// `processed_keys` (`sweep::KeySweep` walks the table in digest order, a slice at a
+/// time, so a key goes at most one sweep after its dedup window: never early). The index
 /// held a copy of every key's digest and time, a third of the per-key bytes.
 fn migrate_v4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "requests", "verification_id", "INTEGER")?;

@@ -12,6 +12,8 @@ use super::outlets::Outlets;
 use super::packed::Packer;
 use super::readings;
 use super::retention::{self, Retention, room};
+use super::sweep::KeySweep;
+use super::wal::Wal;
 use super::{Job, JournalError, RejectedRecord, Reply, Submission};
 use crate::clock::Clock;
 use crate::store::DataDir;
@@ -19,6 +21,10 @@ use crate::store::dedup::digest;
 use crate::store::handles::Handles;
 
 const MAX_BATCH: usize = 512;
+/// The writer wakes at least this often while idle (the key sweep's slice a second).
+const SWEEP_WAKE: Duration = Duration::from_millis(250);
+/// Turns that took at least this long are logged (at debug level) with their cause.
+const SLOW_TURN: Duration = Duration::from_millis(20);
 
 pub struct Writer {
     conn: Connection,
@@ -38,6 +44,52 @@ pub struct Writer {
     placed: Vec<Placed>,
     /// Deflates request bodies (one compressor, set up once).
     packer: Packer,
+    /// The checkpointer thread that copies the WAL into the database.
+    wal: Wal,
+    /// The pace and position of the key sweep.
+    sweep: KeySweep,
+    /// Someone asked for a checkpoint; they wait in `checkpoint_replies`.
+    checkpoint_asked: bool,
+    checkpoint_replies: Vec<Reply>,
+}
+
+/// The jobs one turn of the writer takes (at most `MAX_BATCH`).
+#[derive(Default)]
+struct Turn {
+    batch: Vec<(Submission, Reply)>,
+    checkpoints: Vec<Reply>,
+    refused: Vec<RejectedRecord>,
+    backfill: Vec<(Box<super::backfill::Batch>, Reply)>,
+}
+
+impl Turn {
+    /// `first` and whatever else is waiting.
+    fn take(first: Option<Job>, jobs: &mpsc::Receiver<Job>) -> Self {
+        let mut turn = Self::default();
+        for job in first.into_iter().chain(std::iter::from_fn(|| jobs.try_recv().ok())).take(MAX_BATCH) {
+            match job {
+                Job::Submit(s, reply) => turn.batch.push((*s, reply)),
+                Job::Checkpoint(reply) => turn.checkpoints.push(reply),
+                Job::Rejected(r) => turn.refused.push(*r),
+                Job::Readings(b, reply) => turn.backfill.push((b, reply)),
+            }
+        }
+        turn
+    }
+}
+
+/// Logs a turn that held the writer longer than [`SLOW_TURN`], with where the time went.
+fn slow_turn(started: Instant, committed: Duration, submissions: usize) {
+    let took = started.elapsed();
+    if took >= SLOW_TURN {
+        tracing::debug!(
+            ms = took.as_millis() as u64,
+            commit_ms = committed.as_millis() as u64,
+            upkeep_ms = (took - committed).as_millis() as u64,
+            submissions,
+            "slow journal writer turn"
+        );
+    }
 }
 
 /// Where an applied effect's bytes begin in its file.
@@ -47,7 +99,14 @@ struct Placed {
 }
 
 impl Writer {
-    pub fn new(conn: Connection, data: Arc<DataDir>, retention: Retention, outlets: Outlets, clock: Clock) -> Self {
+    pub fn new(
+        conn: Connection,
+        data: Arc<DataDir>,
+        retention: Retention,
+        outlets: Outlets,
+        clock: Clock,
+        wal: Wal,
+    ) -> Self {
         Self {
             conn,
             data,
@@ -59,6 +118,10 @@ impl Writer {
             clock,
             placed: Vec::new(),
             packer: Packer::default(),
+            wal,
+            sweep: KeySweep::default(),
+            checkpoint_asked: false,
+            checkpoint_replies: Vec::new(),
         }
     }
 
@@ -67,7 +130,7 @@ impl Writer {
     fn prune(&mut self) {
         match retention::prune(&mut self.conn, &self.retention, self.clock.now_ms()) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "journal retention pruned old processed requests and keys"),
+            Ok(n) => tracing::info!(rows = n, "journal retention pruned old processed requests"),
             Err(e) => tracing::error!(error = %e, "journal retention failed; will retry"),
         }
     }
@@ -77,49 +140,85 @@ impl Writer {
         let mut last_prune = Instant::now();
         let prune_every = Duration::from_millis(self.retention.prune_interval_ms.max(10));
         loop {
-            let wait = every.saturating_sub(last_checkpoint.elapsed());
+            let wait = every.saturating_sub(last_checkpoint.elapsed()).min(SWEEP_WAKE);
             let first = match jobs.recv_timeout(wait) {
                 Ok(job) => Some(job),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut batch = Vec::new();
-            let mut checkpoints = Vec::new();
-            let mut refused = Vec::new();
-            let mut backfill = Vec::new();
-            for job in first.into_iter().chain(std::iter::from_fn(|| jobs.try_recv().ok())).take(MAX_BATCH) {
-                match job {
-                    Job::Submit(s, reply) => batch.push((*s, reply)),
-                    Job::Checkpoint(reply) => checkpoints.push(reply),
-                    Job::Rejected(r) => refused.push(*r),
-                    Job::Readings(b, reply) => backfill.push((b, reply)),
-                }
-            }
-            if !batch.is_empty() {
-                self.commit_batch(batch);
-            }
-            for (b, reply) in backfill {
-                let _ = reply.send(self.index_readings(&b));
-            }
-            self.record_rejected(refused);
-            if !checkpoints.is_empty() || last_checkpoint.elapsed() >= every {
-                let result = self.checkpoint();
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "journal checkpoint failed; will retry");
-                }
+            let started = Instant::now();
+            let idle = first.is_none();
+            let turn = Turn::take(first, &jobs);
+            let submissions = turn.batch.len();
+            self.turn(turn);
+            let committed = started.elapsed();
+            let mut checkpointed = false;
+            if last_checkpoint.elapsed() >= every || self.checkpoint_asked {
+                checkpointed = self.checkpoint_and_reply();
                 last_checkpoint = Instant::now();
-                for reply in checkpoints {
-                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Commit(e.to_string())));
-                }
-                if result.is_ok() && last_prune.elapsed() >= prune_every {
-                    self.prune();
-                    last_prune = Instant::now();
-                }
             }
+            // Keys before requests: a key table smaller than a slice is swept whole in the turn
+            // its old requests go.
+            let swept = self.sweep_keys();
+            let due = checkpointed && last_prune.elapsed() >= prune_every;
+            if due {
+                self.prune();
+                last_prune = Instant::now();
+            }
+            if swept || due || !idle {
+                self.wal.committed();
+            }
+            if self.wal.wants_reset() {
+                self.wal.finish(&self.conn);
+            }
+            slow_turn(started, committed, submissions);
         }
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "final journal checkpoint failed; effects will be redone at start-up");
         }
+    }
+
+    /// One turn's work, in order: the batch's commit, the backfill, refused requests.
+    fn turn(&mut self, turn: Turn) {
+        if !turn.batch.is_empty() {
+            self.commit_batch(turn.batch);
+        }
+        for (b, reply) in turn.backfill {
+            let _ = reply.send(self.index_readings(&b));
+        }
+        self.record_rejected(turn.refused);
+        self.checkpoint_asked |= !turn.checkpoints.is_empty();
+        self.checkpoint_replies.extend(turn.checkpoints);
+    }
+
+    /// Syncs the data directory's files and answers who asked for it; returns whether it
+    /// succeeded (retention prunes right after a checkpoint that did).
+    fn checkpoint_and_reply(&mut self) -> bool {
+        let result = self.checkpoint();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "journal checkpoint failed; will retry");
+        }
+        self.checkpoint_asked = false;
+        for reply in self.checkpoint_replies.drain(..) {
+            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Commit(e.to_string())));
+        }
+        result.is_ok()
+    }
+
+    /// The due slices of the key sweep (keys received before the retention window); returns
+    /// whether any ran.
+    fn sweep_keys(&mut self) -> bool {
+        let Some(days) = self.retention.max_age_days else { return false };
+        if self.sweep.due() == 0 {
+            return false;
+        }
+        let cutoff = self.clock.now_ms() - (days * 86_400_000.0) as i64;
+        match self.sweep.run(&mut self.conn, cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "journal retention pruned old processed keys"),
+            Err(e) => tracing::error!(error = %e, "journal key sweep failed; will retry"),
+        }
+        true
     }
 
     /// Indexes a batch of the readings backfill.
@@ -166,6 +265,7 @@ impl Writer {
                 return;
             }
         };
+        self.sweep.arrived(batch.iter().map(|(s, _)| s.events.len()).sum());
         let mut failed = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
         self.handles.new_batch();
