@@ -7,12 +7,11 @@
 //! deflate (level 1) with one compressor kept by the writer thread: its tables are set up
 //! once, not per request.
 //!
-//! The dictionary is the first part of one deflate stream: the writer compresses it, flushes
-//! to a byte boundary (`Sync`: the next block starts on a fresh byte, the window keeps the
-//! dictionary) and keeps only what the body adds. A reader puts the dictionary back in front
-//! as a stored block — any encoding of it leaves the same window — and drops its bytes from
-//! what inflates. The dictionary's bytes can therefore never change: another dictionary
-//! would be another `packed` value.
+//! The dictionary is deflate's preset dictionary: the writer's compressor starts each body
+//! with it in its window (`set_dictionary`), so the body's stream may refer back into it. A
+//! reader puts the dictionary in front as a stored block — the same window — and drops its
+//! bytes from what inflates. The dictionary's bytes can therefore never change: another
+//! dictionary would be another `packed` value.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -60,17 +59,13 @@ impl Packer {
         }
         self.compress.reset();
         self.out.clear();
-        self.out.reserve(DICTIONARY.len() + body.len() + 64);
-        let primed = self.compress.compress_vec(DICTIONARY, &mut self.out, FlushCompress::Sync);
-        if !matches!(primed, Ok(Status::Ok)) || self.compress.total_in() != DICTIONARY.len() as u64 {
+        self.out.reserve(body.len() + 64);
+        if self.compress.set_dictionary(DICTIONARY).is_err() {
             return (Cow::Borrowed(body), 0);
         }
-        let mark = self.out.len();
         let room = body.len() - body.len() / 8;
         match self.compress.compress_vec(body, &mut self.out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) if self.out.len() - mark <= room => {
-                (Cow::Borrowed(&self.out[mark..]), WITH_DICTIONARY)
-            }
+            Ok(Status::StreamEnd) if self.out.len() <= room => (Cow::Borrowed(&self.out[..]), WITH_DICTIONARY),
             _ => (Cow::Borrowed(body), 0),
         }
     }
