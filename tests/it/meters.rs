@@ -156,18 +156,7 @@ async fn unknown_series_and_bad_ranges_are_refused_and_the_api_needs_the_token()
 #[tokio::test]
 async fn each_numeric_wattmon_column_and_each_wattsense_property_is_a_series() {
     let app = spawn_app(CONFIG).await;
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("key", "00:04:A3:12:34:56"), ("data", fixture_text("wattmon/block.csv").as_str())])
-        .finish();
-    let res = app
-        .client
-        .post(app.url("/wattmon/export?token=w4ttm0n"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.text().await.unwrap(), "OK");
+    assert_eq!(post_wattmon_block(&app, &fixture_text("wattmon/block.csv")).await, "OK");
     for file in ["value.json", "values.json"] {
         let body = fixture_json(&format!("wattsense/{file}"));
         let res = app.client.post(app.url("/wattsense/values")).json(&body).send().await.unwrap();
@@ -222,7 +211,18 @@ fn a_spec_with_a_malformed_readings_block_is_refused_naming_the_problem() {
 #[tokio::test]
 async fn a_wattmon_block_timed_in_unix_seconds_makes_no_series_of_its_time_column() {
     let app = spawn_app(CONFIG).await;
-    let data = "Epoch,Voltage\n1756728000,52.1\n1756728060,52.0\n";
+    assert_eq!(post_wattmon_block(&app, "Epoch,Voltage\n1756728000,52.1\n1756728060,52.0\n").await, "OK");
+    let (_, all) = admin(&app, "/api/series").await;
+    let names: Vec<&str> = all.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["00-04-a3-12-34-56 / Voltage"], "the first column is the time, not a meter");
+    let s = series(&app, "00-04-a3-12-34-56 / Voltage").await;
+    let (_, points) = admin(&app, &format!("/api/series/{}/points", s["id"].as_str().unwrap())).await;
+    let noon = 1_756_728_000_000i64;
+    assert_eq!(points["points"], json!([[noon, 52.1], [noon + 60_000, 52.0]]));
+}
+
+/// Posts one Wattmon block of device 00:04:A3:12:34:56; the reply's body.
+async fn post_wattmon_block(app: &TestApp, data: &str) -> String {
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs([("key", "00:04:A3:12:34:56"), ("data", data)])
         .finish();
@@ -234,12 +234,5 @@ async fn a_wattmon_block_timed_in_unix_seconds_makes_no_series_of_its_time_colum
         .send()
         .await
         .unwrap();
-    assert_eq!(res.text().await.unwrap(), "OK");
-    let (_, all) = admin(&app, "/api/series").await;
-    let names: Vec<&str> = all.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["00-04-a3-12-34-56 / Voltage"], "the first column is the time, not a meter");
-    let s = series(&app, "00-04-a3-12-34-56 / Voltage").await;
-    let (_, points) = admin(&app, &format!("/api/series/{}/points", s["id"].as_str().unwrap())).await;
-    let noon = 1_756_728_000_000i64;
-    assert_eq!(points["points"], json!([[noon, 52.1], [noon + 60_000, 52.0]]));
+    res.text().await.unwrap()
 }
