@@ -106,6 +106,10 @@ const SCHEMA_VERSION: i64 = 5;
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
+    // The one writer takes the write lock when it begins (waiting for it up to the busy
+    // timeout), not at its first write: a transaction that began by reading and then writes
+    // fails at once ("database is locked", SQLITE_BUSY_SNAPSHOT) when its snapshot went stale.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     // After a WAL checkpoint, shrink the WAL file back to at most 64 MiB.

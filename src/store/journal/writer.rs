@@ -258,7 +258,7 @@ impl Writer {
         let ids = match self.record(&batch) {
             Ok(ids) => ids,
             Err(e) => {
-                tracing::error!(error = %e, requests = batch.len(), "journal commit failed");
+                tracing::error!(error = %e, sqlite = sqlite_code(&e), requests = batch.len(), "journal commit failed");
                 for (_, reply) in batch {
                     let _ = reply.send(Err(JournalError::Commit(e.to_string())));
                 }
@@ -394,4 +394,12 @@ fn drop_placed_bytes(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Resul
         drop.execute(params![p.effect_id])?;
     }
     Ok(())
+}
+
+/// SQLite's extended result code behind `e`, if it is one (`5`: busy, `517`: busy snapshot).
+fn sqlite_code(e: &JournalError) -> Option<i32> {
+    match e {
+        JournalError::Sql(rusqlite::Error::SqliteFailure(f, _)) => Some(f.extended_code),
+        _ => None,
+    }
 }
