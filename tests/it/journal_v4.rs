@@ -52,15 +52,15 @@ DROP TABLE key_sweep;
 PRAGMA user_version = 3;
 "#;
 
-fn key(n: u64) -> String {
+/// The stored key of the gridX ping numbered `n`.
+pub fn key(n: u64) -> String {
     format!(r#"["gridx","events","00000000-0000-4000-8000-{n:012}"]"#)
 }
 
-#[tokio::test]
-async fn a_version_3_journal_opens_as_version_4_and_5_with_every_event_shown_and_replayable() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let app = start(&data).await;
+/// A journal in `data` of four gridX pings: two processed, one failed (`boom`), one resent
+/// (a duplicate); checkpointed, the server stopped.
+pub async fn seed(data: &Path) {
+    let app = start(data).await;
     let base = app.url("");
     for (n, message) in [(1, "one"), (2, "two"), (9, "boom"), (1, "one")] {
         let status = post_gridx(&app.client, &base, "s", ping(n, message)).await.unwrap();
@@ -68,6 +68,13 @@ async fn a_version_3_journal_opens_as_version_4_and_5_with_every_event_shown_and
     }
     checkpointed(&app).await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_version_3_journal_opens_as_version_4_and_5_with_every_event_shown_and_replayable() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    seed(&data).await;
     journal(&data).execute_batch(crate::journal_v5::BACK_TO_VERSION_4).unwrap();
     journal(&data).execute_batch(BACK_TO_VERSION_3).unwrap();
     let stored = |sql: &str| journal(&data).query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();

@@ -6,7 +6,7 @@
 
 use crate::helpers::{gridx_ping as ping, post_gridx};
 use crate::journal_once::checkpointed;
-use crate::journal_v4::{VERIFIED, admin, journal, start, urlencode};
+use crate::journal_v4::{VERIFIED, admin, journal, key, seed, start, urlencode};
 
 /// What version 4 kept: each request's spec version and client on its row, the ids of its
 /// verification text and headers, each effect's path.
@@ -42,22 +42,11 @@ fn deflate_alone(conn: &rusqlite::Connection) {
     }
 }
 
-fn key(n: u64) -> String {
-    format!(r#"["gridx","events","00000000-0000-4000-8000-{n:012}"]"#)
-}
-
 #[tokio::test]
 async fn a_version_4_journal_opens_as_version_5_with_every_event_shown_and_replayable() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let app = start(&data).await;
-    let base = app.url("");
-    for (n, message) in [(1, "one"), (2, "two"), (9, "boom"), (1, "one")] {
-        let status = post_gridx(&app.client, &base, "s", ping(n, message)).await.unwrap();
-        assert_eq!(status == 204, message != "boom", "{message}: {status}");
-    }
-    checkpointed(&app).await;
-    app.stop().await;
+    seed(&data).await;
     journal(&data).execute_batch(BACK_TO_VERSION_4).unwrap();
     deflate_alone(&journal(&data));
     let stored = |sql: &str| journal(&data).query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
