@@ -1,11 +1,13 @@
 //! The dedup memory: which idempotency keys were processed, so a resent request is not
 //! processed twice.
 //!
-//! Processed keys live in the journal's `processed_keys` table (a 128-bit digest of the key,
-//! the event that processed it, its receive time), written in the same transaction as the
-//! event, and kept for the retention window (`[journal] max_age_days`). A claim looks a key up
-//! there through a [`KeyIndex`] (one B-tree probe on a pooled read connection), after a
-//! bounded cache of recently processed keys: memory and start-up do not grow with history.
+//! Processed keys live in the journal (a 128-bit digest of the key, the event that processed
+//! it, its receive time), written in the same transaction as the event, in tiers
+//! (`journal/tiers.rs`: recent keys held in memory too, runs behind Bloom filters, the merged
+//! `processed_keys`), and kept for the retention window (`[journal] max_age_days`). A claim
+//! looks a key up there through a [`KeyIndex`] (memory, then about one B-tree probe on a
+//! pooled read connection), after a bounded cache of recently processed keys: memory and
+//! start-up do not grow with history.
 //! A key is *claimed* while its request is being processed: a concurrent duplicate is told
 //! to retry rather than acknowledged early. The claim is taken before the disk is asked, so
 //! a key committed meanwhile is never claimed twice.
@@ -18,11 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension};
+use std::sync::Arc;
+
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-/// Recently processed keys kept in memory (about 40 bytes each).
-pub const CACHE_KEYS: usize = 65_536;
+use super::journal::tiers::Tiers;
+
+/// Recently processed keys kept in memory (about 40 bytes each); the journal's recent tier
+/// holds the last ~65,000 too, so this is only the first stop of a resend.
+pub const CACHE_KEYS: usize = 8_192;
 /// Read connections kept for lookups (more are opened when needed, and dropped after).
 const POOLED_READERS: usize = 4;
 
@@ -53,16 +60,19 @@ pub enum Claim {
     InFlight,
 }
 
-/// Processed keys on disk: lookups in the journal's `processed_keys` table.
+/// Processed keys on disk: lookups in the journal's key tiers (`journal/tiers.rs`: the recent
+/// keys in memory, the runs behind their filters, `processed_keys`).
 pub struct KeyIndex {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    tiers: Arc<Tiers>,
 }
 
 impl KeyIndex {
-    /// Lookups in the journal database at `path` (connections are opened when first needed).
-    pub fn new(path: &Path) -> Self {
-        Self { path: path.to_owned(), readers: Mutex::new(Vec::new()) }
+    /// Lookups in the journal database at `path` (connections are opened when first needed)
+    /// and its `tiers`.
+    pub fn new(path: &Path, tiers: Arc<Tiers>) -> Self {
+        Self { path: path.to_owned(), readers: Mutex::new(Vec::new()), tiers }
     }
 
     /// Whether the journal holds `digest` as processed.
@@ -72,10 +82,7 @@ impl KeyIndex {
             Some(conn) => conn,
             None => self.connect()?,
         };
-        let found = conn
-            .prepare_cached("SELECT 1 FROM processed_keys WHERE digest = ?1")?
-            .query_row([&digest[..]], |_| Ok(()))
-            .optional()?;
+        let found = self.tiers.event_of(&conn, digest)?;
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         if readers.len() < POOLED_READERS {
             readers.push(conn);
@@ -87,6 +94,8 @@ impl KeyIndex {
         let conn = Connection::open(&self.path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "query_only", true)?;
+        // A statement for each run's table besides the merged one's.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 }

@@ -26,7 +26,7 @@ pub fn journal_use(data: &Path) -> Use {
         // One row per event in each: the events, their processed keys, the readings index.
         event_rows: one(
             "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name LIKE 'events%' OR name LIKE 'processed_keys%'
-             OR name LIKE 'readings%' OR name LIKE 'series%'",
+             OR name LIKE 'keys_recent%' OR name LIKE 'keys_run%' OR name LIKE 'readings%' OR name LIKE 'series%'",
         ),
         events: one("SELECT COUNT(*) FROM events"),
     }

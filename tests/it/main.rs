@@ -25,6 +25,7 @@ mod journal_once;
 mod journal_read_back;
 mod journal_v4;
 mod journal_v5;
+mod key_tiers;
 mod meters;
 mod meters_history;
 mod metrics;

@@ -31,7 +31,7 @@ fn claims_exclude_each_other_until_committed_or_released() {
 #[test]
 fn a_key_the_cache_forgot_is_still_seen_on_disk() {
     let (_dir, path) = journal_with(&["k1", "k2", "k3", "k4"]);
-    let keys = SeenKeys::on_disk(KeyIndex::new(&path), 2);
+    let keys = SeenKeys::on_disk(KeyIndex::new(&path, Default::default()), 2);
     assert_eq!(keys.claim("k1"), Claim::Seen, "found on disk, not in memory");
     for k in ["k2", "k3", "k4"] {
         assert_eq!(keys.claim(k), Claim::Seen);
@@ -45,7 +45,7 @@ fn a_key_the_cache_forgot_is_still_seen_on_disk() {
 #[test]
 fn an_unreadable_index_asks_for_a_retry_and_holds_nothing() {
     let (_dir, path) = journal_with(&["k1"]);
-    let keys = SeenKeys::on_disk(KeyIndex::new(&path), 2);
+    let keys = SeenKeys::on_disk(KeyIndex::new(&path, Default::default()), 2);
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch("ALTER TABLE processed_keys RENAME TO unreadable").unwrap();
     assert_eq!(keys.claim("k1"), Claim::InFlight, "an error is not read as 'not processed'");

@@ -32,8 +32,10 @@ impl Bulk {
     pub fn insert(&mut self, submissions: &[Submission]) -> Result<(), JournalError> {
         let tx = self.conn.transaction()?;
         let mut packer = super::packed::Packer::default();
+        // Keys straight into the merged table: a load has no recent tier to flush.
+        let mut keys = super::insert::KeyWrites::new(None);
         for s in submissions {
-            writer::insert_submission(&tx, s, &mut packer)?;
+            writer::insert_submission(&tx, s, &mut packer, &mut keys)?;
         }
         // As after a checkpoint: the effects count as applied, their bytes leave the journal.
         tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;

@@ -1,14 +1,32 @@
 //! Recording one submission in the writer's transaction: the request (its body deflated
 //! when that pays, its events' data left to be derived again from it), its events, their
-//! processed keys (`processed_keys`), and its effects (their bytes in `effect_bytes` until
-//! their checkpoint).
+//! processed keys (the recent tier, `tiers.rs`; a bulk load writes `processed_keys`), and
+//! its effects (their bytes in `effect_bytes` until their checkpoint).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::packed::Packer;
+use super::tiers::Tiers;
 use super::{EventRecord, JournalError, RequestRecord, Status, Submission, Target};
 use super::{keys, texts};
 use crate::store::dedup::digest;
+
+/// Where the keys a transaction processes go, and what it added: the tiers' recent table
+/// (the server: the writer hands `added` to the tiers once the transaction committed), or
+/// with no tiers straight into `processed_keys` (a bulk load).
+pub struct KeyWrites<'t> {
+    pub tiers: Option<&'t Tiers>,
+    /// (digest, event, receive time) of each key remembered so far.
+    pub added: Vec<([u8; 16], i64, i64)>,
+    /// The `keys_recent` row (`seq`) and event of each key remembered so far in the recent tier.
+    rows: Vec<(i64, i64)>,
+}
+
+impl<'t> KeyWrites<'t> {
+    pub fn new(tiers: Option<&'t Tiers>) -> Self {
+        Self { tiers, added: Vec::new(), rows: Vec::new() }
+    }
+}
 
 /// What one submission wrote: its event rows and the id range of its effects.
 #[derive(Clone, Debug)]
@@ -21,27 +39,38 @@ pub struct Recorded {
     pub event_ids: Vec<i64>,
     /// The idempotency key of each event (by position).
     pub keys: Vec<Option<String>>,
+    /// The recent tier's rows (`seq`, event) of the keys it processed: what a failed write
+    /// takes back.
+    pub key_rows: Vec<(i64, i64)>,
     pub effects: Option<(i64, i64)>,
 }
 
-pub fn insert_submission(tx: &Transaction<'_>, s: &Submission, packer: &mut Packer) -> Result<Recorded, JournalError> {
+pub fn insert_submission(
+    tx: &Transaction<'_>,
+    s: &Submission,
+    packer: &mut Packer,
+    keys: &mut KeyWrites<'_>,
+) -> Result<Recorded, JournalError> {
+    let first_row = keys.rows.len();
     let (request_id, event_ids, reply_status, failed_status) = match &s.target {
         Target::New(request) => {
-            let (request_id, ids, status) = insert_request(tx, request, &s.events, packer)?;
+            let (request_id, ids, status) = insert_request(tx, request, &s.events, packer, keys)?;
             (request_id, ids, status, Some(request.failed_status))
         }
         Target::Replay { event_id, request_id } => {
-            update_replayed(tx, *event_id, *request_id, s.events.first())?;
+            update_replayed(tx, *event_id, *request_id, s.events.first(), keys)?;
             (*request_id, vec![*event_id], 0, None)
         }
     };
+    let key_writes = keys;
     let keys = s.events.iter().map(|e| e.key.clone()).collect();
     let mut range: Option<(i64, i64)> = None;
     for effect in &s.effects {
         let id = insert_effect(tx, request_id, effect)?;
         range = Some((range.map_or(id, |r| r.0), id));
     }
-    Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, effects: range })
+    let key_rows = key_writes.rows[first_row..].to_vec();
+    Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, key_rows, effects: range })
 }
 
 /// One effect: its row (kind, size, digest, and its path: as the id of the text for an
@@ -71,6 +100,7 @@ fn insert_request(
     r: &RequestRecord,
     events: &[EventRecord],
     packer: &mut Packer,
+    keys: &mut KeyWrites<'_>,
 ) -> Result<(i64, Vec<i64>, u16), JournalError> {
     let failed = events.iter().any(|e| e.outcome == Status::Failed);
     let reply_status = if failed { r.failed_status } else { r.reply_status };
@@ -108,7 +138,7 @@ fn insert_request(
         shape_id
     ])?;
     let request_id = tx.last_insert_rowid();
-    let ids = insert_events(tx, (request_id, r), events, derived)?;
+    let ids = insert_events(tx, (request_id, r), events, derived, keys)?;
     Ok((request_id, ids, reply_status))
 }
 
@@ -133,6 +163,7 @@ fn insert_events(
     (request_id, r): (i64, &RequestRecord),
     events: &[EventRecord],
     derived: bool,
+    keys: &mut KeyWrites<'_>,
 ) -> Result<Vec<i64>, JournalError> {
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (request_id, idx, idem_key, data, blob, status, error, logs, duplicate_of)
@@ -142,7 +173,7 @@ fn insert_events(
     for e in events {
         let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
         let original = match (e.outcome, &e.key) {
-            (Status::Duplicate, Some(key)) => processed_event(tx, key)?,
+            (Status::Duplicate, Some(key)) => processed_event(tx, key, keys)?,
             _ => None,
         };
         let data = if derived || original.is_some() { "" } else { e.data.as_str() };
@@ -152,7 +183,7 @@ fn insert_events(
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
         if let (Status::Processed, Some(full), Some(key)) = (e.outcome, &e.key, key) {
-            remember_key(tx, (full, key), event_id, r.received_ms)?;
+            remember_key(tx, (full, key), event_id, r.received_ms, keys)?;
         }
     }
     Ok(ids)
@@ -163,6 +194,7 @@ fn update_replayed(
     event_id: i64,
     request_id: i64,
     record: Option<&EventRecord>,
+    keys: &mut KeyWrites<'_>,
 ) -> Result<(), JournalError> {
     let Some(e) = record else { return Ok(()) };
     let logs = (!e.logs.is_empty()).then(|| serde_json::to_string(&e.logs).unwrap_or_default());
@@ -176,25 +208,46 @@ fn update_replayed(
             params![request_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        remember_key(tx, (key, keys::stored(&protocol, &operation, key)), event_id, received_ms)?;
+        remember_key(tx, (key, keys::stored(&protocol, &operation, key)), event_id, received_ms, keys)?;
     }
     Ok(())
 }
 
 /// The event that processed `key`, if the journal still has it (its key may outlive it:
 /// keys are kept for the whole dedup window, requests may be pruned earlier by size).
-fn processed_event(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT e.id FROM processed_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ?1")?
-        .query_row(params![&digest(key)[..]], |row| row.get(0))
-        .optional()
+fn processed_event(tx: &Transaction<'_>, key: &str, keys: &KeyWrites<'_>) -> rusqlite::Result<Option<i64>> {
+    let digest = digest(key);
+    let event = match keys.added.iter().rev().find(|k| k.0 == digest) {
+        Some(k) => Some(k.1),
+        None => match keys.tiers {
+            Some(tiers) => tiers.event_of(tx, &digest)?,
+            None => super::tiers::stored_event(tx, &digest)?,
+        },
+    };
+    let Some(event) = event else { return Ok(None) };
+    tx.prepare_cached("SELECT id FROM events WHERE id = ?1")?.query_row([event], |row| row.get(0)).optional()
 }
 
-/// A key was processed (the event row says so): it goes into `processed_keys`, and earlier
-/// failed attempts with it become `superseded` (one probe of the small index of failed keys,
-/// which holds keys as stored: `(full, stored)`).
-fn remember_key(tx: &Transaction<'_>, key: (&str, &str), event_id: i64, received_ms: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![&digest(key.0)[..], event_id, received_ms])?;
+/// A key was processed (the event row says so): it goes into the recent tier (or, for a
+/// bulk load, `processed_keys`), and earlier failed attempts with it become `superseded`
+/// (one probe of the small index of failed keys, which holds keys as stored: `(full, stored)`).
+fn remember_key(
+    tx: &Transaction<'_>,
+    key: (&str, &str),
+    event_id: i64,
+    received_ms: i64,
+    keys: &mut KeyWrites<'_>,
+) -> rusqlite::Result<()> {
+    let digest = digest(key.0);
+    if keys.tiers.is_some() {
+        tx.prepare_cached("INSERT INTO keys_recent (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
+            .execute(params![&digest[..], event_id, received_ms])?;
+        keys.rows.push((tx.last_insert_rowid(), event_id));
+    } else {
+        tx.prepare_cached("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, ?3)")?
+            .execute(params![&digest[..], event_id, received_ms])?;
+    }
+    keys.added.push((digest, event_id, received_ms));
     tx.prepare_cached(
         "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
     )?

@@ -31,6 +31,7 @@ pub mod series;
 pub mod stats;
 mod sweep;
 mod texts;
+pub mod tiers;
 mod wal;
 mod writer;
 pub mod written;
@@ -255,6 +256,8 @@ pub struct Journal {
     rejected_queued: Arc<AtomicUsize>,
     /// New log entries, published after their commit (never waited on).
     feed: tokio::sync::broadcast::Sender<FeedBatch>,
+    /// The processed keys' recent tier and runs (`tiers.rs`), for the key lookups.
+    tiers: Arc<tiers::Tiers>,
 }
 
 impl Journal {
@@ -276,7 +279,8 @@ impl Journal {
         let rejected_queued = Arc::new(AtomicUsize::new(0));
         let outlets = outlets::Outlets::new(feed.clone(), rejected_queued.clone());
         let wal = wal::Wal::start(&conn, &path, retention.wal_restart_mb)?;
-        let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock, wal);
+        let tiers = Arc::new(tiers::Tiers::load(&conn)?);
+        let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock, wal, tiers.clone());
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -284,7 +288,18 @@ impl Journal {
             .map_err(|source| JournalError::Io { path: dir, source })?;
         let (room_until, opened) = (AtomicU64::new(0), Instant::now());
         let worker = Mutex::new(Some(worker));
-        Ok(Self { jobs: Mutex::new(tx), path, data, floor_mb, room_until, opened, worker, rejected_queued, feed })
+        Ok(Self {
+            jobs: Mutex::new(tx),
+            path,
+            data,
+            floor_mb,
+            room_until,
+            opened,
+            worker,
+            rejected_queued,
+            feed,
+            tiers,
+        })
     }
 
     /// Records `submission` durably and applies its effects; returns once both are done.
@@ -350,7 +365,7 @@ impl Journal {
 
     /// Lookups of processed keys in this journal (the dedup memory's disk).
     pub fn key_index(&self) -> KeyIndex {
-        KeyIndex::new(&self.path)
+        KeyIndex::new(&self.path, self.tiers.clone())
     }
 
     /// The data directory the journal's effects are applied to.

@@ -120,10 +120,7 @@ fn placeholder(conn: &Connection, request_id: i64, index: usize) -> Result<Event
 /// Whether `key` has been processed (by this event or another).
 pub fn key_processed(conn: &Connection, key: &str) -> Result<bool, JournalError> {
     let digest = crate::store::dedup::digest(key);
-    let found: Option<i64> = conn
-        .query_row("SELECT event_id FROM processed_keys WHERE digest = ?1", params![&digest[..]], |r| r.get(0))
-        .optional()?;
-    Ok(found.is_some())
+    Ok(super::tiers::stored_event(conn, &digest)?.is_some())
 }
 
 /// Which events to list (management API).

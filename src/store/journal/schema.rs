@@ -100,8 +100,10 @@ INSERT OR IGNORE INTO key_sweep (id, after) VALUES (1, x'');
 /// and drops the time index of `processed_keys`: old keys
 /// are found by a sweep along the key table's own order instead ([`migrate_v4`]). Version 5
 /// keeps what a request shares with its sender's others (spec version, client, verification
-/// and headers) once as its shape, and each effect's path once (`texts.rs`, [`migrate_v5`]).
-const SCHEMA_VERSION: i64 = 5;
+/// and headers) once as its shape, and each effect's path once (`texts.rs`, [`migrate_v5`]). Version 6 adds the
+/// processed keys' recent tier and runs (`tiers.rs`); the keys of older journals stay in
+/// `processed_keys`, the merged tier.
+const SCHEMA_VERSION: i64 = 6;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -126,6 +128,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     tx.execute_batch(super::readings::SCHEMA)?;
     tx.execute_batch(super::rejected::SCHEMA)?;
     tx.execute_batch(super::texts::SCHEMA)?;
+    tx.execute_batch(super::tiers::SCHEMA)?;
     if version < 3 {
         add_column(&tx, "requests", "reply_status", "INTEGER NOT NULL DEFAULT 200")?;
         add_column(&tx, "requests", "method", "TEXT NOT NULL DEFAULT ''")?;
@@ -289,7 +292,7 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 5);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 6);
         // Version 2's columns are there, empty for the old rows.
         let (client, original): (String, Option<i64>) = conn
             .query_row(

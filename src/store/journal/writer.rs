@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction, params};
 
 use super::indexer::Indexer;
-pub(super) use super::insert::{Recorded, insert_submission};
+pub(super) use super::insert::{KeyWrites, Recorded, insert_submission};
 use super::outlets::Outlets;
 use super::packed::Packer;
 use super::readings;
 use super::retention::{self, Retention, room};
 use super::sweep::KeySweep;
+use super::tiers::{Between, Tiers, Upkeep};
 use super::wal::Wal;
 use super::{Job, JournalError, RejectedRecord, Reply, Submission};
 use crate::clock::Clock;
@@ -48,6 +49,9 @@ pub struct Writer {
     wal: Wal,
     /// The pace and position of the key sweep.
     sweep: KeySweep,
+    /// The processed keys' tiers (shared with the lookups), and the flush and merge under way.
+    tiers: Arc<Tiers>,
+    upkeep: Upkeep,
     /// Someone asked for a checkpoint; they wait in `checkpoint_replies`.
     checkpoint_asked: bool,
     checkpoint_replies: Vec<Reply>,
@@ -106,6 +110,7 @@ impl Writer {
         outlets: Outlets,
         clock: Clock,
         wal: Wal,
+        tiers: Arc<Tiers>,
     ) -> Self {
         Self {
             conn,
@@ -120,6 +125,8 @@ impl Writer {
             packer: Packer::default(),
             wal,
             sweep: KeySweep::default(),
+            tiers,
+            upkeep: Upkeep::default(),
             checkpoint_asked: false,
             checkpoint_replies: Vec::new(),
         }
@@ -159,7 +166,7 @@ impl Writer {
             }
             // Keys before requests: a key table smaller than a slice is swept whole in the turn
             // its old requests go.
-            let swept = self.sweep_keys();
+            let swept = self.key_upkeep() | self.sweep_keys();
             let due = checkpointed && last_prune.elapsed() >= prune_every;
             if due {
                 self.prune();
@@ -203,6 +210,26 @@ impl Writer {
             let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| JournalError::Commit(e.to_string())));
         }
         result.is_ok()
+    }
+
+    /// The keys' tiers between turns: old keys out of the recent tier and the runs, a slice
+    /// of the flush and of the merge under way (`tiers.rs`); returns whether it wrote.
+    fn key_upkeep(&mut self) -> bool {
+        let cutoff = self.retention.max_age_days.map(|days| self.clock.now_ms() - (days * 86_400_000.0) as i64);
+        let started = Instant::now();
+        let now = Between { cutoff, hold: self.wal.wants_reset() };
+        match self.upkeep.step(&mut self.conn, &self.tiers, now) {
+            Ok(wrote) => {
+                if started.elapsed() >= SLOW_TURN {
+                    tracing::debug!(ms = started.elapsed().as_millis() as u64, "slow key tiers step");
+                }
+                wrote
+            }
+            Err(e) => {
+                tracing::error!(error = %e, sqlite = sqlite_code_of(&e), "journal key tiers: a flush or merge slice failed; will retry");
+                true
+            }
+        }
     }
 
     /// The due slices of the key sweep (keys received before the retention window); returns
@@ -305,8 +332,9 @@ impl Writer {
         let mut ids = Vec::with_capacity(batch.len());
         let mut newly_dirty = Vec::new();
         let mut indexer = Indexer::default();
+        let mut keys = KeyWrites::new(Some(&self.tiers));
         for (s, _) in batch {
-            let recorded = insert_submission(&tx, s, &mut self.packer)?;
+            let recorded = insert_submission(&tx, s, &mut self.packer, &mut keys)?;
             indexer.index(&tx, s, recorded.request_id, &recorded.event_ids)?;
             ids.push(recorded);
             for effect in &s.effects {
@@ -321,11 +349,16 @@ impl Writer {
         }
         indexer.save(&tx)?;
         tx.commit()?;
+        // Before anyone is answered: a resend of these keys finds them from now on.
+        self.tiers.added(&keys.added);
+        self.upkeep.arrived(keys.added.len());
         self.dirty.extend(newly_dirty);
         Ok(ids)
     }
 
     fn mark_failed(&mut self, failed: &[(Recorded, String)]) -> rusqlite::Result<()> {
+        let runs = self.upkeep.run_tables(&self.tiers);
+        let mut forgotten = Vec::new();
         let tx = self.conn.transaction()?;
         for (recorded, error) in failed {
             let error = format!("could not write to the data directory: {error}");
@@ -335,10 +368,19 @@ impl Writer {
                     params![event_id, error],
                 )?;
                 if let (1, Some(key)) = (marked, key) {
-                    tx.execute(
-                        "DELETE FROM processed_keys WHERE digest = ?1 AND event_id = ?2",
-                        params![&digest(key)[..], event_id],
-                    )?;
+                    let digest = digest(key);
+                    // The recent row by its seq (that table has no index by digest), the
+                    // merged table and the runs (a flush may have moved it) by digest.
+                    for seq in recorded.key_rows.iter().filter(|r| r.1 == *event_id).map(|r| r.0) {
+                        tx.execute("DELETE FROM keys_recent WHERE seq = ?1", [seq])?;
+                    }
+                    for table in std::iter::once("processed_keys".to_owned()).chain(runs.iter().cloned()) {
+                        tx.execute(
+                            &format!("DELETE FROM {table} WHERE digest = ?1 AND event_id = ?2"),
+                            params![&digest[..], event_id],
+                        )?;
+                    }
+                    forgotten.push((digest, *event_id));
                 }
             }
             readings::forget(&tx, &recorded.event_ids)?;
@@ -353,7 +395,12 @@ impl Writer {
                 )?;
             }
         }
-        tx.commit()
+        tx.commit()?;
+        for (digest, event_id) in forgotten {
+            self.upkeep.forget(&digest, event_id);
+            self.tiers.forget(&digest, event_id);
+        }
+        Ok(())
     }
 
     /// Syncs every dirty file, then records their lengths and the last applied effect.
@@ -399,7 +446,14 @@ fn drop_placed_bytes(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Resul
 /// SQLite's extended result code behind `e`, if it is one (`5`: busy, `517`: busy snapshot).
 fn sqlite_code(e: &JournalError) -> Option<i32> {
     match e {
-        JournalError::Sql(rusqlite::Error::SqliteFailure(f, _)) => Some(f.extended_code),
+        JournalError::Sql(e) => sqlite_code_of(e),
+        _ => None,
+    }
+}
+
+fn sqlite_code_of(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
         _ => None,
     }
 }
