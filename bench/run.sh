@@ -11,7 +11,9 @@
 # measured: time to the first served request (polling /healthz), RSS after start-up (VmRSS)
 # and its peak (VmHWM), gridX throughput (against hookyard-gridx on an empty journal in the same
 # run), RSS after the load, and journal bytes per event. Its `[journal] max_size_mb` is
-# raised so the size rule does not prune the history while it is measured.
+# raised so the size rule does not prune the history while it is measured. Its gridX load
+# lasts BENCH_HISTORY_SECONDS (default: as the others): a minute or two takes it through a
+# merge of the processed keys' runs (every ~1,000,000 keys), which a 10 s load does not reach.
 # BENCH_ONLY="hookyard history" runs only those sections (hookyard, history, ceiling, webhook);
 # BENCH_SCENARIOS="gridx gridx-3-tails" only those hookyard scenarios, in that order;
 # BENCH_PROFILE=release (or dev) builds with that Cargo profile instead of dist, for trials.
@@ -19,10 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${BENCH_SECONDS:-10}
+history_secs=${BENCH_HISTORY_SECONDS:-$secs}
 conc=${BENCH_CONCURRENCY:-64}
 history=${BENCH_HISTORY:-10000000}
 only=${BENCH_ONLY:-hookyard history ceiling webhook}
-[ "${1:-}" = "--smoke" ] && { secs=2; history=${BENCH_HISTORY:-20000}; }
+[ "${1:-}" = "--smoke" ] && { secs=2; history_secs=2; history=${BENCH_HISTORY:-20000}; }
 runs() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 out=$root/bench/results
 mkdir -p "$out"
@@ -121,7 +124,7 @@ startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 sleep 1
 started_kb=$(rss_kb $hy VmRSS); started_peak_kb=$(rss_kb $hy VmHWM)
 json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurrency "$conc" \
-       --seconds "$secs" --first 1000000000000 --verify "$work/history/data")
+       --seconds "$history_secs" --first 1000000000000 --verify "$work/history/data")
 record "hookyard-history-gridx" $hy "$json" "$(rss_kb $hy VmHWM)"
 sleep 1
 after_kb=$(rss_kb $hy VmRSS); peak_kb=$(rss_kb $hy VmHWM)
