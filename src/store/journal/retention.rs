@@ -3,9 +3,10 @@
 //! A request may go when every event of it is `processed`, `duplicate` or `superseded` (never
 //! a `failed` one, which still waits for a retry or a replay) and all its effects are
 //! checkpointed. By age: requests received before `max_age_days` ago. By size: the oldest
-//! such requests until the journal's used pages fit `max_size_mb`. Processed keys
-//! (`processed_keys`) are pruned by age only, by the key sweep between the writer's turns
-//! (`sweep.rs`): the dedup window is `max_age_days` even when the
+//! such requests until the journal's used pages fit `max_size_mb`. Processed keys are
+//! pruned by age only, between the writer's turns: in `processed_keys` by the key sweep
+//! (`sweep.rs`), in the recent tier and the runs as soon as their oldest key is past the
+//! window (`tiers.rs`): the dedup window is `max_age_days` even when the
 //! size limit has pruned the requests that brought the keys long before (with the defaults it
 //! does: 1024 MB hold far fewer than 30 days of a busy receiver's bodies). Refused requests
 //! (`rejected.rs`) older than `rejected_retention_days` go too. Freed pages are returned to
