@@ -62,14 +62,13 @@ pub fn insert_submission(
             (*request_id, vec![*event_id], 0, None)
         }
     };
-    let key_writes = keys;
+    let key_rows = keys.rows[first_row..].to_vec();
     let keys = s.events.iter().map(|e| e.key.clone()).collect();
     let mut range: Option<(i64, i64)> = None;
     for effect in &s.effects {
         let id = insert_effect(tx, request_id, effect)?;
         range = Some((range.map_or(id, |r| r.0), id));
     }
-    let key_rows = key_writes.rows[first_row..].to_vec();
     Ok(Recorded { request_id, reply_status, failed_status, event_ids, keys, key_rows, effects: range })
 }
 
@@ -217,13 +216,14 @@ fn update_replayed(
 /// keys are kept for the whole dedup window, requests may be pruned earlier by size).
 fn processed_event(tx: &Transaction<'_>, key: &str, keys: &KeyWrites<'_>) -> rusqlite::Result<Option<i64>> {
     let digest = digest(key);
-    let event = match keys.added.iter().rev().find(|k| k.0 == digest) {
-        Some(k) => Some(k.1),
-        None => match keys.tiers {
-            Some(tiers) => tiers.event_of(tx, &digest)?,
-            None => super::tiers::stored_event(tx, &digest)?,
-        },
+    // A key committed before is in the tiers (or, for a bulk load, the table this transaction
+    // writes); only one processed earlier in this transaction (a request that repeats a key)
+    // is not yet, and is looked for among its keys.
+    let committed = match keys.tiers {
+        Some(tiers) => tiers.event_of(tx, &digest)?,
+        None => super::tiers::stored_event(tx, &digest)?,
     };
+    let event = committed.or_else(|| keys.added.iter().rev().find(|k| k.0 == digest).map(|k| k.1));
     let Some(event) = event else { return Ok(None) };
     tx.prepare_cached("SELECT id FROM events WHERE id = ?1")?.query_row([event], |row| row.get(0)).optional()
 }

@@ -25,6 +25,13 @@ fn commit_key(conn: &Connection, tiers: &Tiers, key: &str, event_id: i64, receiv
     tiers.added(&[(d, event_id, received_ms)]);
 }
 
+/// `n` steps of the writer's upkeep between turns, nothing expired, nothing held.
+fn steps(upkeep: &mut Upkeep, conn: &mut Connection, tiers: &Tiers, n: u32) {
+    for _ in 0..n {
+        upkeep.step(conn, tiers, Between::default()).unwrap();
+    }
+}
+
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -135,18 +142,14 @@ fn a_merge_cut_short_by_a_crash_is_done_again_and_loses_nothing() {
         }
     }
     // Two runs: the merge began with that step; half of it, then a crash.
-    for _ in 0..MERGE_SLICES / 2 {
-        upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
-    }
+    steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES / 2);
     let merged = count(&conn, "SELECT COUNT(*) FROM processed_keys");
     assert!(merged > 0 && merged < 100, "half merged: {merged}");
     let tiers = Tiers::load(&conn).unwrap();
     assert_eq!(tiers.run_tables().len(), 2, "both runs still listed");
     all_found(&conn, &tiers, 100);
     let mut upkeep = Upkeep::with_sizes(50, 2);
-    for _ in 0..MERGE_SLICES {
-        upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
-    }
+    steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES);
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM processed_keys"), 100);
     assert_eq!(run_tables(&conn), 0);
     all_found(&conn, &tiers, 100);
