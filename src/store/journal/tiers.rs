@@ -372,10 +372,24 @@ impl Upkeep {
         // Without an fsync of their own: each of these transactions leaves the tiers whole,
         // a crash can only lose the WAL's last frames (a suffix: done again), and the next
         // commit of events syncs the WAL with them in it before anyone is answered.
+        if !self.anything_due(tiers, now.cutoff) {
+            return Ok(false);
+        }
         conn.pragma_update(None, "synchronous", "OFF")?;
         let done = self.work(conn, tiers, now);
         conn.pragma_update(None, "synchronous", "FULL")?;
         done
+    }
+
+    /// Whether a step could have work: a flush or merge under way or due, keys to expire
+    /// (most turns have none, and then touch nothing).
+    fn anything_due(&self, tiers: &Tiers, cutoff: Option<i64>) -> bool {
+        let inner = tiers.read();
+        self.flush.is_some()
+            || self.merge.is_some()
+            || inner.recent.len() >= self.sizes.0
+            || inner.runs.len() >= self.sizes.1
+            || cutoff.is_some_and(|c| inner.recent_oldest_ms < c || inner.runs.iter().any(|r| r.oldest_ms < c))
     }
 
     fn work(
