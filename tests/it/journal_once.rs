@@ -158,14 +158,15 @@ pub async fn wattmon_bytes_per_row(blocks: usize) -> (f64, f64, f64) {
     (per_row(after.all - before.all), per_row(besides), csv_bytes as f64 / rows as f64)
 }
 
-/// The example bodies (549 bytes on average) cost the journal 0.97 times their size in
-/// layout version 5 (1.18 in version 4, 1.40 in version 3): the bound is the one reached, with
-/// a page's worth of slack.
+/// The example bodies (549 bytes on average) cost the journal 1.06 times their size in
+/// layout version 6 (0.97 in version 5, 1.18 in version 4, 1.40 in version 3): a key waits in
+/// the recent tier (`keys_recent`, ~50 bytes a key at this size) until its run is written. The
+/// bound is the one reached, with a page's worth of slack.
 #[tokio::test]
-async fn a_gridx_event_costs_the_journal_at_most_1_05_times_its_body() {
+async fn a_gridx_event_costs_the_journal_at_most_1_1_times_its_body() {
     let (per_event, body) = gridx_bytes_per_event(400).await;
     eprintln!("gridx: {per_event:.0} journal bytes per event, body {body:.0} bytes ({:.2}x)", per_event / body);
-    assert!(per_event <= 1.05 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
+    assert!(per_event <= 1.1 * body, "{per_event:.0} journal bytes per event for a {body:.0}-byte body");
 }
 
 /// The benchmark's small bodies (about 170 bytes here) pay the fixed bytes of a request:
