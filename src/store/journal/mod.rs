@@ -278,7 +278,7 @@ impl Journal {
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let rejected_queued = Arc::new(AtomicUsize::new(0));
         let outlets = outlets::Outlets::new(feed.clone(), rejected_queued.clone());
-        let wal = wal::Wal::start(&conn, &path, retention.wal_restart_mb)?;
+        let wal = wal::Wal::start(&mut conn, &path, retention.wal_restart_mb)?;
         let tiers = Arc::new(tiers::Tiers::load(&conn)?);
         let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock, wal, tiers.clone());
         let (tx, rx) = mpsc::channel();

@@ -6,15 +6,18 @@
 //! copies and the database after) and runs a PASSIVE checkpoint every [`EVERY`] while commits
 //! come: it never blocks the writer or a reader, and a reader only ever sees committed pages.
 //! A PASSIVE checkpoint that races the writer leaves the commits made meanwhile in the WAL, so
-//! under a steady load the WAL would never start again from its beginning: once it holds
-//! `[journal] wal_restart_mb` the checkpointer asks the writer ([`Wal::wants_reset`]) to copy the short
-//! rest itself between two of its turns; the writer's next commit then starts the WAL from the
-//! beginning, and `journal_size_limit` shrinks the file. Should that not happen (a reader that
-//! holds an old snapshot), at [`FAR`] times that the checkpointer runs a TRUNCATE checkpoint,
-//! which waits for the writer and the readers.
+//! under a steady load the WAL would never start again from its beginning. The writer's
+//! commits report how many frames the WAL holds (a WAL hook); once it holds
+//! `[journal] wal_restart_mb` the writer ([`Wal::wants_reset`]) copies the short rest itself
+//! between two of its turns, and its next commit starts the WAL from the beginning
+//! (`journal_size_limit` shrinks the file). The writer counts, not the checkpointer, because
+//! a fast writer fills many times `wal_restart_mb` between two of the checkpointer's looks.
+//! Should the restart not happen (a reader that holds an old snapshot), at [`FAR`] times
+//! `wal_restart_mb` the checkpointer runs a TRUNCATE checkpoint, which waits for the writer
+//! and the readers.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ pub enum WalError {
 /// The checkpointer asks the writer to finish a checkpoint (the WAL is long enough).
 struct Shared {
     reset: AtomicBool,
+    /// Frames in the WAL after the writer's last commit (0 once the writer copied them all).
+    frames: AtomicI64,
     /// Frames at which the WAL should restart.
     restart: i64,
 }
@@ -53,9 +58,9 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Turns `writer`'s automatic checkpoint off and starts the checkpointer on `path`; the
-    /// WAL restarts once it holds `restart_mb`.
-    pub fn start(writer: &Connection, path: &Path, restart_mb: f64) -> Result<Self, WalError> {
+    /// Turns `writer`'s automatic checkpoint off, counts the frames its commits leave in the
+    /// WAL and starts the checkpointer on `path`; the WAL restarts once it holds `restart_mb`.
+    pub fn start(writer: &mut Connection, path: &Path, restart_mb: f64) -> Result<Self, WalError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(Duration::from_secs(1))?;
@@ -63,7 +68,15 @@ impl Wal {
         let restart = ((restart_mb * 1024.0 * 1024.0) as i64 / page.max(512)).max(MIN_RESTART_FRAMES);
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (commits, rx) = mpsc::sync_channel(1);
-        let shared = Arc::new(Shared { reset: AtomicBool::new(false), restart });
+        let shared = Arc::new(Shared { reset: AtomicBool::new(false), frames: AtomicI64::new(0), restart });
+        // Replaces the automatic checkpoint's own hook, which the pragma above removed.
+        writer.wal_hook(Some({
+            let shared = shared.clone();
+            move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+                shared.frames.store(i64::from(frames), Ordering::Relaxed);
+                Ok(())
+            }
+        }))?;
         let thread = std::thread::Builder::new()
             .name("journal-wal".into())
             .spawn({
@@ -83,14 +96,18 @@ impl Wal {
 
     /// Whether the writer should finish a checkpoint now ([`Wal::finish`]).
     pub fn wants_reset(&self) -> bool {
-        self.shared.reset.load(Ordering::Relaxed)
+        self.shared.reset.load(Ordering::Relaxed) || self.shared.frames.load(Ordering::Relaxed) >= self.shared.restart
     }
 
     /// Copies what the checkpointer has not yet copied, on the writer's connection, so its
     /// next commit starts the WAL from the beginning.
     pub fn finish(&self, writer: &Connection) {
         match checkpoint(writer, "PASSIVE") {
-            Ok(Pass { busy: false, log, done }) if log == done => self.shared.reset.store(false, Ordering::Relaxed),
+            Ok(Pass { busy: false, log, done }) if log == done => {
+                self.shared.reset.store(false, Ordering::Relaxed);
+                // The next commit starts the WAL again and reports its frames.
+                self.shared.frames.store(0, Ordering::Relaxed);
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "journal: wal checkpoint on the writer failed; will retry"),
         }
