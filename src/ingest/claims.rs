@@ -6,6 +6,7 @@
 //! shared journal from a blocking thread). So no early return can leave a key claimed, and
 //! no path has to remember to release by hand.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::store::shared::{LedgerRow, SharedClaim};
@@ -83,12 +84,17 @@ impl Claims {
     pub async fn commit(mut self, processed: &[String], ledger: Vec<LedgerRow>) {
         let local = std::mem::take(&mut self.local);
         let cluster = std::mem::take(&mut self.cluster);
-        let (done, released): (Vec<String>, Vec<String>) = local.into_iter().partition(|k| processed.contains(k));
+        // Sets, not scans: a 100-row block holds 100 keys.
+        let processed: HashSet<&str> = processed.iter().map(String::as_str).collect();
+        let (done, released): (Vec<String>, Vec<String>) =
+            local.into_iter().partition(|k| processed.contains(k.as_str()));
         self.seen.commit(&done);
         self.seen.release(&released);
         let Some(shared) = self.shared.clone() else { return };
-        let done: Vec<String> = done.into_iter().filter(|k| cluster.contains(k)).collect();
-        let released: Vec<String> = cluster.into_iter().filter(|k| !done.contains(k)).collect();
+        let clustered: HashSet<&str> = cluster.iter().map(String::as_str).collect();
+        let done: Vec<String> = done.into_iter().filter(|k| clustered.contains(k.as_str())).collect();
+        let kept: HashSet<&str> = done.iter().map(String::as_str).collect();
+        let released: Vec<String> = cluster.iter().filter(|k| !kept.contains(k.as_str())).cloned().collect();
         if done.is_empty() && released.is_empty() && ledger.is_empty() {
             return;
         }

@@ -100,9 +100,12 @@ impl KeyIndex {
     }
 }
 
+/// Sets of digests: a digest is already a hash, so a fast seeded one suffices over it.
+pub type DigestSet = HashSet<[u8; 16], foldhash::fast::RandomState>;
+
 /// The most recently processed keys, at most `capacity` (oldest forgotten first).
 struct Recent {
-    set: HashSet<[u8; 16]>,
+    set: DigestSet,
     order: VecDeque<[u8; 16]>,
     /// `None`: unbounded (no index behind it).
     capacity: Option<usize>,
@@ -124,7 +127,8 @@ impl Recent {
 
 struct State {
     recent: Recent,
-    in_flight: HashSet<String>,
+    /// Digests of the keys claimed and not yet committed or released.
+    in_flight: DigestSet,
 }
 
 /// Processed keys (on disk, with a cache) and claims in progress.
@@ -147,8 +151,8 @@ impl SeenKeys {
     }
 
     fn with(index: Option<KeyIndex>, capacity: Option<usize>) -> Self {
-        let recent = Recent { set: HashSet::new(), order: VecDeque::new(), capacity };
-        Self { state: Mutex::new(State { recent, in_flight: HashSet::new() }), index }
+        let recent = Recent { set: DigestSet::default(), order: VecDeque::new(), capacity };
+        Self { state: Mutex::new(State { recent, in_flight: DigestSet::default() }), index }
     }
 
     pub fn claim(&self, key: &str) -> Claim {
@@ -158,7 +162,7 @@ impl SeenKeys {
             if state.recent.set.contains(&digest) {
                 return Claim::Seen;
             }
-            if !state.in_flight.insert(key.to_owned()) {
+            if !state.in_flight.insert(digest) {
                 return Claim::InFlight;
             }
         }
@@ -182,7 +186,7 @@ impl SeenKeys {
     pub fn release(&self, keys: &[String]) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
-            state.in_flight.remove(k);
+            state.in_flight.remove(&digest(k));
         }
     }
 
@@ -190,8 +194,9 @@ impl SeenKeys {
     pub fn commit(&self, keys: &[String]) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
-            state.in_flight.remove(k);
-            state.recent.insert(digest(k));
+            let d = digest(k);
+            state.in_flight.remove(&d);
+            state.recent.insert(d);
         }
     }
 }

@@ -129,7 +129,7 @@ struct Run {
 #[derive(Default)]
 struct Inner {
     /// The recent tier: digest → the event that processed it.
-    recent: HashMap<Digest, i64>,
+    recent: HashMap<Digest, i64, foldhash::fast::RandomState>,
     /// No recent key is older than this (`i64::MAX`: none).
     recent_oldest_ms: i64,
     runs: Vec<Run>,
