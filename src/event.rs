@@ -101,7 +101,11 @@ impl Event {
                 let Some((key, deeper)) = split_token(tail) else {
                     return Some(Cow::Owned(Value::Object(self.meta.clone())));
                 };
-                self.meta.get(&key.replace("~1", "/").replace("~0", "~"))?.pointer(deeper).map(Cow::Borrowed)
+                let key = match key.contains('~') {
+                    true => Cow::Owned(key.replace("~1", "/").replace("~0", "~")),
+                    false => Cow::Borrowed(key),
+                };
+                self.meta.get(key.as_ref())?.pointer(deeper).map(Cow::Borrowed)
             }
             _ => None,
         }

@@ -8,6 +8,8 @@
 //! an [`OperationError`](super::OperationError)); [`ReadingsSpec::extract`] turns one event
 //! into its readings. Pure: no I/O, no clock (an event without a time takes its receive time).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -199,11 +201,19 @@ fn series(block: Block) -> Result<SeriesSpec, ReadingsError> {
 
 /// Whether member `name` is left out by `except`: an entry is a member's name, or a JSON
 /// pointer (`/meta/columns/0`: Wattmon's first column, its timestamp) to the name.
-fn excepted(event: &Event, except: &[String], name: &str) -> bool {
-    except.iter().any(|e| match e.strip_prefix('/') {
-        Some(_) => event.pointer(e).as_deref().and_then(Value::as_str) == Some(name),
-        None => e == name,
-    })
+/// The member names `except` leaves out: names, and the strings at pointers into the event.
+fn excepted<'e>(event: &'e Event, except: &'e [String]) -> Vec<Cow<'e, str>> {
+    except
+        .iter()
+        .filter_map(|e| match e.strip_prefix('/') {
+            Some(_) => match event.pointer(e)? {
+                Cow::Borrowed(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+                Cow::Owned(Value::String(s)) => Some(Cow::Owned(s)),
+                _ => None,
+            },
+            None => Some(Cow::Borrowed(e.as_str())),
+        })
+        .collect()
 }
 
 impl SeriesSpec {
@@ -212,23 +222,34 @@ impl SeriesSpec {
     pub fn extract(&self, event: &Event) -> Vec<Reading> {
         let Some(ms) = self.time_of(event) else { return Vec::new() };
         let status = self.status_of(event);
-        let members: Vec<(Option<String>, Option<f64>)> = match &self.values {
-            Values::One(at) => vec![(None, event.pointer(at).and_then(|v| number(&v)))],
-            Values::EachMember { of, except } => match event.pointer(of).as_deref() {
-                Some(Value::Object(map)) => map
-                    .iter()
-                    .filter(|(k, _)| !excepted(event, except, k))
-                    .filter_map(|(k, v)| number(v).map(|n| (Some(k.clone()), Some(n))))
-                    .collect(),
-                _ => Vec::new(),
-            },
+        let members: Vec<(Option<&str>, Option<f64>)>;
+        let of;
+        match &self.values {
+            Values::One(at) => members = vec![(None, event.pointer(at).and_then(|v| number(&v)))],
+            Values::EachMember { of: at, except } => {
+                of = event.pointer(at);
+                let except = excepted(event, except);
+                members = match of.as_deref() {
+                    Some(Value::Object(map)) => map
+                        .iter()
+                        .filter(|(k, _)| !except.iter().any(|e| e == k.as_str()))
+                        .filter_map(|(k, v)| number(v).map(|n| (Some(k.as_str()), Some(n))))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+            }
+        }
+        // The parts that do not name the member are the same for every member: made once.
+        let Some(name) = self.name.iter().map(|p| fixed(event, p)).collect::<Option<Vec<_>>>() else {
+            return Vec::new();
         };
+        let unit = self.unit.as_ref().map(|p| fixed(event, p));
         members
             .into_iter()
             .filter(|(_, value)| value.is_some() || status.is_some())
             .filter_map(|(member, value)| {
-                let name = self.name.iter().map(|p| text(event, p, member.as_deref())).collect::<Option<String>>()?;
-                let unit = self.unit.as_ref().and_then(|p| text(event, p, member.as_deref()));
+                let name = name.iter().map(|p| p.with(member)).collect::<Option<String>>()?;
+                let unit = unit.as_ref().and_then(|u| u.as_ref()?.with(member).map(str::to_owned));
                 Some(Reading { name, unit, kind: self.kind, ms, value, status: status.clone() })
             })
             .collect()
@@ -250,17 +271,37 @@ impl SeriesSpec {
     }
 }
 
-/// A part's text: a constant, the member's name, or the string or number at a pointer.
-fn text(event: &Event, part: &Part, member: Option<&str>) -> Option<String> {
-    match part {
-        Part::Text(t) => Some(t.clone()),
-        Part::Member => member.map(str::to_owned),
-        Part::Pointer(p) => match event.pointer(p)?.as_ref() {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        },
+/// A part's text for one event: fixed, or the member's name (filled in per member).
+enum Fixed<'e> {
+    Text(Cow<'e, str>),
+    Member,
+}
+
+impl Fixed<'_> {
+    fn with<'a>(&'a self, member: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            Fixed::Text(t) => Some(t),
+            Fixed::Member => member,
+        }
     }
+}
+
+/// A part's text: a constant, the member's name, or the string or number at a pointer;
+/// `None` when the pointer finds neither.
+fn fixed<'e>(event: &'e Event, part: &'e Part) -> Option<Fixed<'e>> {
+    let text = match part {
+        Part::Text(t) => Cow::Borrowed(t.as_str()),
+        Part::Member => return Some(Fixed::Member),
+        Part::Pointer(p) => match event.pointer(p)? {
+            Cow::Borrowed(Value::String(s)) if !s.is_empty() => Cow::Borrowed(s.as_str()),
+            Cow::Owned(Value::String(s)) if !s.is_empty() => Cow::Owned(s),
+            v => match v.as_ref() {
+                Value::Number(n) => Cow::Owned(n.to_string()),
+                _ => return None,
+            },
+        },
+    };
+    Some(Fixed::Text(text))
 }
 
 /// A finite number, or a string holding one (`"345.4264"`, a decimal comma `"3,5"`).
