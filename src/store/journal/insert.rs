@@ -20,13 +20,35 @@ pub struct KeyWrites<'t> {
     pub added: Vec<([u8; 16], i64, i64)>,
     /// The `keys_recent` row (`seq`) and event of each key remembered so far in the recent tier.
     rows: Vec<(i64, i64)>,
+    /// Whether the journal may hold a failed event a processed key supersedes: asked once a
+    /// transaction (almost always "no"), true once this transaction records a failure.
+    failures: Option<bool>,
 }
 
 impl<'t> KeyWrites<'t> {
     pub fn new(tiers: Option<&'t Tiers>) -> Self {
-        Self { tiers, added: Vec::new(), rows: Vec::new() }
+        Self { tiers, added: Vec::new(), rows: Vec::new(), failures: None }
+    }
+
+    /// An event of this transaction failed.
+    fn failed(&mut self) {
+        self.failures = Some(true);
+    }
+
+    /// Whether any failed event is in the journal (one probe of the index of failed keys).
+    fn any_failed(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<bool> {
+        if let Some(any) = self.failures {
+            return Ok(any);
+        }
+        let any = tx.query_row(ANY_FAILED, [], |r| r.get(0))?;
+        self.failures = Some(any);
+        Ok(any)
     }
 }
+
+/// Whether the journal holds a failed event with a key (a walk of `events_failed_key`).
+pub(super) const ANY_FAILED: &str =
+    "SELECT EXISTS (SELECT 1 FROM events WHERE status = 'failed' AND idem_key IS NOT NULL)";
 
 /// What one submission wrote: its event rows and the id range of its effects.
 #[derive(Clone, Debug)]
@@ -181,6 +203,9 @@ fn insert_events(
         insert_event.execute(row)?;
         let event_id = tx.last_insert_rowid();
         ids.push(event_id);
+        if e.outcome == Status::Failed {
+            keys.failed();
+        }
         if let (Status::Processed, Some(full), Some(key)) = (e.outcome, &e.key, key) {
             remember_key(tx, (full, key), event_id, r.received_ms, keys)?;
         }
@@ -201,6 +226,9 @@ fn update_replayed(
         "UPDATE events SET status = ?2, error = ?3, logs = ?4 WHERE id = ?1",
         params![event_id, e.outcome.as_str(), e.error, logs],
     )?;
+    if e.outcome == Status::Failed {
+        keys.failed();
+    }
     if let (Status::Processed, Some(key)) = (e.outcome, &e.key) {
         let (received_ms, protocol, operation): (i64, String, String) = tx.query_row(
             "SELECT received_ms, protocol, operation FROM requests WHERE id = ?1",
@@ -248,9 +276,11 @@ fn remember_key(
             .execute(params![&digest[..], event_id, received_ms])?;
     }
     keys.added.push((digest, event_id, received_ms));
-    tx.prepare_cached(
-        "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
-    )?
-    .execute(params![key.1, event_id])?;
+    if keys.any_failed(tx)? {
+        tx.prepare_cached(
+            "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
+        )?
+        .execute(params![key.1, event_id])?;
+    }
     Ok(())
 }

@@ -357,6 +357,9 @@ mod tests {
             "UPDATE events SET status = 'superseded' WHERE idem_key = ?1 AND status = 'failed' AND id != ?2",
         );
         assert!(superseded.contains("USING INDEX events_failed_key (idem_key=?)"), "{superseded}");
+        // Asked once a transaction: a walk of the partial index, never of the events.
+        let any_failed = plan(&conn, &format!("{} AND ?1 AND ?2", super::super::insert::ANY_FAILED));
+        assert!(any_failed.contains("events USING COVERING INDEX events_failed_key"), "{any_failed}");
         let processed = plan(
             &conn,
             "SELECT e.id FROM processed_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ?1 AND ?2",
