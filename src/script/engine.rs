@@ -14,9 +14,6 @@ use crate::event::Event;
 /// Why `on_event` or `on_events` did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The event (or a plugin's notes) could not be handed to the script.
-    #[error("{0}")]
-    Convert(String),
     /// The deadline passed (the reason says so).
     #[error("{reason} ({pos})")]
     Terminated { reason: String, pos: Position },
@@ -84,17 +81,50 @@ pub fn build(limits: &ScriptLimits) -> Engine {
 
 /// The event as the script sees it; the results of handler `plugins` are added as
 /// `event.plugins.<name>`.
-pub fn event_value(event: &Event, plugins: Vec<(String, serde_json::Value)>) -> Result<Dynamic, EngineError> {
-    let convert = |e: Box<EvalAltResult>| EngineError::Convert(e.to_string());
-    let mut value = rhai::serde::to_dynamic(event).map_err(convert)?;
+pub fn event_value(event: &Event, plugins: Vec<(String, serde_json::Value)>) -> Dynamic {
+    // Built directly rather than through `rhai::serde::to_dynamic`: the same values (an
+    // integer that fits `INT` stays one, a larger one becomes a float, as rhai's serializer
+    // does), at a fraction of the cost for a many-row request.
+    let mut map = rhai::Map::new();
+    map.insert("protocol".into(), event.protocol.as_str().into());
+    map.insert("operation".into(), event.operation.as_str().into());
+    map.insert("source".into(), event.source.as_str().into());
+    map.insert("received_at".into(), event.received_at.as_str().into());
+    map.insert("received_ms".into(), Dynamic::from_int(event.received_ms));
+    map.insert("index".into(), unsigned(event.index as u64));
+    map.insert("data".into(), json_value(&event.data));
+    map.insert("meta".into(), json_map(&event.meta));
     if !plugins.is_empty() {
-        let notes: serde_json::Map<String, serde_json::Value> = plugins.into_iter().collect();
-        let notes = rhai::serde::to_dynamic(notes).map_err(convert)?;
-        if let Some(mut map) = value.write_lock::<rhai::Map>() {
-            map.insert("plugins".into(), notes);
-        }
+        let notes = plugins.iter().map(|(name, note)| (name.as_str().into(), json_value(note))).collect();
+        map.insert("plugins".into(), Dynamic::from_map(notes));
     }
-    Ok(value)
+    Dynamic::from_map(map)
+}
+
+/// A JSON value as the script sees it.
+fn json_value(value: &serde_json::Value) -> Dynamic {
+    use serde_json::Value;
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => unsigned(u),
+            (None, Some(i)) => Dynamic::from_int(i),
+            _ => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(json_value).collect()),
+        Value::Object(map) => json_map(map),
+    }
+}
+
+fn json_map(map: &serde_json::Map<String, serde_json::Value>) -> Dynamic {
+    Dynamic::from_map(map.iter().map(|(k, v)| (k.as_str().into(), json_value(v))).collect())
+}
+
+/// An unsigned integer as rhai's serializer makes it: an `INT` when it fits, else a float.
+fn unsigned(u: u64) -> Dynamic {
+    i64::try_from(u).map_or_else(|_| Dynamic::from_float(u as f64), Dynamic::from_int)
 }
 
 /// Calls the script's function `name` with `arg` (`on_event` with one event, `on_events`
@@ -123,5 +153,44 @@ fn describe(error: EvalAltResult) -> EngineError {
         EvalAltResult::ErrorTooManyOperations(pos) => EngineError::Operations { pos },
         EvalAltResult::ErrorRuntime(value, pos) => EngineError::Threw { value: value.to_string(), pos },
         other => EngineError::Runtime(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The map handed to scripts is the one rhai's own serializer would make, value for value
+    /// and type for type (integers that fit, large ones as floats, null as unit).
+    #[test]
+    fn an_event_reaches_the_script_as_rhai_serde_would_make_it() {
+        let data = serde_json::json!({
+            "value": 12.5, "count": 7, "negative": -3, "huge": u64::MAX, "flag": true,
+            "none": null, "text": "a \"quoted\" ü", "list": [1, 2.0, "x", [], {}],
+            "nested": {"b": {"c": [null, false]}, "a": 0}
+        });
+        let mut meta = serde_json::Map::new();
+        meta.insert("columns".into(), serde_json::json!(["time", "value"]));
+        let event = Event {
+            protocol: "wattmon".into(),
+            operation: "export".into(),
+            source: "00:04:A3:00:00:01".into(),
+            received_at: "2026-12-02T01:00:00.000Z".into(),
+            received_ms: 1_796_173_200_000,
+            index: 3,
+            data,
+            meta,
+            blob: None,
+        };
+        let plugins = vec![("geo".to_owned(), serde_json::json!({"lat": 47.1, "ok": true}))];
+        let direct = event_value(&event, plugins.clone());
+        let mut expected = rhai::serde::to_dynamic(&event).unwrap();
+        let notes: serde_json::Map<String, serde_json::Value> = plugins.into_iter().collect();
+        expected.write_lock::<rhai::Map>().unwrap().insert("plugins".into(), rhai::serde::to_dynamic(notes).unwrap());
+        assert_eq!(format!("{direct:?}"), format!("{expected:?}"));
+        let map = direct.cast::<rhai::Map>();
+        assert!(map["data"].clone().cast::<rhai::Map>()["huge"].is_float());
+        assert!(map["data"].clone().cast::<rhai::Map>()["count"].is_int());
+        assert!(map["index"].is_int());
     }
 }

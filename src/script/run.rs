@@ -104,7 +104,7 @@ impl ScriptHost {
             .plugins
             .handle(event)
             .map_err(|e| (FailureKind::Plugin { name: e.plugin().to_owned() }, e.to_string()))?;
-        engine::event_value(event, notes).map_err(|e| (FailureKind::Script, e.to_string()))
+        Ok(engine::event_value(event, notes))
     }
 }
 
