@@ -199,9 +199,8 @@ fn series(block: Block) -> Result<SeriesSpec, ReadingsError> {
     })
 }
 
-/// Whether member `name` is left out by `except`: an entry is a member's name, or a JSON
-/// pointer (`/meta/columns/0`: Wattmon's first column, its timestamp) to the name.
-/// The member names `except` leaves out: names, and the strings at pointers into the event.
+/// The member names `except` leaves out: an entry is a member's name, or a JSON pointer
+/// (`/meta/columns/0`: Wattmon's first column, its timestamp) to the name.
 fn excepted<'e>(event: &'e Event, except: &'e [String]) -> Vec<Cow<'e, str>> {
     except
         .iter()

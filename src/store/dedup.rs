@@ -101,7 +101,7 @@ impl KeyIndex {
 }
 
 /// Sets of digests: a digest is already a hash, so a fast seeded one suffices over it.
-pub type DigestSet = HashSet<[u8; 16], foldhash::fast::RandomState>;
+type DigestSet = HashSet<[u8; 16], foldhash::fast::RandomState>;
 
 /// The most recently processed keys, at most `capacity` (oldest forgotten first).
 struct Recent {
