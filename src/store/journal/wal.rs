@@ -107,8 +107,13 @@ impl Wal {
                 self.shared.reset.store(false, Ordering::Relaxed);
                 // The next commit starts the WAL again and reports its frames.
                 self.shared.frames.store(0, Ordering::Relaxed);
+                tracing::trace!(frames = log, "wal copied on the writer; it restarts");
             }
-            Ok(_) => {}
+            // A reader's snapshot keeps the copy short of the end (or another checkpoint
+            // runs): the WAL grows until that reader ends.
+            Ok(Pass { busy, log, done }) => {
+                tracing::trace!(busy, frames = log, copied = done, "wal copy on the writer held back")
+            }
             Err(e) => tracing::warn!(error = %e, "journal: wal checkpoint on the writer failed; will retry"),
         }
     }
