@@ -65,7 +65,8 @@ if hist:
     lines += ["", f"history: {hist['events']} gridX events journaled ({hist['journal_bytes_per_event']:.0f} journal bytes "
               f"per event, filled in {hist['fill_seconds']:.0f} s): start-up to first served request "
               f"{hist['startup_ms']} ms; RSS after start-up {hist['started_rss_kb'] / 1024:.1f} MB (peak "
-              f"{hist['started_peak_rss_kb'] / 1024:.1f} MB), after the gridX load {hist['after_load_rss_kb'] / 1024:.1f} MB "
+              f"{hist['started_peak_rss_kb'] / 1024:.1f} MB), 1 s after the gridX load {hist['after_load_rss_kb'] / 1024:.1f} MB, "
+              f"5 s after it {hist.get('settled_rss_kb', 0) / 1024:.1f} MB "
               f"(peak {hist['peak_rss_kb'] / 1024:.1f} MB)."]
 if hg and hy:
     lines.append(f"history / empty journal (gridX requests/s): {hg['requests_per_second'] / hy['requests_per_second']:.2f}")

@@ -10,7 +10,8 @@
 # data directory's journal, spread over the last 29 days; hookyard is started on it and
 # measured: time to the first served request (polling /healthz), RSS after start-up (VmRSS)
 # and its peak (VmHWM), gridX throughput (against hookyard-gridx on an empty journal in the same
-# run), RSS after the load, and journal bytes per event. Its `[journal] max_size_mb` is
+# run), RSS 1 s after the load and 5 s after it (the load's blocking threads gone), and journal
+# bytes per event. Its `[journal] max_size_mb` is
 # raised so the size rule does not prune the history while it is measured. Its gridX load
 # lasts BENCH_HISTORY_SECONDS (default: as the others): a minute or two takes it through a
 # merge of the processed keys' runs (every ~1,000,000 keys), which a 10 s load does not reach.
@@ -128,10 +129,14 @@ json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --scenario gridx --concurr
 record "hookyard-history-gridx" $hy "$json" "$(rss_kb $hy VmHWM)"
 sleep 1
 after_kb=$(rss_kb $hy VmRSS); peak_kb=$(rss_kb $hy VmHWM)
+# Once the load's blocking threads have retired (2 idle seconds, cli::server_runtime): what
+# the server holds while it waits for the next burst.
+sleep 4
+settled_kb=$(rss_kb $hy VmRSS)
 kill -TERM $hy; wait $hy || true
 echo "$filled" | python3 -c "import json,sys; f=json.load(sys.stdin); print(json.dumps({'name':'hookyard-history',
   'events':f['events'],'fill_seconds':f['seconds'],'startup_ms':$startup_ms,'started_rss_kb':$started_kb,
-  'started_peak_rss_kb':$started_peak_kb,'after_load_rss_kb':$after_kb,'peak_rss_kb':$peak_kb,
+  'started_peak_rss_kb':$started_peak_kb,'after_load_rss_kb':$after_kb,'settled_rss_kb':$settled_kb,'peak_rss_kb':$peak_kb,
   'journal_bytes_per_event':round($filled_bytes/max(f['events'],1),1)}))" >> "$results"
 fi
 
