@@ -70,6 +70,10 @@ if hist:
               f"(peak {hist['peak_rss_kb'] / 1024:.1f} MB)."]
 if hg and hy:
     lines.append(f"history / empty journal (gridX requests/s): {hg['requests_per_second'] / hy['requests_per_second']:.2f}")
+h5, e5 = by.get("hookyard-history-gridx-5000rps"), by.get("hookyard-gridx-5000rps")
+if h5:
+    lines.append(f"p99 at a steady 5,000 gridX requests/s: {h5['p99_ms']:.2f} ms with the history journaled"
+                 + (f", {e5['p99_ms']:.2f} ms on the empty journal" if e5 else ""))
 table = "\n".join(lines) + "\n"
 open(os.path.join(out, "table.md"), "w").write(table)
 print(table)
