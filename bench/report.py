@@ -74,11 +74,16 @@ h5, e5 = by.get("hookyard-history-gridx-5000rps"), by.get("hookyard-gridx-5000rp
 if h5:
     lines.append(f"p99 at a steady 5,000 gridX requests/s: {h5['p99_ms']:.2f} ms with the history journaled"
                  + (f", {e5['p99_ms']:.2f} ms on the empty journal" if e5 else ""))
+disk = [r for r in rows if r["name"].startswith("disk-fsync")]
+if disk:
+    lines.append("The disk's own floor (4 KiB append + fdatasync, as one journal commit): "
+                 + "; ".join(f"{r['name'][len('disk-fsync-'):]} the loads p50 {r['p50_ms']:.2f} ms, "
+                             f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms" for r in disk))
 table = "\n".join(lines) + "\n"
 open(os.path.join(out, "table.md"), "w").write(table)
 print(table)
 
-runs = [r for r in rows if "p50_ms" in r]
+runs = [r for r in rows if "requests_per_second" in r]
 fig, ax = plt.subplots(figsize=(10, 4.5))
 x = range(len(runs))
 ax.bar([i - 0.2 for i in x], [r["p50_ms"] for r in runs], width=0.4, label="p50")

@@ -54,6 +54,29 @@ server_config() { # port journal-lines
 }
 journal_bytes() { du -cb "$1"/.hookyard/journal.db* | tail -1 | cut -f1; }
 
+# The disk's own floor: an acknowledgement waits for one append + fdatasync of the journal's
+# WAL, so the p99 targets are read against this disk's p50/p99/max of the same (2,000 appends
+# of 4 KiB, each synced), measured in this run's work directory before and after the loads.
+disk_probe() { # name
+  python3 - "$work/disk-probe" "$1" >> "$results" <<'PY'
+import json, os, sys, time
+path, name = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+block, times = b"\0" * 4096, []
+for _ in range(2000):
+    t = time.perf_counter()
+    os.write(fd, block)
+    os.fdatasync(fd)
+    times.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+os.unlink(path)
+times.sort()
+at = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 2)
+print(json.dumps({"name": name, "syncs": len(times), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(times[-1], 1)}))
+PY
+}
+disk_probe disk-fsync-before
+
 # --- hookyard -------------------------------------------------------------------------------
 if runs hookyard; then
 port=$(free_port)
@@ -175,6 +198,8 @@ json=$("$bin/loadgen" --base "http://127.0.0.1:$port" --path /hooks/gridx --scen
 record "webhook-gridx" $wh "$json" "$(rss_kb $wh VmHWM)"
 kill $wh; wait $wh 2>/dev/null || true
 fi
+
+disk_probe disk-fsync-after
 
 venv=$root/target/bench-venv
 [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import matplotlib' 2>/dev/null \
