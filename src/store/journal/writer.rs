@@ -24,8 +24,12 @@ use crate::store::handles::Handles;
 const MAX_BATCH: usize = 512;
 /// The writer wakes at least this often while idle (the key sweep's slice a second).
 const SWEEP_WAKE: Duration = Duration::from_millis(250);
-/// Turns that took at least this long are logged (at debug level) with their cause.
-const SLOW_TURN: Duration = Duration::from_millis(20);
+/// Turns that took at least this long are logged (at debug level) with their cause: the
+/// latency target is a p99 of 5 ms.
+const SLOW_TURN: Duration = Duration::from_millis(5);
+/// A checkpoint at least this long is logged (debug) with its sync's share: the next batch
+/// waits for it.
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(2);
 
 pub struct Writer {
     conn: Connection,
@@ -41,8 +45,11 @@ pub struct Writer {
     /// The wall clock retention measures age by.
     clock: Clock,
     /// Effects applied since the last checkpoint, and where their bytes went: the checkpoint
-    /// that makes them durable replaces their bytes in the journal by this.
+    /// that makes them durable drops their bytes from the journal.
     placed: Vec<Placed>,
+    /// How many of `placed` have their offset (`effects.at`) recorded: the next batch's
+    /// transaction records the others, so the checkpoint has only the bytes left to drop.
+    placed_at: usize,
     /// Deflates request bodies (one compressor, set up once).
     packer: Packer,
     /// The checkpointer thread that copies the WAL into the database.
@@ -122,6 +129,7 @@ impl Writer {
             outlets,
             clock,
             placed: Vec::new(),
+            placed_at: 0,
             packer: Packer::default(),
             wal,
             sweep: KeySweep::default(),
@@ -348,7 +356,9 @@ impl Writer {
             }
         }
         indexer.save(&tx)?;
+        record_offsets(&tx, &self.placed[self.placed_at..])?;
         tx.commit()?;
+        self.placed_at = self.placed.len();
         // Before anyone is answered: a resend of these keys finds them from now on.
         self.tiers.added(&keys.added);
         self.upkeep.arrived(keys.added.len());
@@ -410,10 +420,12 @@ impl Writer {
             return Ok(());
         }
         // Directory entries changed only where files were created or replaced.
+        let started = Instant::now();
         self.handles.close_all();
         self.data.sync_files(&self.dirty).map_err(JournalError::Sync)?;
         self.data.sync_dirs(self.handles.created()).map_err(JournalError::Sync)?;
         self.handles.synced();
+        let synced = started.elapsed();
         let tx = self.conn.transaction()?;
         for path in &self.dirty {
             let length = self.data.length(path)?;
@@ -423,24 +435,59 @@ impl Writer {
             )?;
         }
         tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
+        record_offsets(&tx, &self.placed[self.placed_at..])?;
         drop_placed_bytes(&tx, &self.placed)?;
         tx.commit()?;
+        let took = started.elapsed();
+        if took >= SLOW_CHECKPOINT {
+            tracing::debug!(
+                ms = took.as_millis() as u64,
+                sync_ms = synced.as_millis() as u64,
+                files = self.dirty.len(),
+                effects = self.placed.len(),
+                "slow journal checkpoint"
+            );
+        }
         self.dirty.clear();
         self.placed.clear();
+        self.placed_at = 0;
         Ok(())
     }
 }
 
-/// The bytes of effects now durable in their files leave the journal: their rows keep the
-/// path, kind, offset, size and digest (enough to read them back while the file matches).
-fn drop_placed_bytes(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Result<()> {
+/// Records where applied effects went (in the next batch's transaction, or the checkpoint's:
+/// then the checkpoint has only the bytes left to drop). Before their checkpoint the file's
+/// page cache holds them, and a crash redoes them and records them again.
+fn record_offsets(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Result<()> {
     let mut at = tx.prepare_cached("UPDATE effects SET at = ?2 WHERE id = ?1")?;
-    let mut drop = tx.prepare_cached("DELETE FROM effect_bytes WHERE id = ?1")?;
     for p in placed {
         at.execute(params![p.effect_id, p.at as i64])?;
-        drop.execute(params![p.effect_id])?;
     }
     Ok(())
+}
+
+/// The bytes of effects now durable in their files leave the journal: their rows keep the
+/// path, kind, offset, size and digest (enough to read them back while the file matches).
+/// One statement per run of consecutive ids (a batch's effects are one run or a few), not
+/// one per effect: a checkpoint drops a second's effects while the next batch waits.
+fn drop_placed_bytes(tx: &Transaction<'_>, placed: &[Placed]) -> rusqlite::Result<()> {
+    let mut drop = tx.prepare_cached("DELETE FROM effect_bytes WHERE id BETWEEN ?1 AND ?2")?;
+    for (first, last) in runs(placed.iter().map(|p| p.effect_id)) {
+        drop.execute(params![first, last])?;
+    }
+    Ok(())
+}
+
+/// The maximal runs of consecutive values in `ids` (ascending), as (first, last).
+fn runs(ids: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in ids {
+        match runs.last_mut() {
+            Some((_, last)) if id == *last + 1 => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
 }
 
 /// SQLite's extended result code behind `e`, if it is one (`5`: busy, `517`: busy snapshot).
@@ -455,5 +502,18 @@ fn sqlite_code_of(e: &rusqlite::Error) -> Option<i32> {
     match e {
         rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_of_consecutive_ids() {
+        assert_eq!(runs([].into_iter()), vec![]);
+        assert_eq!(runs([7].into_iter()), vec![(7, 7)]);
+        assert_eq!(runs([1, 2, 3, 5, 6, 9].into_iter()), vec![(1, 3), (5, 6), (9, 9)]);
+        assert_eq!(runs([4, 2, 3].into_iter()), vec![(4, 4), (2, 3)], "out of order: a run of its own");
     }
 }
