@@ -437,12 +437,15 @@ impl Writer {
         tx.execute("UPDATE checkpoint SET effect_id = (SELECT COALESCE(MAX(id), 0) FROM effects) WHERE id = 1", [])?;
         record_offsets(&tx, &self.placed[self.placed_at..])?;
         drop_placed_bytes(&tx, &self.placed)?;
+        let written = started.elapsed();
         tx.commit()?;
         let took = started.elapsed();
         if took >= SLOW_CHECKPOINT {
             tracing::debug!(
                 ms = took.as_millis() as u64,
                 sync_ms = synced.as_millis() as u64,
+                statements_ms = (written - synced).as_millis() as u64,
+                commit_ms = (took - written).as_millis() as u64,
                 files = self.dirty.len(),
                 effects = self.placed.len(),
                 "slow journal checkpoint"
