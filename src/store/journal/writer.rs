@@ -27,8 +27,8 @@ const SWEEP_WAKE: Duration = Duration::from_millis(250);
 /// Turns that took at least this long are logged (at debug level) with their cause: the
 /// latency target is a p99 of 5 ms.
 const SLOW_TURN: Duration = Duration::from_millis(5);
-/// A checkpoint at least this long is logged (debug) with its sync's share: the next batch
-/// waits for it.
+/// A checkpoint at least this long is logged (debug) with the shares of the files' fsync, the
+/// statements and the commit: the next batch waits for it.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(2);
 
 pub struct Writer {
