@@ -335,7 +335,7 @@ pub async fn run(
     };
     let result = match (&tls, app.config.tls.listen) {
         (Some(tls), Some(address)) => {
-            let secure = std::net::TcpListener::bind(address)?;
+            let secure = crate::net::listen(address)?;
             secure.set_nonblocking(true)?;
             let secure =
                 TlsAcceptor::new(TcpAcceptor::from_std(secure)?, tls.server_config.clone(), tls.handshake_timeout);

@@ -3,7 +3,7 @@
 //! on, and who a client is behind a trusted proxy.
 //!
 //! The acceptor waits for a free slot before accepting (further clients queue in the
-//! kernel's backlog); a connection from an address that holds its share already is closed at
+//! kernel's backlog, [`listen`]'s 4,096 deep); a connection from an address that holds its share already is closed at
 //! once. A request head's timer starts at its first byte and stops at the blank line that
 //! ends it (`\r\n\r\n`); a slower head closes the connection. A connection opening with the
 //! HTTP/2 preface is closed when HTTP/2 is off, and otherwise has no head deadline after the
@@ -26,6 +26,24 @@ use poem::web::{LocalAddr, RemoteAddr};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+/// Connections the kernel queues for the acceptor until it takes them (capped by the
+/// system's `net.core.somaxconn`, 4096 on current Linux). The standard library's 128 was
+/// overrun by a burst of reconnects (an attacker's, or many devices after an outage): the
+/// kernel drops the SYNs beyond it, and a client dropped so retries only a second later.
+const BACKLOG: i32 = 4096;
+
+/// A TCP socket listening on `address` with [`BACKLOG`] (and `SO_REUSEADDR`, as the standard
+/// library's `bind` sets it on Unix).
+pub fn listen(address: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
 
 /// What an HTTP/2 connection starts with (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

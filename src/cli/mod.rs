@@ -144,7 +144,7 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
         // Signal handlers first: a SIGTERM that arrives as soon as the port is open must
         // already mean "shut down gracefully".
         let shutdown = shutdown_signal()?;
-        let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = crate::net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(address = %listen, docs = %format!("http://{listen}/docs"), "hookyard is serving");
         app::run(listener, app, shutdown).await?;
         anyhow::Ok(())

@@ -208,3 +208,51 @@ fn a_trusted_proxy_that_is_not_an_address_is_refused_with_its_line() {
     assert!(shown.contains("line 2: [server] trusted_proxies"), "{shown}");
     assert!(shown.contains("\"10.0.0.0/33\" is not an address or a range like 10.0.0.0/8"), "{shown}");
 }
+
+/// A burst of new clients while every slot is taken waits in the kernel's backlog and is
+/// served once a slot frees. With the standard library's backlog of 128 the connects beyond
+/// it had their SYNs dropped and completed only at the client's retry, a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_clients_beyond_the_open_slots_waits_in_the_backlog_and_is_served() {
+    const CLIENTS: usize = 600;
+    let _turn = TURN.lock().await;
+    let server = Server::start("max_connections = 1");
+    let addr = server.addr;
+    let holder = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let connects: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let stream = tokio::net::TcpStream::connect(addr).await;
+                (stream, started.elapsed())
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for c in connects {
+        let (stream, took) = c.await.unwrap();
+        let mut stream = stream.expect("the connect is answered");
+        slowest = slowest.max(took);
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        streams.push(stream);
+    }
+    assert!(slowest < Duration::from_millis(900), "{CLIENTS} connects in a burst: the slowest took {slowest:?}");
+    drop(holder);
+    let replies: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut reply = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut reply)).await;
+                read.is_ok() && reply.starts_with(b"HTTP/1.1 200")
+            })
+        })
+        .collect();
+    let mut served = 0;
+    for r in replies {
+        served += usize::from(r.await.unwrap());
+    }
+    assert_eq!(served, CLIENTS, "every client waiting in the backlog got its 200");
+}
