@@ -4,11 +4,12 @@
 //!
 //! The acceptor waits for a free slot before accepting (further clients queue in the
 //! kernel's backlog, [`listen`]'s 4,096 deep); a connection from an address that holds its
-//! share already is closed at once. A request head's timer starts at its first byte and stops at the blank line that
-//! ends it (`\r\n\r\n`); a slower head closes the connection. A connection opening with the
-//! HTTP/2 preface is closed when HTTP/2 is off, and otherwise has no head deadline after the
-//! preface (frames have no blank line; the idle timeout applies). Slow bodies are cut by the
-//! body reader (`ingest::body`). Refusals are logged with the address, one line a second.
+//! share already is closed at once. A request head's timer starts at its first byte and
+//! stops at the blank line that ends it (`\r\n\r\n`); a slower head closes the connection.
+//! A connection opening with the HTTP/2 preface is closed when HTTP/2 is off, and otherwise
+//! has no head deadline after the preface (frames have no blank line; the idle timeout
+//! applies). Slow bodies are cut by the body reader (`ingest::body`). Refusals are logged
+//! with the address, one line a second.
 
 use std::collections::HashMap;
 use std::fmt;
