@@ -236,10 +236,15 @@ pub async fn run(load: Load) -> Report {
     let until = Instant::now() + load.duration;
     let started = Instant::now();
     let per_worker_interval = load.rate.map(|r| Duration::from_secs_f64(load.concurrency as f64 / f64::from(r.max(1))));
+    // At a rate, the workers' ticks are spread evenly over one interval: started in step, all
+    // of them would send at the same instant, a burst of `concurrency` requests every
+    // interval instead of a steady stream.
     let mut workers = Vec::new();
-    for _ in 0..load.concurrency {
+    for i in 0..load.concurrency {
         let (load, counter) = (load.clone(), counter.clone());
-        workers.push(tokio::spawn(async move { worker(load, counter, until, per_worker_interval).await }));
+        let ticks =
+            per_worker_interval.map(|every| (started + every.mul_f64(i as f64 / load.concurrency as f64), every));
+        workers.push(tokio::spawn(async move { worker(load, counter, until, ticks).await }));
     }
     let mut report = Report {
         sent: 0,
@@ -272,12 +277,13 @@ struct Tally {
     latency: hdrhistogram::Histogram<u64>,
 }
 
-async fn worker(load: Load, counter: Arc<AtomicU64>, until: Instant, interval: Option<Duration>) -> Tally {
+/// `ticks`: at a rate, the first send's time and the interval between two.
+async fn worker(load: Load, counter: Arc<AtomicU64>, until: Instant, ticks: Option<(Instant, Duration)>) -> Tally {
     let mut connection = Connection::new(&load.base);
     let path = load.path.as_deref().unwrap_or(load.scenario.path()).to_owned();
     let latency = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut tally = Tally { sent: 0, ok: 0, errors: BTreeMap::new(), latency };
-    let mut ticker = interval.map(tokio::time::interval);
+    let mut ticker = ticks.map(|(first, every)| tokio::time::interval_at(first.into(), every));
     while Instant::now() < until {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
