@@ -16,9 +16,9 @@
 //! - **merged** (`processed_keys`): once [`MERGE_RUNS`] runs are listed, they are merged into
 //!   it in [`MERGE_SLICES`] slices of the digest space (each slice one ordered pass over that
 //!   range of every run): a million sorted keys touch each of its leaves about once, where
-//!   one at a time each would have cost a page. Slices go at the pace keys arrive (half as
-//!   many merged as arrive, at least one each [`MERGE_EVERY`]), so no turn of the writer is
-//!   held long. The runs are dropped after the last slice.
+//!   one at a time each would have cost a page. Slices go at the pace keys arrive (twice
+//!   as many merged as arrive, at least one each [`MERGE_EVERY`]), so no turn of the writer
+//!   is held long. The runs are dropped after the last slice.
 //!
 //! A key is visible in one tier or another at every moment: a run is listed (and its keys
 //! dropped from memory) in the transaction that completes it, and merged runs are unlisted
@@ -55,13 +55,17 @@ pub const RUN_KEYS: usize = 65_536;
 /// Runs that are merged into `processed_keys` together.
 pub const MERGE_RUNS: usize = 16;
 /// Keys written into a run per slice (one slice per writer turn).
-const FLUSH_SLICE: usize = 8_192;
-/// A merge goes through the digest space in this many slices (~1,000 keys each).
-const MERGE_SLICES: u32 = 1024;
-/// A merge slice is due at least this often, and sooner while keys arrive: as many keys are
-/// merged as half of those that arrive, so a merge ends in half the time the next one's runs
-/// take to come, and no turn is held long.
-const MERGE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const FLUSH_SLICE: usize = 1_024;
+/// A merge goes through the digest space in this many slices (~128 keys each of 16 runs of
+/// 65,536). With 1,024 slices of ~1,000 keys, one slice into a merged table of 10 M keys held
+/// the writer 5–29 ms, three to four times a second; now about a millisecond each.
+const MERGE_SLICES: u32 = 8192;
+/// A merge slice is due at least this often, and sooner while keys arrive: a slice's keys are
+/// merged for every half a slice's worth that arrive, so a merge ends in half the time the
+/// next one's runs take to come, and no turn is held long. With no keys arriving the writer
+/// wakes four times a second, a slice each: what is left of a merge then takes up to ~35 min
+/// (its runs stay listed, behind their filters, until it ends).
+const MERGE_EVERY: std::time::Duration = std::time::Duration::from_millis(30);
 
 type Digest = [u8; 16];
 
