@@ -225,7 +225,7 @@ impl Writer {
     fn key_upkeep(&mut self) -> bool {
         let cutoff = self.retention.max_age_days.map(|days| self.clock.now_ms() - (days * 86_400_000.0) as i64);
         let started = Instant::now();
-        let now = Between { cutoff, hold: self.wal.wants_reset() };
+        let now = Between { cutoff, hold: self.wal.long() };
         match self.upkeep.step(&mut self.conn, &self.tiers, now) {
             Ok(wrote) => {
                 if started.elapsed() >= SLOW_TURN {
