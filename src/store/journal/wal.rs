@@ -171,7 +171,7 @@ impl Wal {
                 // The next commit starts the WAL again and reports its frames.
                 self.shared.frames.store(0, Ordering::Relaxed);
                 self.asked_at = None;
-                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
                 tracing::trace!(frames = log, ms, "wal copied on the writer; it restarts");
             }
             // A reader's snapshot keeps the copy short of the end (or another checkpoint
