@@ -11,8 +11,9 @@
 //! `[journal] wal_restart_mb` the writer ([`Wal::wants_reset`]) asks the checkpointer for a
 //! pass at once (not after [`EVERY`]), and once a pass that began after the ask is done and
 //! left at most [`TAIL_FRAMES`] (the commits made during it; more, and it asks again), it
-//! copies that short rest itself between two of its turns, not everything since the last pass. Its next commit starts the WAL from the beginning
-//! (`journal_size_limit` shrinks the file). The writer counts, not the checkpointer, because
+//! copies that short rest itself between two of its turns, not everything since the last
+//! pass. Its next commit starts the WAL from the beginning (`journal_size_limit` shrinks the
+//! file). The writer counts, not the checkpointer, because
 //! a fast writer fills many times `wal_restart_mb` between two of the checkpointer's looks.
 //! Should no fresh pass come within [`ASK_WAIT`], the writer copies all that is left itself.
 //! Should the restart not happen (a reader that holds an old snapshot), at [`FAR`] times
@@ -33,7 +34,7 @@ pub const EVERY: Duration = Duration::from_millis(100);
 /// a TRUNCATE checkpoint (waiting for the writer and every reader).
 pub const FAR: i64 = 8;
 /// How long the writer waits for the pass it asked for before it copies the rest itself.
-pub const ASK_WAIT: Duration = Duration::from_secs(1);
+const ASK_WAIT: Duration = Duration::from_secs(1);
 /// At most this many frames left for the writer to copy (what was committed during the
 /// checkpointer's last pass); more, and it asks for another pass first.
 const TAIL_FRAMES: i64 = 128;
