@@ -118,7 +118,7 @@ async fn a_version_2_journal_is_migrated_in_place_and_its_events_replay() {
     let setup = Setup { config: CONFIG, data_dir: Some(data.clone()), ..Setup::default() };
     let app = spawn_with(setup).await;
     let conn = journal(&app);
-    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 6);
+    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 7);
     let (spec, body): (String, Vec<u8>) =
         conn.query_row("SELECT spec, body FROM requests WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!((spec.as_str(), body), ("", ping(7, "from version 2").into_bytes()), "the old row as it was");

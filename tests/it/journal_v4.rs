@@ -83,7 +83,7 @@ async fn a_version_3_journal_opens_as_version_4_and_5_with_every_event_shown_and
     let app = start(&data).await;
     let base = app.url("");
     let conn = journal(&data);
-    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 6);
+    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 7);
     let index: i64 = conn
         .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'processed_keys_time'", [], |r| r.get(0))
         .unwrap();

@@ -56,7 +56,7 @@ async fn a_version_4_journal_opens_as_version_5_with_every_event_shown_and_repla
     let app = start(&data).await;
     let base = app.url("");
     let conn = journal(&data);
-    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 6);
+    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 7);
     let expected = [(1, "processed", "one"), (2, "processed", "two"), (3, "failed", "boom"), (4, "duplicate", "one")];
     for (id, status, message) in expected {
         let (code, detail) = admin(&app, "GET", &format!("/api/events/{id}")).await;

@@ -95,3 +95,49 @@ async fn keys_written_into_a_run_stay_duplicates_across_a_restart() {
     assert_eq!(duplicates, 4 * METERS, "four resent rounds");
     assert_eq!(statuses.iter().filter(|s| *s == "processed").count(), (ROUNDS + 1) * METERS);
 }
+
+/// The journal as an older hookyard leaves it after merges: every key in `processed_keys`,
+/// no stored filter, version 6.
+fn merged_by_an_older_version(data: &Path) {
+    let conn = rusqlite::Connection::open(data.join(".hookyard/journal.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO processed_keys (digest, event_id, received_ms) SELECT digest, event_id, received_ms FROM keys_recent;
+         DELETE FROM keys_recent; DELETE FROM key_filter; PRAGMA user_version = 6;",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn merged_keys_stay_duplicates_while_their_filter_is_built_and_once_it_is_stored() {
+    const SENT: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let app = start(&data).await;
+    for n in 0..SENT {
+        resend(&app, n).await;
+    }
+    app.stop().await;
+    merged_by_an_older_version(&data);
+    assert_eq!(journal(&data, "SELECT COUNT(*) FROM processed_keys"), (SENT * METERS) as i64);
+
+    // The first start builds the filter by a scan; its writer stores it once it is ready.
+    let app = start(&data).await;
+    resend(&app, 0).await;
+    let stored = eventually(30, async || journal(&data, "SELECT COUNT(*) FROM key_filter") == 1).await;
+    assert!(stored, "no filter was stored");
+    resend(&app, 1).await;
+    resend(&app, SENT).await;
+    app.stop().await;
+
+    // The next start reads it back: old keys are still duplicates, a new one is processed.
+    let app = start(&data).await;
+    resend(&app, 2).await;
+    resend(&app, SENT - 1).await;
+    resend(&app, SENT).await;
+    resend(&app, SENT + 1).await;
+    let seen = app.lines("seen.jsonl");
+    assert_eq!(seen.len(), (SENT + 2) * METERS, "only the two new rounds are processed");
+    let statuses = journal_statuses(&app, "ORDER BY id");
+    assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 5 * METERS, "five resent rounds");
+    assert_eq!(statuses.iter().filter(|s| *s == "processed").count(), (SENT + 2) * METERS);
+}

@@ -3,7 +3,8 @@
 //! (`Bulk`: the writer's statements, in transactions of 10,000 requests, no fsync), so a
 //! server can be started on a journal as a long-running receiver would have it. The requests
 //! are the load generator's signed gridX bodies; their receive times are spread over the
-//! `--days` before now (the dedup window), so retention prunes none of them.
+//! `--days` before now (the dedup window), so retention prunes none of them. At the end the
+//! merged keys' Bloom filter is built and stored, as a server's merges keep it.
 
 use std::path::PathBuf;
 use std::sync::Arc;

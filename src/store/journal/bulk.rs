@@ -44,8 +44,10 @@ impl Bulk {
         Ok(())
     }
 
-    /// Copies the WAL into the database and truncates it, as a server's shutdown leaves it.
+    /// Builds the merged keys' filter (`tiers/merged.rs`), then copies the WAL into the
+    /// database and truncates it, as a server's shutdown leaves it.
     pub fn finish(self) -> Result<(), JournalError> {
+        super::tiers::store_filter(&self.conn)?;
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }

@@ -280,6 +280,7 @@ impl Journal {
         let outlets = outlets::Outlets::new(feed.clone(), rejected_queued.clone());
         let wal = wal::Wal::start(&mut conn, &path, retention.wal_restart_mb)?;
         let tiers = Arc::new(tiers::Tiers::load(&conn)?);
+        tiers.start_filter(&conn, &path)?;
         let writer = writer::Writer::new(conn, data.clone(), retention, outlets, clock, wal, tiers.clone());
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()

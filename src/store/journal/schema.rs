@@ -102,8 +102,10 @@ INSERT OR IGNORE INTO key_sweep (id, after) VALUES (1, x'');
 /// keeps what a request shares with its sender's others (spec version, client, verification
 /// and headers) once as its shape, and each effect's path once (`texts.rs`, [`migrate_v5`]). Version 6 adds the
 /// processed keys' recent tier and runs (`tiers.rs`); the keys of older journals stay in
-/// `processed_keys`, the merged tier.
-const SCHEMA_VERSION: i64 = 6;
+/// `processed_keys`, the merged tier. Version 7 stores the merged tier's Bloom filter
+/// (`tiers/merged.rs`); opening a journal of an older version drops a stored filter, since an
+/// older hookyard merges keys without setting its bits (it is built again by a scan).
+const SCHEMA_VERSION: i64 = 7;
 
 /// Opens the write connection, creating the tables (or migrating older ones).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -148,6 +150,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     }
     if version < 5 {
         migrate_v5(&tx)?;
+    }
+    if version < 7 {
+        tx.execute("DELETE FROM key_filter", [])?;
     }
     if version < 1 {
         // Version 0 kept processed keys in a `keys` table of their own and indexed every
@@ -292,7 +297,7 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(VERSION_0).unwrap();
 
         let conn = open(&path).unwrap();
-        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 6);
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), 7);
         // Version 2's columns are there, empty for the old rows.
         let (client, original): (String, Option<i64>) = conn
             .query_row(

@@ -29,11 +29,16 @@
 //! by the key sweep (`sweep.rs`).
 
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The tables of the recent keys and of the runs (journal version 6).
+mod merged;
+use merged::Merged;
+
+/// The tables of the recent keys and of the runs (journal version 6), and the merged tier's
+/// filter (version 7, `tiers/merged.rs`).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys_recent (
     seq INTEGER PRIMARY KEY,
@@ -47,6 +52,13 @@ CREATE TABLE IF NOT EXISTS key_runs (
     keys INTEGER NOT NULL,
     oldest_ms INTEGER NOT NULL,
     complete INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS key_filter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bits BLOB NOT NULL,
+    probes INTEGER NOT NULL,
+    capacity INTEGER NOT NULL,
+    added INTEGER NOT NULL
 );
 ";
 
@@ -84,7 +96,7 @@ impl Filter {
         let mut filter = Self { words: vec![0; bits.div_ceil(64)] };
         let bits = filter.bits();
         for d in digests {
-            for bit in probes(bits, d) {
+            for bit in probes(bits, d, PROBES) {
                 filter.words[(bit / 64) as usize] |= 1 << (bit % 64);
             }
         }
@@ -96,7 +108,7 @@ impl Filter {
     }
 
     fn may_contain(&self, d: &Digest) -> bool {
-        probes(self.bits(), d).all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        probes(self.bits(), d, PROBES).all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -114,11 +126,11 @@ impl Filter {
     }
 }
 
-/// The bits of a filter of `bits` that `d` sets.
-fn probes(bits: u64, d: &Digest) -> impl Iterator<Item = u64> {
+/// The `k` bits of a filter of `bits` that `d` sets.
+fn probes(bits: u64, d: &Digest, k: u64) -> impl Iterator<Item = u64> {
     let h1 = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
     let h2 = u64::from_le_bytes(d[8..].try_into().unwrap_or_default()) | 1;
-    (0..PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
+    (0..k).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
 }
 
 struct Run {
@@ -137,18 +149,24 @@ struct Inner {
     /// No recent key is older than this (`i64::MAX`: none).
     recent_oldest_ms: i64,
     runs: Vec<Run>,
+    /// The merged tier's filter (`None`: every lookup probes the table).
+    merged: Option<Arc<Merged>>,
+    /// A filter being built by a scan, to replace `merged` once it is ready.
+    building: Option<Arc<Merged>>,
 }
 
-/// The recent keys and the runs' filters, shared by the writer (which changes them after
-/// its commits) and the lookups.
+/// The recent keys, the runs' filters and the merged tier's, shared by the writer (which
+/// changes them after its commits) and the lookups.
 pub struct Tiers {
     inner: RwLock<Inner>,
+    /// The journal's file, for a scan that builds the merged tier's filter (none: no scan).
+    path: OnceLock<PathBuf>,
 }
 
 impl Default for Tiers {
-    /// No recent keys and no runs: lookups go to `processed_keys` alone.
+    /// No recent keys, no runs, no filter: lookups go to `processed_keys` alone.
     fn default() -> Self {
-        Self { inner: RwLock::new(Inner { recent_oldest_ms: i64::MAX, ..Inner::default() }) }
+        Self { inner: RwLock::new(Inner { recent_oldest_ms: i64::MAX, ..Inner::default() }), path: OnceLock::new() }
     }
 }
 
@@ -188,7 +206,56 @@ impl Tiers {
                 Ok(Run { id, probe: probe_sql(&run_table(id)), filter, oldest_ms: r.get(2)?, keys: r.get(3)? })
             })?
             .collect::<Result<_, _>>()?;
-        Ok(Self { inner: RwLock::new(inner) })
+        inner.merged = Merged::load(conn)?.map(Arc::new);
+        Ok(Self { inner: RwLock::new(inner), path: OnceLock::new() })
+    }
+
+    /// Lets the merged tier's filter be built by scans of the journal at `path` (`conn`, the
+    /// write connection, sizes it), and starts one now when no filter was stored.
+    pub fn start_filter(&self, conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+        let _ = self.path.set(path.to_owned());
+        if self.read().merged.is_none() {
+            self.rebuild_filter(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a scan building a new filter of the merged tier (none while one is under way,
+    /// or without a journal's path).
+    fn rebuild_filter(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let Some(path) = self.path.get() else { return Ok(()) };
+        if self.read().building.is_some() {
+            return Ok(());
+        }
+        let fresh = Arc::new(merged::fresh(conn)?);
+        // Listed before the scan's first query: every key a merge adds from now on sets its
+        // bits too, so none falls between the scan's snapshots.
+        self.write().building = Some(fresh.clone());
+        merged::scan_in_background(path.clone(), fresh);
+        Ok(())
+    }
+
+    /// The filter a scan finished, if one did: it replaces the merged tier's filter.
+    fn built_filter(&self) -> Option<Arc<Merged>> {
+        if !self.read().building.as_ref().is_some_and(|b| b.ready()) {
+            return None;
+        }
+        let mut inner = self.write();
+        if !inner.building.as_ref().is_some_and(|b| b.ready()) {
+            return None;
+        }
+        inner.merged = inner.building.take();
+        inner.merged.clone()
+    }
+
+    /// Sets the bits of `digests` (keys going into the merged table) in its filters.
+    fn merging(&self, digests: &[Digest]) {
+        let inner = self.read();
+        for filter in inner.merged.iter().chain(inner.building.iter()) {
+            for d in digests {
+                filter.insert(d);
+            }
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -213,6 +280,9 @@ impl Tiers {
             {
                 return Ok(Some(id));
             }
+        }
+        if inner.merged.as_ref().is_some_and(|m| !m.may_contain(digest)) {
+            return Ok(None);
         }
         probe(conn, MERGED_PROBE, digest)
     }
@@ -282,6 +352,14 @@ pub fn stored_event(conn: &Connection, digest: &Digest) -> rusqlite::Result<Opti
     conn.prepare_cached("SELECT event_id FROM keys_recent WHERE digest = ?1 ORDER BY seq DESC LIMIT 1")?
         .query_row([&digest[..]], |r| r.get(0))
         .optional()
+}
+
+/// Builds the merged tier's filter from the whole table and stores it (a bulk load's end:
+/// the keys it wrote went into the table alone).
+pub fn store_filter(conn: &Connection) -> rusqlite::Result<()> {
+    let filter = merged::fresh(conn)?;
+    merged::scan(conn, &filter, false)?;
+    filter.store(conn)
 }
 
 /// A run being written: the recent rows up to `upto` (sorted by digest), `done` of them in.
@@ -376,13 +454,23 @@ impl Upkeep {
         // Without an fsync of their own: each of these transactions leaves the tiers whole,
         // a crash can only lose the WAL's last frames (a suffix: done again), and the next
         // commit of events syncs the WAL with them in it before anyone is answered.
+        // A filter a scan finished replaces the merged tier's, and is stored.
+        let stored = match tiers.built_filter().filter(|b| b.holds_any()) {
+            Some(built) => {
+                let tx = conn.transaction()?;
+                built.store(&tx)?;
+                tx.commit()?;
+                true
+            }
+            None => false,
+        };
         if !self.anything_due(tiers, now.cutoff) {
-            return Ok(false);
+            return Ok(stored);
         }
         conn.pragma_update(None, "synchronous", "OFF")?;
         let done = self.work(conn, tiers, now);
         conn.pragma_update(None, "synchronous", "FULL")?;
-        done
+        done.map(|wrote| wrote || stored)
     }
 
     /// Whether a step could have work: a flush or merge under way or due, keys to expire
@@ -539,10 +627,16 @@ fn merge_slice(conn: &mut Connection, tiers: &Tiers, merge: &mut Merge, cutoff: 
             )
         })
         .collect();
-    let sql = format!(
-        "INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) {} ORDER BY digest",
-        arms.join(" UNION ALL ")
-    );
+    let arms = arms.join(" UNION ALL ");
+    // Their bits first: a key in the merged table is in its filter (the runs are unlisted
+    // only after the last slice, so until then they find it too).
+    let digests: Vec<Digest> = tx
+        .prepare_cached(&format!("SELECT digest FROM ({arms})"))?
+        .query_map(params![&lo[..], &hi[..], cutoff], |r| r.get::<_, Vec<u8>>(0))?
+        .filter_map(|d| d.map(|d| as_digest(&d)).transpose())
+        .collect::<Result<_, _>>()?;
+    tiers.merging(&digests);
+    let sql = format!("INSERT OR IGNORE INTO processed_keys (digest, event_id, received_ms) {arms} ORDER BY digest");
     tx.prepare_cached(&sql)?.execute(params![&lo[..], &hi[..], cutoff])?;
     tx.commit()?;
     merge.slice += 1;
@@ -556,7 +650,16 @@ fn merge_slice(conn: &mut Connection, tiers: &Tiers, merge: &mut Merge, cutoff: 
     for id in &merge.ids {
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {}; DELETE FROM key_runs WHERE id = {id};", run_table(*id)))?;
     }
+    // The filter is stored with the runs' unlisting: a stored filter holds every key of the
+    // table it was stored with.
+    let merged = tiers.read().merged.clone();
+    if let Some(merged) = merged.as_ref().filter(|m| m.ready()) {
+        merged.store(&tx)?;
+    }
     tx.commit()?;
+    if merged.is_some_and(|m| m.worn()) {
+        tiers.rebuild_filter(conn)?;
+    }
     Ok(true)
 }
 

@@ -5,12 +5,14 @@ use super::*;
 use crate::store::dedup::digest;
 
 /// A journal with the server's tables, on disk (the tiers' lookups read it on another
-/// connection too).
+/// connection too), and a stored filter of its (empty) merged tier: the tiers loaded from it
+/// look up the merged table only past that filter, which each merge keeps whole.
 fn journal() -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().unwrap();
     let conn = crate::store::journal::schema::open(&dir.path().join("journal.db")).unwrap();
     // A slice a step, a thousand steps a merge: no fsync each.
     conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    store_filter(&conn).unwrap();
     (dir, conn)
 }
 
@@ -30,6 +32,19 @@ fn steps(upkeep: &mut Upkeep, conn: &mut Connection, tiers: &Tiers, n: u32) {
     for _ in 0..n {
         upkeep.step(conn, tiers, Between::default()).unwrap();
     }
+}
+
+/// Keys `k0..k99` committed in runs of 50, merged two at a time: the merge of the two runs
+/// begins with the step after the second.
+fn two_runs_merging(conn: &mut Connection, tiers: &Tiers) -> Upkeep {
+    let mut upkeep = Upkeep::with_sizes(50, 2);
+    for i in 0..100 {
+        commit_key(conn, tiers, &format!("k{i}"), i, 1_000);
+        if i % 50 == 49 {
+            upkeep.step(conn, tiers, Between::default()).unwrap();
+        }
+    }
+    upkeep
 }
 
 fn count(conn: &Connection, sql: &str) -> i64 {
@@ -134,13 +149,7 @@ fn a_run_left_unfinished_by_a_crash_is_dropped_and_its_keys_are_still_recent() {
 fn a_merge_cut_short_by_a_crash_is_done_again_and_loses_nothing() {
     let (_dir, mut conn) = journal();
     let tiers = Tiers::load(&conn).unwrap();
-    let mut upkeep = Upkeep::with_sizes(50, 2);
-    for i in 0..100 {
-        commit_key(&conn, &tiers, &format!("k{i}"), i, 1_000);
-        if i % 50 == 49 {
-            upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
-        }
-    }
+    let mut upkeep = two_runs_merging(&mut conn, &tiers);
     // Two runs: the merge began with that step; half of it, then a crash.
     steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES / 2);
     let merged = count(&conn, "SELECT COUNT(*) FROM processed_keys");
@@ -271,4 +280,80 @@ fn a_merge_goes_at_the_pace_keys_arrive_and_at_least_one_slice_each_merge_every(
 
 fn upkeep_slice(upkeep: &Upkeep) -> u32 {
     upkeep.merge.as_ref().map_or(u32::MAX, |m| m.slice)
+}
+
+/// A key put into the merged table behind the filter's back, as an older hookyard's merge
+/// would: a lookup through the filter does not find it (the filter is what rules a key out).
+fn behind_the_filters_back(conn: &Connection, key: &str, event_id: i64) {
+    conn.execute(
+        "INSERT INTO processed_keys (digest, event_id, received_ms) VALUES (?1, ?2, 0)",
+        params![&digest(key)[..], event_id],
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_stored_filter_stands_before_the_merged_table_and_an_older_journal_builds_it_again_by_a_scan() {
+    let (dir, conn) = journal();
+    let path = dir.path().join("journal.db");
+    for i in 0..20_000 {
+        behind_the_filters_back(&conn, &format!("k{i}"), i);
+    }
+    let reader = Connection::open(&path).unwrap();
+    let tiers = Tiers::load(&conn).unwrap();
+    let found = (0..20_000).filter(|i| tiers.event_of(&reader, &digest(&format!("k{i}"))).unwrap().is_some()).count();
+    assert!(found < 200, "the empty table's filter rules out the keys it never saw: {found} of 20,000 looked up");
+
+    // An older hookyard opened the journal (its version is 6 again): the stored filter may
+    // lack keys it merged, and opening drops it.
+    conn.pragma_update(None, "user_version", 6).unwrap();
+    drop(conn);
+    let mut conn = crate::store::journal::schema::open(&path).unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM key_filter"), 0, "dropped with the migration to version 7");
+    let tiers = Tiers::load(&conn).unwrap();
+    assert!((0..20_000).all(|i| tiers.event_of(&reader, &digest(&format!("k{i}"))).unwrap() == Some(i)));
+
+    // The server's start builds one by a scan, and its writer stores it once it is ready.
+    tiers.start_filter(&conn, &path).unwrap();
+    let began = std::time::Instant::now();
+    while !tiers.read().building.as_ref().is_some_and(|b| b.ready()) {
+        assert!(began.elapsed() < std::time::Duration::from_secs(30), "the scan does not end");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut upkeep = Upkeep::with_sizes(100, 3);
+    upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
+    assert!(tiers.read().building.is_none() && tiers.read().merged.as_ref().is_some_and(|m| m.ready()));
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM key_filter"), 1, "stored");
+    let reloaded = Tiers::load(&conn).unwrap();
+    for t in [&tiers, &reloaded] {
+        assert!((0..20_000).all(|i| t.event_of(&reader, &digest(&format!("k{i}"))).unwrap() == Some(i)));
+        assert_eq!(t.event_of(&reader, &digest("never")).unwrap(), None);
+    }
+    behind_the_filters_back(&conn, "late", 1);
+    assert_eq!(reloaded.event_of(&reader, &digest("late")).unwrap(), None, "the filter is in front again");
+}
+
+#[test]
+fn keys_merged_while_a_scan_builds_the_filter_are_in_it() {
+    let (dir, mut conn) = journal();
+    let path = dir.path().join("journal.db");
+    conn.execute("DELETE FROM key_filter", []).unwrap();
+    for i in 0..5_000 {
+        behind_the_filters_back(&conn, &format!("old{i}"), 1_000_000 + i);
+    }
+    let tiers = Tiers::load(&conn).unwrap();
+    let mut upkeep = two_runs_merging(&mut conn, &tiers);
+    // The merge of the two runs begins; the scan starts half-way through it.
+    steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES / 2);
+    tiers.start_filter(&conn, &path).unwrap();
+    steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES);
+    let began = std::time::Instant::now();
+    while tiers.read().building.is_some() {
+        assert!(began.elapsed() < std::time::Duration::from_secs(30), "the scan does not end");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
+    }
+    assert_eq!(run_tables(&conn), 0, "merged");
+    all_found(&conn, &tiers, 100);
+    all_found(&conn, &Tiers::load(&conn).unwrap(), 100);
 }
