@@ -22,6 +22,9 @@ impl Bulk {
         // As the server's open does: a journal begun by a load has no request from before the
         // readings index to index again.
         super::backfill::start(&conn)?;
+        // Keys go into the merged table alone, without the bits of its filter: a stored one
+        // no longer holds every key (a load cut short leaves none; `finish` builds it again).
+        conn.execute("DELETE FROM key_filter", [])?;
         // A lost load is loaded again: no fsync per transaction.
         conn.pragma_update(None, "synchronous", "OFF")?;
         conn.pragma_update(None, "cache_size", -262_144)?;
@@ -50,5 +53,29 @@ impl Bulk {
         super::tiers::store_filter(&self.conn)?;
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters(data: &DataDir) -> i64 {
+        let conn = Connection::open(data.root().join(".hookyard/journal.db")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM key_filter", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_load_drops_the_stored_filter_of_the_merged_keys_and_its_end_stores_one_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let conn = schema::open(&data.state_dir().unwrap().join("journal.db")).unwrap();
+        super::super::tiers::store_filter(&conn).unwrap();
+        drop(conn);
+        assert_eq!(filters(&data), 1);
+        let bulk = Bulk::open(&data).unwrap();
+        assert_eq!(filters(&data), 0, "a load cut short leaves no filter that lacks its keys");
+        bulk.finish().unwrap();
+        assert_eq!(filters(&data), 1);
     }
 }
