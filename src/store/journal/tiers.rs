@@ -206,7 +206,7 @@ impl Tiers {
                 Ok(Run { id, probe: probe_sql(&run_table(id)), filter, oldest_ms: r.get(2)?, keys: r.get(3)? })
             })?
             .collect::<Result<_, _>>()?;
-        inner.merged = Merged::load(conn)?.map(Arc::new);
+        inner.merged = Merged::load(conn).map(Arc::new);
         Ok(Self { inner: RwLock::new(inner), path: OnceLock::new() })
     }
 
@@ -237,10 +237,14 @@ impl Tiers {
 
     /// The filter a scan finished, if one did: it replaces the merged tier's filter.
     fn built_filter(&self) -> Option<Arc<Merged>> {
-        if !self.read().building.as_ref().is_some_and(|b| b.ready()) {
+        if !self.read().building.as_ref().is_some_and(|b| b.ready() || b.failed()) {
             return None;
         }
         let mut inner = self.write();
+        if inner.building.as_ref().is_some_and(|b| b.failed()) {
+            inner.building = None;
+            return None;
+        }
         if !inner.building.as_ref().is_some_and(|b| b.ready()) {
             return None;
         }
@@ -354,12 +358,14 @@ pub fn stored_event(conn: &Connection, digest: &Digest) -> rusqlite::Result<Opti
         .optional()
 }
 
-/// Builds the merged tier's filter from the whole table and stores it (a bulk load's end:
-/// the keys it wrote went into the table alone).
+/// Builds the merged tier's filter from the whole table and stores it, in one transaction (a
+/// bulk load's end: the keys it wrote went into the table alone).
 pub fn store_filter(conn: &Connection) -> rusqlite::Result<()> {
-    let filter = merged::fresh(conn)?;
-    merged::scan(conn, &filter, false)?;
-    filter.store(conn)
+    let tx = conn.unchecked_transaction()?;
+    let filter = merged::fresh(&tx)?;
+    merged::scan(&tx, &filter, false)?;
+    filter.store(&tx)?;
+    tx.commit()
 }
 
 /// A run being written: the recent rows up to `upto` (sorted by digest), `done` of them in.
@@ -454,8 +460,10 @@ impl Upkeep {
         // Without an fsync of their own: each of these transactions leaves the tiers whole,
         // a crash can only lose the WAL's last frames (a suffix: done again), and the next
         // commit of events syncs the WAL with them in it before anyone is answered.
-        // A filter a scan finished replaces the merged tier's, and is stored.
-        let stored = match tiers.built_filter().filter(|b| b.holds_any()) {
+        // A filter a scan finished replaces the merged tier's, and is stored (not while the
+        // WAL waits to start again).
+        let built = if now.hold { None } else { tiers.built_filter() };
+        let stored = match built.filter(|b| b.holds_any()) {
             Some(built) => {
                 let tx = conn.transaction()?;
                 built.store(&tx)?;
@@ -657,7 +665,8 @@ fn merge_slice(conn: &mut Connection, tiers: &Tiers, merge: &mut Merge, cutoff: 
         merged.store(&tx)?;
     }
     tx.commit()?;
-    if merged.is_some_and(|m| m.worn()) {
+    // None (a scan failed) or worn: a scan builds one (again).
+    if merged.is_none_or(|m| m.worn()) {
         tiers.rebuild_filter(conn)?;
     }
     Ok(true)

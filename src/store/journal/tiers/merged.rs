@@ -51,16 +51,24 @@ pub struct Merged {
     added: AtomicU64,
     /// Whether it holds every key of the table (a scan is done, or it was read back).
     ready: AtomicBool,
+    /// Whether the scan building it failed.
+    failed: AtomicBool,
 }
 
 impl Merged {
     /// An empty filter for about `keys` keys (and room to grow by half).
     fn sized(keys: u64) -> Self {
-        let capacity = (keys + keys / 2).max(MIN_KEYS);
-        let bits = (capacity * BITS_PER_KEY).min(MAX_BYTES as u64 * 8).div_ceil(64) * 64;
+        let capacity = keys.saturating_add(keys / 2).max(MIN_KEYS);
+        let bits = capacity.saturating_mul(BITS_PER_KEY).min(MAX_BYTES as u64 * 8).div_ceil(64) * 64;
         let probes = ((bits as f64 / capacity as f64) * std::f64::consts::LN_2).round().clamp(1.0, 6.0) as u64;
         let words = (0..bits / 64).map(|_| AtomicU64::new(0)).collect();
-        Self { words, probes, capacity, added: AtomicU64::new(0), ready: AtomicBool::new(false) }
+        let (added, ready, failed) = (AtomicU64::new(0), AtomicBool::new(false), AtomicBool::new(false));
+        Self { words, probes, capacity, added, ready, failed }
+    }
+
+    /// Whether the scan building it failed (it is dropped; the next merge's end starts another).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     fn bits(&self) -> u64 {
@@ -115,15 +123,23 @@ impl Merged {
         Ok(())
     }
 
-    /// The stored filter, if there is a usable one (read a chunk at a time).
-    pub fn load(conn: &Connection) -> rusqlite::Result<Option<Self>> {
+    /// The stored filter, if there is a usable one (read a chunk at a time); one that cannot
+    /// be read is not used (the lookups probe the table until a scan built another).
+    pub fn load(conn: &Connection) -> Option<Self> {
+        Self::read(conn).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "journal: the stored merged keys' filter cannot be read; it is built again");
+            None
+        })
+    }
+
+    fn read(conn: &Connection) -> rusqlite::Result<Option<Self>> {
         let row: Option<(i64, i64, i64, i64)> = conn
             .query_row("SELECT length(bits), probes, capacity, added FROM key_filter WHERE id = 1", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
         let Some((len, probes, capacity, added)) = row else { return Ok(None) };
-        if len <= 0 || len % 8 != 0 || len as usize > 8 * MAX_BYTES || !(1..=16).contains(&probes) || capacity < 1 {
+        if len <= 0 || len % 8 != 0 || len as usize > MAX_BYTES || !(1..=16).contains(&probes) || capacity < 1 {
             return Ok(None);
         }
         let blob = conn.blob_open(MAIN_DB, c"key_filter", c"bits", 1, true)?;
@@ -142,6 +158,7 @@ impl Merged {
             capacity: capacity as u64,
             added: AtomicU64::new(added.max(0) as u64),
             ready: AtomicBool::new(true),
+            failed: AtomicBool::new(false),
         }))
     }
 }
@@ -160,7 +177,7 @@ fn estimate(conn: &Connection) -> rusqlite::Result<u64> {
     let n = nth.len().min(8);
     top[..n].copy_from_slice(&nth[..n]);
     let share = (u64::from_be_bytes(top) as f64 + 1.0) / 2f64.powi(64);
-    Ok((AT as f64 / share) as u64)
+    Ok((AT as f64 / share).min(1e15) as u64)
 }
 
 /// A new, empty filter sized for the table as it is now (not ready: a [`scan`] fills it).
@@ -202,15 +219,20 @@ pub fn scan(conn: &Connection, into: &Merged, pause: bool) -> rusqlite::Result<u
 /// Builds `into` by a scan of the journal at `path` on a thread of its own; a failure is
 /// logged (the lookups keep probing the table).
 pub fn scan_in_background(path: PathBuf, into: Arc<Merged>) {
+    let into_failed = into.clone();
     let spawned = std::thread::Builder::new().name("key-filter".into()).spawn(move || {
         let began = Instant::now();
         let scanned = open_reader(&path).and_then(|conn| scan(&conn, &into, true));
         match scanned {
             Ok(keys) => tracing::info!(keys, ms = began.elapsed().as_millis() as u64, "journal: merged keys' filter built"),
-            Err(e) => tracing::warn!(error = %e, "journal: cannot build the merged keys' filter; every new key is looked up on disk"),
+            Err(e) => {
+                into.failed.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "journal: cannot build the merged keys' filter; every new key is looked up on disk")
+            }
         }
     });
     if let Err(e) = spawned {
+        into_failed.failed.store(true, Ordering::Release);
         tracing::warn!(error = %e, "journal: cannot start building the merged keys' filter");
     }
 }
@@ -260,6 +282,14 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_sized_for_any_count_has_bits() {
+        for keys in [0, 1, u64::MAX / 2, u64::MAX] {
+            let filter = Merged::sized(keys);
+            assert!(filter.bits() >= 64 && filter.words.len() * 8 <= MAX_BYTES && (1..=6).contains(&filter.probes));
+        }
+    }
+
+    #[test]
     fn a_small_filter_has_few_false_positives_and_wears_out_after_twice_its_capacity() {
         let filter = Merged::sized(0);
         assert_eq!(filter.capacity, MIN_KEYS);
@@ -303,17 +333,21 @@ mod tests {
     fn a_stored_filter_reads_back_whole_and_a_damaged_one_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::journal::schema::open(&dir.path().join("journal.db")).unwrap();
-        assert!(Merged::load(&conn).unwrap().is_none());
+        assert!(Merged::load(&conn).is_none());
         let filter = Merged::sized(1_000);
         for d in digests(0, 1_000) {
             filter.insert(&d);
         }
         filter.store(&conn).unwrap();
-        let back = Merged::load(&conn).unwrap().unwrap();
+        let back = Merged::load(&conn).unwrap();
         assert!(back.ready() && back.probes == filter.probes && back.capacity == filter.capacity);
         assert!(digests(0, 1_000).all(|d| back.may_contain(&d)));
         assert_eq!(back.added.load(Ordering::Relaxed), 1_000);
         conn.execute("UPDATE key_filter SET bits = x'010203'", []).unwrap();
-        assert!(Merged::load(&conn).unwrap().is_none());
+        assert!(Merged::load(&conn).is_none());
+        conn.execute("UPDATE key_filter SET bits = 'text'", []).unwrap();
+        assert!(Merged::load(&conn).is_none(), "a value that is no blob: not used, and the journal still opens");
+        conn.execute("UPDATE key_filter SET bits = zeroblob(?1)", [MAX_BYTES as i64 * 2]).unwrap();
+        assert!(Merged::load(&conn).is_none(), "larger than the budget");
     }
 }

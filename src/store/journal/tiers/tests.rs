@@ -322,7 +322,10 @@ fn the_stored_filter_stands_before_the_merged_table_and_an_older_journal_builds_
     }
     let mut upkeep = Upkeep::with_sizes(100, 3);
     upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
-    assert!(tiers.read().building.is_none() && tiers.read().merged.as_ref().is_some_and(|m| m.ready()));
+    {
+        let inner = tiers.read();
+        assert!(inner.building.is_none() && inner.merged.as_ref().is_some_and(|m| m.ready()));
+    }
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM key_filter"), 1, "stored");
     let reloaded = Tiers::load(&conn).unwrap();
     for t in [&tiers, &reloaded] {
@@ -334,26 +337,52 @@ fn the_stored_filter_stands_before_the_merged_table_and_an_older_journal_builds_
 }
 
 #[test]
-fn keys_merged_while_a_scan_builds_the_filter_are_in_it() {
-    let (dir, mut conn) = journal();
-    let path = dir.path().join("journal.db");
+fn keys_merged_after_a_scan_read_the_table_and_before_its_filter_replaces_the_old_are_in_it() {
+    let (_dir, mut conn) = journal();
     conn.execute("DELETE FROM key_filter", []).unwrap();
     for i in 0..5_000 {
         behind_the_filters_back(&conn, &format!("old{i}"), 1_000_000 + i);
     }
     let tiers = Tiers::load(&conn).unwrap();
     let mut upkeep = two_runs_merging(&mut conn, &tiers);
-    // The merge of the two runs begins; the scan starts half-way through it.
     steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES / 2);
-    tiers.start_filter(&conn, &path).unwrap();
-    steps(&mut upkeep, &mut conn, &tiers, MERGE_SLICES);
-    let began = std::time::Instant::now();
-    while tiers.read().building.is_some() {
-        assert!(began.elapsed() < std::time::Duration::from_secs(30), "the scan does not end");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
+    // As `rebuild_filter` does, with the scan done here at once: it reads the table half-way
+    // through the merge; the rest of the merge comes after it, before the writer's next step
+    // puts the new filter in place.
+    let fresh = Arc::new(merged::fresh(&conn).unwrap());
+    tiers.write().building = Some(fresh.clone());
+    let reader = Connection::open(conn.path().unwrap()).unwrap();
+    merged::scan(&reader, &fresh, false).unwrap();
+    while upkeep.merge.is_some() {
+        upkeep.work(&mut conn, &tiers, Between::default()).unwrap();
     }
+    assert!(tiers.read().building.is_some(), "not yet in place");
+    upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
+    assert!(tiers.read().building.is_none(), "in place");
     assert_eq!(run_tables(&conn), 0, "merged");
     all_found(&conn, &tiers, 100);
     all_found(&conn, &Tiers::load(&conn).unwrap(), 100);
+}
+
+#[test]
+fn a_scan_that_failed_is_dropped_and_the_next_merge_starts_another() {
+    let (dir, mut conn) = journal();
+    conn.execute("DELETE FROM key_filter", []).unwrap();
+    let tiers = Tiers::load(&conn).unwrap();
+    // A path where no journal is: the scan cannot open it.
+    tiers.start_filter(&conn, &dir.path().join("no/such/journal.db")).unwrap();
+    let began = std::time::Instant::now();
+    let mut upkeep = Upkeep::with_sizes(50, 2);
+    while tiers.read().building.is_some() {
+        assert!(began.elapsed() < std::time::Duration::from_secs(30), "the failed scan is never dropped");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        upkeep.step(&mut conn, &tiers, Between::default()).unwrap();
+    }
+    assert!(tiers.read().merged.is_none(), "no filter: every lookup probes the table");
+    let mut upkeep = two_runs_merging(&mut conn, &tiers);
+    while upkeep.merge.is_some() {
+        upkeep.work(&mut conn, &tiers, Between::default()).unwrap();
+    }
+    assert!(tiers.read().building.is_some(), "the merge's end started another scan");
+    all_found(&conn, &tiers, 100);
 }
