@@ -235,21 +235,17 @@ impl Tiers {
         Ok(())
     }
 
-    /// The filter a scan finished, if one did: it replaces the merged tier's filter.
+    /// The filter a scan finished, if one did: it replaces the merged tier's filter (one whose
+    /// scan failed is dropped). Only the writer sets or takes `building`, and a scan's flags
+    /// only turn on, so what the read lock saw still holds under the write lock.
     fn built_filter(&self) -> Option<Arc<Merged>> {
         if !self.read().building.as_ref().is_some_and(|b| b.ready() || b.failed()) {
             return None;
         }
         let mut inner = self.write();
-        if inner.building.as_ref().is_some_and(|b| b.failed()) {
-            inner.building = None;
-            return None;
-        }
-        if !inner.building.as_ref().is_some_and(|b| b.ready()) {
-            return None;
-        }
-        inner.merged = inner.building.take();
-        inner.merged.clone()
+        let built = inner.building.take().filter(|b| !b.failed())?;
+        inner.merged = Some(built.clone());
+        Some(built)
     }
 
     /// Sets the bits of `digests` (keys going into the merged table) in its filters.
