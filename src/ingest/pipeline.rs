@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::output::Outputs;
 use crate::script::{RunReport, ScriptHost};
 use crate::spec::readings::ReadingsSpec;
-use crate::store::journal::{JournalError, RequestRecord, Status, Submission, Target};
+use crate::store::journal::{JournalError, RequestRecord, Status, Submission, Target, keeps_event_data};
 use crate::store::shared::LedgerRow;
 use crate::store::{Journal, SeenKeys, Shared};
 
@@ -114,7 +114,10 @@ impl Pipeline {
         let processed = plan.processed_keys();
         let tallies = Status::ALL.map(|s| (s, plan.count(s)));
         let (protocol, source, received_ms) = (request.protocol.clone(), request.source.clone(), request.received_ms);
-        let events = plan.into_records(readings);
+        // The JSON form of the events only where it is kept: the journal's when it cannot
+        // split the body again, the shared journal's ledger always.
+        let with_data = self.shared.is_some() || keeps_event_data(&request.spec, plan.outcomes());
+        let events = plan.into_records(readings, with_data);
         let ledger = if self.shared.is_some() { ledger_rows(&request, &events) } else { Vec::new() };
         let effects = crate::store::effects::coalesce(std::mem::take(&mut report.effects));
         let submission = Submission { target: Target::New(Box::new(request)), events, effects };

@@ -169,11 +169,24 @@ fn insert_request(
 /// events are derived again from the body when they are needed: their data is not stored a
 /// second time (an empty spec: they keep it).
 fn kept<'r>(r: &'r RequestRecord, events: &[EventRecord]) -> (&'r [u8], &'r str) {
-    let nothing_new = !events.is_empty() && events.iter().all(|e| e.outcome == Status::Duplicate);
-    match nothing_new {
+    match nothing_new(events.iter().map(|e| e.outcome)) {
         true => (&[], ""),
         false => (r.body.as_ref(), r.spec.as_str()),
     }
+}
+
+/// Whether a request of events with these `outcomes` brought nothing new: its body is not
+/// kept, so its events cannot be derived again from it.
+fn nothing_new(mut outcomes: impl Iterator<Item = Status>) -> bool {
+    let first = outcomes.next();
+    first == Some(Status::Duplicate) && outcomes.all(|o| o == Status::Duplicate)
+}
+
+/// Whether the journal keeps the JSON form ([`EventRecord::data`]) of the events of a request
+/// split by spec version `spec` (empty: none recorded) with these `outcomes`: only when it
+/// cannot derive them again from the body.
+pub fn keeps_event_data(spec: &str, outcomes: impl Iterator<Item = Status>) -> bool {
+    spec.is_empty() || nothing_new(outcomes)
 }
 
 /// The event rows of a request (its id and record); a duplicate points at the event that
@@ -283,4 +296,18 @@ fn remember_key(
         .execute(params![key.1, event_id])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_data_is_kept_only_where_the_body_cannot_give_the_events_again() {
+        use Status::{Duplicate, Failed, Processed};
+        assert!(!keeps_event_data("spec", [Processed, Duplicate, Failed].into_iter()), "derived from the body");
+        assert!(keeps_event_data("", [Processed].into_iter()), "no spec version recorded");
+        assert!(keeps_event_data("spec", [Duplicate, Duplicate].into_iter()), "only duplicates: no body kept");
+        assert!(!keeps_event_data("spec", std::iter::empty()), "no events");
+    }
 }

@@ -16,6 +16,7 @@ mod bulk;
 mod derive;
 mod indexer;
 mod insert;
+pub use insert::keeps_event_data;
 mod keys;
 pub mod log;
 mod outlets;
@@ -194,6 +195,8 @@ impl rusqlite::types::FromSql for Status {
 pub struct EventRecord {
     pub index: usize,
     pub key: Option<String>,
+    /// Its JSON form; may be left empty when [`keeps_event_data`] says the journal derives it
+    /// again from the body (and no shared journal takes it).
     pub data: String,
     /// Whether the event's binary body is the request body (an upload).
     pub blob: bool,
