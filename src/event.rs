@@ -58,11 +58,22 @@ pub struct Origin {
 impl Origin {
     /// Builds the `index`-th event of this request.
     pub fn event(&self, index: usize, data: Value, meta: Map<String, Value>) -> Event {
+        self.event_at(&self.received_at(), index, data, meta)
+    }
+
+    /// The receive time as events show it (`received_at`).
+    pub fn received_at(&self) -> String {
+        rfc3339_millis(self.received_ms)
+    }
+
+    /// As [`Origin::event`], with the receive time formatted once per request
+    /// ([`Origin::received_at`]) rather than once per event.
+    pub fn event_at(&self, received_at: &str, index: usize, data: Value, meta: Map<String, Value>) -> Event {
         Event {
             protocol: self.protocol.clone(),
             operation: self.operation.clone(),
             source: self.source.clone(),
-            received_at: rfc3339_millis(self.received_ms),
+            received_at: received_at.to_owned(),
             received_ms: self.received_ms,
             index,
             data,

@@ -91,7 +91,8 @@ fn json_events(
         (Split::EachElement, _) => return Err(vec!["/: must be a JSON array".into()]),
         (_, single) => vec![single],
     };
-    let events = items.into_iter().enumerate().map(|(i, data)| origin.event(i, data, meta.clone())).collect();
+    let at = origin.received_at();
+    let events = items.into_iter().enumerate().map(|(i, data)| origin.event_at(&at, i, data, meta.clone())).collect();
     Ok(Parsed { events, unknown_type })
 }
 
@@ -110,17 +111,17 @@ fn csv_events(
         }
     }
     let text = form.get(field).ok_or_else(|| vec![format!("/{field}: required")])?;
-    let rows = parse_csv(text).map_err(|e| vec![format!("/{field}: {e}")])?;
-    let (header, records) = rows.split_first().ok_or_else(|| vec![format!("/{field}: no header row")])?;
+    let mut rows = parse_csv(text).map_err(|e| vec![format!("/{field}: {e}")])?.into_iter();
+    let header = rows.next().ok_or_else(|| vec![format!("/{field}: no header row")])?;
     meta.insert("columns".into(), Value::Array(header.iter().cloned().map(Value::String).collect()));
-    let events = records
-        .iter()
+    let at = origin.received_at();
+    let events = rows
         .enumerate()
         .map(|(i, row)| {
-            let data: Map<String, Value> = header.iter().cloned().zip(row.iter().cloned().map(Value::String)).collect();
             let mut meta = meta.clone();
             meta.insert("timestamp".into(), Value::String(row[0].clone()));
-            origin.event(i, Value::Object(data), meta)
+            let data: Map<String, Value> = header.iter().cloned().zip(row.into_iter().map(Value::String)).collect();
+            origin.event_at(&at, i, Value::Object(data), meta)
         })
         .collect();
     Ok(Parsed { events, unknown_type: None })
@@ -130,8 +131,14 @@ fn csv_events(
 pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut rows: Vec<Vec<String>> = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("CSV row {} is malformed ({e})", n + 1))?;
+    // One record read into again and again: no allocation of its own per row.
+    let mut record = csv::StringRecord::new();
+    for n in 0.. {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("CSV row {} is malformed ({e})", n + 1)),
+        }
         let row: Vec<String> = record.iter().map(str::to_owned).collect();
         if let Some(header) = rows.first()
             && row.len() != header.len()

@@ -79,26 +79,71 @@ pub fn build(limits: &ScriptLimits) -> Engine {
     engine
 }
 
-/// The event as the script sees it; the results of handler `plugins` are added as
-/// `event.plugins.<name>`.
-pub fn event_value(event: &Event, plugins: Vec<(String, serde_json::Value)>) -> Dynamic {
-    // Built directly rather than through `rhai::serde::to_dynamic`: the same values (an
-    // integer that fits `INT` stays one, a larger one becomes a float, as rhai's serializer
-    // does), at a fraction of the cost for a many-row request.
-    let mut map = rhai::Map::new();
-    map.insert("protocol".into(), event.protocol.as_str().into());
-    map.insert("operation".into(), event.operation.as_str().into());
-    map.insert("source".into(), event.source.as_str().into());
-    map.insert("received_at".into(), event.received_at.as_str().into());
-    map.insert("received_ms".into(), Dynamic::from_int(event.received_ms));
-    map.insert("index".into(), unsigned(event.index as u64));
-    map.insert("data".into(), json_value(&event.data));
-    map.insert("meta".into(), json_map(&event.meta));
-    if !plugins.is_empty() {
-        let notes = plugins.iter().map(|(name, note)| (name.as_str().into(), json_value(note))).collect();
-        map.insert("plugins".into(), Dynamic::from_map(notes));
+/// What consecutive events of one request share (their protocol, operation, sender and
+/// receive time, and meta values such as a CSV block's column list), made into script values
+/// once and handed to each event as a clone: a string's clone is a reference count, not a
+/// copy. The values are the same as made afresh; a script changing one changes its own copy.
+#[derive(Default)]
+pub struct Shared<'e> {
+    /// protocol, operation, source, received_at.
+    texts: [Option<(&'e str, Dynamic)>; 4],
+    /// The last event's meta values, by key.
+    meta: Vec<(&'e str, &'e serde_json::Value, Dynamic)>,
+}
+
+impl<'e> Shared<'e> {
+    /// The event as the script sees it; the results of handler `plugins` are added as
+    /// `event.plugins.<name>`.
+    pub fn event_value(&mut self, event: &'e Event, plugins: Vec<(String, serde_json::Value)>) -> Dynamic {
+        // Built directly rather than through `rhai::serde::to_dynamic`: the same values (an
+        // integer that fits `INT` stays one, a larger one becomes a float, as rhai's
+        // serializer does), at a fraction of the cost for a many-row request.
+        let mut map = rhai::Map::new();
+        map.insert("protocol".into(), self.text(0, &event.protocol));
+        map.insert("operation".into(), self.text(1, &event.operation));
+        map.insert("source".into(), self.text(2, &event.source));
+        map.insert("received_at".into(), self.text(3, &event.received_at));
+        map.insert("received_ms".into(), Dynamic::from_int(event.received_ms));
+        map.insert("index".into(), unsigned(event.index as u64));
+        map.insert("data".into(), json_value(&event.data));
+        map.insert("meta".into(), self.meta(&event.meta));
+        if !plugins.is_empty() {
+            let notes = plugins.iter().map(|(name, note)| (name.as_str().into(), json_value(note))).collect();
+            map.insert("plugins".into(), Dynamic::from_map(notes));
+        }
+        Dynamic::from_map(map)
     }
-    Dynamic::from_map(map)
+
+    fn text(&mut self, slot: usize, text: &'e str) -> Dynamic {
+        match &self.texts[slot] {
+            Some((last, value)) if *last == text => value.clone(),
+            _ => {
+                let value: Dynamic = text.into();
+                self.texts[slot] = Some((text, value.clone()));
+                value
+            }
+        }
+    }
+
+    fn meta(&mut self, meta: &'e serde_json::Map<String, serde_json::Value>) -> Dynamic {
+        let mut map = rhai::Map::new();
+        for (key, value) in meta {
+            let dynamic = match self.meta.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, last, dynamic)) if *last == value => dynamic.clone(),
+                Some((_, last, dynamic)) => {
+                    (*last, *dynamic) = (value, json_value(value));
+                    dynamic.clone()
+                }
+                None => {
+                    let dynamic = json_value(value);
+                    self.meta.push((key, value, dynamic.clone()));
+                    dynamic
+                }
+            };
+            map.insert(key.as_str().into(), dynamic);
+        }
+        Dynamic::from_map(map)
+    }
 }
 
 /// A JSON value as the script sees it.
@@ -183,7 +228,7 @@ mod tests {
             blob: None,
         };
         let plugins = vec![("geo".to_owned(), serde_json::json!({"lat": 47.1, "ok": true}))];
-        let direct = event_value(&event, plugins.clone());
+        let direct = Shared::default().event_value(&event, plugins.clone());
         let mut expected = rhai::serde::to_dynamic(&event).unwrap();
         let notes: serde_json::Map<String, serde_json::Value> = plugins.into_iter().collect();
         expected.write_lock::<rhai::Map>().unwrap().insert("plugins".into(), rhai::serde::to_dynamic(notes).unwrap());
@@ -192,5 +237,43 @@ mod tests {
         assert!(map["data"].clone().cast::<rhai::Map>()["huge"].is_float());
         assert!(map["data"].clone().cast::<rhai::Map>()["count"].is_int());
         assert!(map["index"].is_int());
+    }
+
+    /// Values shared by consecutive events are handed on, changed ones made afresh: each
+    /// event's map is the one it would get on its own, whatever came before it.
+    #[test]
+    fn shared_values_follow_each_event() {
+        let event = |source: &str, columns: serde_json::Value, timestamp: &str| {
+            let mut meta = serde_json::Map::new();
+            meta.insert("columns".into(), columns);
+            meta.insert("timestamp".into(), timestamp.into());
+            Event {
+                protocol: "wattmon".into(),
+                operation: "export".into(),
+                source: source.into(),
+                received_at: "2026-12-02T01:00:00.000Z".into(),
+                received_ms: 1_796_173_200_000,
+                index: 0,
+                data: serde_json::json!({"Timestamp": timestamp}),
+                meta,
+                blob: None,
+            }
+        };
+        let events = [
+            event("a", serde_json::json!(["Timestamp", "V"]), "1"),
+            event("a", serde_json::json!(["Timestamp", "V"]), "2"),
+            event("b", serde_json::json!(["Timestamp", "W"]), "2"),
+            event("b", serde_json::json!(["Timestamp", "V"]), "3"),
+        ];
+        let mut shared = Shared::default();
+        for e in &events {
+            let alone = Shared::default().event_value(e, Vec::new());
+            assert_eq!(format!("{:?}", shared.event_value(e, Vec::new())), format!("{alone:?}"));
+        }
+        let map = shared.event_value(&events[3], Vec::new()).cast::<rhai::Map>();
+        let meta = map["meta"].clone().cast::<rhai::Map>();
+        assert_eq!(meta["columns"].clone().cast::<rhai::Array>()[1].clone().cast::<rhai::ImmutableString>(), "V");
+        assert_eq!(meta["timestamp"].clone().cast::<rhai::ImmutableString>(), "3");
+        assert_eq!(map["source"].clone().cast::<rhai::ImmutableString>(), "b");
     }
 }

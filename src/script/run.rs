@@ -37,8 +37,9 @@ impl ScriptHost {
 
     /// `on_event` once per event.
     fn run_each(&self, ast: &AST, events: &[&Event], host: &HostCall) -> Option<RunFailure> {
+        let mut shared = engine::Shared::default();
         for (index, event) in events.iter().enumerate() {
-            let result = self.event_value(event).and_then(|value| {
+            let result = self.event_value(&mut shared, event).and_then(|value| {
                 engine::call(&self.engine, ast, "on_event", value, host.clone(), self.budget)
                     .map_err(|e| (FailureKind::Script, e.to_string()))
             });
@@ -59,8 +60,9 @@ impl ScriptHost {
     fn run_batch(&self, ast: &AST, events: &[&Event], host: &HostCall) -> Option<RunFailure> {
         let mut values = Vec::with_capacity(events.len());
         let mut plugin_failure = None;
+        let mut shared = engine::Shared::default();
         for (index, event) in events.iter().enumerate() {
-            match self.event_value(event) {
+            match self.event_value(&mut shared, event) {
                 Ok(value) => values.push(value),
                 Err((kind, message)) => {
                     plugin_failure = Some(RunFailure { index, kind, message });
@@ -98,13 +100,13 @@ impl ScriptHost {
     }
 
     /// The event as its script sees it, after its handler plugins.
-    fn event_value(&self, event: &Event) -> Result<Dynamic, Failed> {
+    fn event_value<'e>(&self, shared: &mut engine::Shared<'e>, event: &'e Event) -> Result<Dynamic, Failed> {
         let notes = self
             .ext
             .plugins
             .handle(event)
             .map_err(|e| (FailureKind::Plugin { name: e.plugin().to_owned() }, e.to_string()))?;
-        Ok(engine::event_value(event, notes))
+        Ok(shared.event_value(event, notes))
     }
 }
 
